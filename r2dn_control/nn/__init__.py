@@ -1,0 +1,26 @@
+"""Torch core: Lipschitz-bounded networks and directly parameterized recurrent models.
+
+This layer imports torch only (no cvxpy, gymnasium or python-control).
+"""
+
+from .activations import ACTIVATIONS
+from .base import RecurrentModel
+from .explicit import ExplicitModel, rollout
+from .iqc import SupplyRate
+from .lbdn import LBDN, ExplicitMLP, SandwichLayer
+from .r2dn import ContractingR2DN, GeneralR2DN, LipschitzR2DN, PassiveR2DN
+
+__all__ = [
+    "ACTIVATIONS",
+    "LBDN",
+    "ContractingR2DN",
+    "ExplicitMLP",
+    "ExplicitModel",
+    "GeneralR2DN",
+    "LipschitzR2DN",
+    "PassiveR2DN",
+    "RecurrentModel",
+    "SandwichLayer",
+    "SupplyRate",
+    "rollout",
+]

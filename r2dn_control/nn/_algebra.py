@@ -1,0 +1,100 @@
+"""Small matrix algebra shared by every directly parameterized model.
+
+Everything here works on tensors of any float dtype; callers run it in float64
+(see :func:`r2dn_control.nn.base.RecurrentModel.explicit`) because the
+certificates are lost to float32 round-off when a contraction nears norm 1
+(math.md §6).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def default_eps(dtype: torch.dtype) -> float:
+    """Positive-definiteness margin ε for a model stored in ``dtype``.
+
+    ``max(finfo(dtype).eps, 1e-12)``: 1.19e-7 for float32 (the JAX reference
+    code's choice) and 1e-12 for float64 (RobustNeuralNetworks.jl's choice).
+    """
+    return max(torch.finfo(dtype).eps, 1e-12)
+
+
+def frobenius(x: Tensor, eps: float) -> Tensor:
+    r"""Differentiable Frobenius norm :math:`\mathrm{nrm}(X) = (\sum X_{ij}^2 + \epsilon)^{1/2}`."""
+    return torch.sqrt(torch.sum(x * x) + eps)
+
+
+def eye_like(x: Tensor, n: int) -> Tensor:
+    """Identity of size ``n`` with ``x``'s dtype and device."""
+    return torch.eye(n, dtype=x.dtype, device=x.device)
+
+
+def gram(x: Tensor, polar: Tensor | None, eps: float) -> Tensor:
+    r"""Positive definite factor :math:`H_X`.
+
+    .. math::
+        H_X = \frac{p^2}{\mathrm{nrm}(X)^2} X^\top X + \epsilon I  \quad\text{(polar)},
+        \qquad H_X = X^\top X + \epsilon I \quad\text{(polar is None)}.
+    """
+    h = x.T @ x
+    if polar is not None:
+        h = (polar * polar / (torch.sum(x * x) + eps)) * h
+    return h + eps * eye_like(x, x.shape[1])
+
+
+def cayley(w: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    r"""Cayley transform of the stacked ``W = [U; V]`` (``U`` is n×n, ``V`` is m×n).
+
+    With :math:`Z = U - U^\top + V^\top V` returns
+    :math:`\tilde A = (I+Z)^{-1}(I-Z)` (n×n) and :math:`B = -2 (I+Z)^{-\top} V^\top` (n×m),
+    which satisfy :math:`\tilde A^\top \tilde A + B B^\top = I_n`. One LU of ``I+Z`` serves
+    both blocks; its symmetric part ``I + VᵀV`` is positive definite so it is always invertible.
+    """
+    u, v = w[:n], w[n:]
+    z = u - u.T + v.T @ v
+    eye = eye_like(w, n)
+    lu, piv = torch.linalg.lu_factor(eye + z)
+    a_tilde = torch.linalg.lu_solve(lu, piv, eye - z)
+    b = -2.0 * torch.linalg.lu_solve(lu, piv, v.T, adjoint=True)
+    return a_tilde, b
+
+
+def contraction_size(rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Shapes of the ``(X, Y)`` and ``Z`` parameters of :func:`contraction` for an r×c result."""
+    d = min(rows, cols)
+    return (d, d), (abs(rows - cols), d)
+
+
+def contraction(x: Tensor, y: Tensor, z: Tensor, rows: int, cols: int, eps: float) -> Tensor:
+    r"""Matrix :math:`N \in \mathbb{R}^{r\times c}` with spectral norm :math:`\|N\| < 1`.
+
+    With :math:`M = X^\top X + Y - Y^\top + Z^\top Z + \epsilon I_d`:
+    tall (r ≥ c): :math:`N = [(I-M)(I+M)^{-1};\ -2Z(I+M)^{-1}]`;
+    wide: :math:`N = [(I+M)^{-1}(I-M),\ -2(I+M)^{-1}Z^\top]`.
+    Then :math:`I - N^\top N = 4(I+M)^{-\top}(X^\top X+\epsilon I)(I+M)^{-1} \succ 0` (tall case).
+    """
+    d = min(rows, cols)
+    eye = eye_like(x, d)
+    m = x.T @ x + y - y.T + z.T @ z + eps * eye
+    if rows >= cols:
+        # (I - M)(I + M)^{-1} and Z (I + M)^{-1}: right division = solve with the transpose.
+        stacked = torch.cat([eye - m, -2.0 * z], dim=0)
+        return torch.linalg.solve(eye + m, stacked, left=False)
+    stacked = torch.cat([eye - m, -2.0 * z.T], dim=1)
+    return torch.linalg.solve(eye + m, stacked)
+
+
+def zero_contraction_params(d: int, eps: float, dtype: torch.dtype) -> Tensor:
+    r"""The ``X`` of :func:`contraction` that gives ``N = 0`` exactly (``M = I``) when Y = Z = 0."""
+    return math.sqrt(1.0 - eps) * torch.eye(d, dtype=dtype)
+
+
+def lecun_normal_(t: Tensor, fan_in: int | None = None) -> Tensor:
+    """Fill ``t`` from N(0, 1/fan_in); fan_in defaults to the number of columns."""
+    fan = t.shape[-1] if fan_in is None else fan_in
+    with torch.no_grad():
+        return t.normal_(0.0, 1.0 / math.sqrt(max(fan, 1)))

@@ -1,0 +1,43 @@
+"""Slope-restricted activations allowed inside certified models.
+
+Every certificate in this package uses only that σ acts elementwise and is
+monotone with slope in [0, 1]; an arbitrary callable would void it, so models
+take one of these names.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+Activation = Callable[[Tensor], Tensor]
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _leaky_relu(x: Tensor) -> Tensor:
+    return F.leaky_relu(x, 0.01)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "leaky_relu": _leaky_relu,
+    "identity": _identity,
+}
+
+
+def get_activation(name: str) -> Activation:
+    """Return the activation called ``name``; raise ``ValueError`` naming the choices."""
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(
+            f"activation must be one of {sorted(ACTIVATIONS)} (slope-restricted in [0, 1]), "
+            f"got {name!r}"
+        )
+    return ACTIVATIONS[name]

@@ -1,0 +1,230 @@
+"""The recurrent-model base class: input checks, rollout dispatch, caching, checkpoints config.
+
+Every recurrent family (R2DN, REN) subclasses :class:`RecurrentModel` and implements only
+``_build_explicit(dtype)``: the map from its direct parameters to an
+:class:`~r2dn_control.nn.explicit.ExplicitModel`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import _checks
+from ._algebra import default_eps
+from .explicit import ExplicitModel, rollout
+from .iqc import SupplyRate
+
+INITS = ("random", "long_memory")
+
+
+class RecurrentModel(nn.Module):
+    """Base class of the directly parameterized recurrent models.
+
+    Parameters (shared by every family)
+    ----------
+    input_size, state_size, features, output_size : int
+        nu, nx, nv (width of the nonlinearity's input/output) and ny.
+    activation : str
+        Slope-restricted activation (``"relu"``, ``"tanh"``, ...).
+    init : {"random", "long_memory"}
+        Random (lecun-normal) weights, or A ≈ ᾱ(I − diag(U[0, 0.05])) with no feedback through
+        the nonlinearity (slow, long-memory dynamics).
+    contraction_rate : float
+        Bound ᾱ ∈ (0, 1] on the contraction rate: ``‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫``.
+    polar : bool
+        Polar parameterization of the free factor of H (a learnable magnitude p).
+    eps : float, optional
+        Positive-definiteness margin; default ``max(finfo(dtype).eps, 1e-12)``.
+    init_output_zero : bool
+        Start with zero output map (C₂, D₂₁, b_y).
+    identity_output : bool
+        Fix ``y = x`` (C₂ = I, D₂₁ = 0): the state is the output, e.g. for observers (ny = nx).
+    batch_first : bool
+        Inputs/outputs are (batch, time, feature) if True (default), else (time, batch, feature).
+    dtype, device
+        Parameter dtype and device.
+
+    Call
+    ----
+    ``y, x_T = model(u, x0=None)`` with ``u`` of shape (batch, time, nu) (or (time, nu)),
+    ``x0`` of shape (batch, nx) (or (nx,)); ``y`` has shape (batch, time, ny).
+    """
+
+    supply: SupplyRate | None = None
+
+    def __init__(
+        self,
+        input_size: int,
+        state_size: int,
+        features: int,
+        output_size: int,
+        *,
+        activation: str = "relu",
+        init: str = "random",
+        contraction_rate: float = 1.0,
+        polar: bool = True,
+        eps: float | None = None,
+        init_output_zero: bool = False,
+        identity_output: bool = False,
+        batch_first: bool = True,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.state_size = _checks.positive_int("state_size", state_size)
+        self.features = _checks.positive_int("features", features)
+        self.output_size = _checks.positive_int("output_size", output_size)
+        self.init_method = _checks.choice("init", init, INITS)
+        self.contraction_rate = _checks.rate("contraction_rate", contraction_rate)
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        self.eps = default_eps(dtype) if eps is None else _checks.positive_float("eps", eps)
+        self.polar = bool(polar)
+        self.init_output_zero = bool(init_output_zero)
+        self.identity_output = bool(identity_output)
+        if self.identity_output and self.output_size != self.state_size:
+            raise ValueError(
+                "identity_output=True needs output_size == state_size, got "
+                f"output_size={output_size}, state_size={state_size}"
+            )
+        self.activation_name = activation
+        self.batch_first = bool(batch_first)
+        self._factory = {"dtype": dtype, "device": device}
+        self._frozen: ExplicitModel | None = None
+        self.config: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ explicit model
+    def _build_explicit(self, dtype: torch.dtype, certificate: bool = True) -> ExplicitModel:
+        """Map the direct parameters to the explicit model, computing in ``dtype``.
+
+        With ``certificate`` the implied Lyapunov metric and multiplier are filled in.
+        """
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's parameters."""
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
+        return next(self.parameters()).device
+
+    def explicit(self, dtype: torch.dtype | None = None) -> ExplicitModel:
+        """The explicit model.
+
+        The direct-to-explicit algebra always runs in float64 (the certificate survives only
+        there, math.md §6); the result is cast to ``dtype`` (default: the model's dtype).
+        Inside :meth:`frozen` the cached model is returned.
+        """
+        return self._explicit(dtype, certificate=True)
+
+    def _explicit(self, dtype: torch.dtype | None, certificate: bool) -> ExplicitModel:
+        target = self.dtype if dtype is None else dtype
+        if self._frozen is not None and target == self._frozen.A.dtype:
+            return self._frozen
+        exact = self._build_explicit(torch.float64, certificate)
+        return exact if target == torch.float64 else exact.to(dtype=target)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[RecurrentModel]:
+        """Cache the explicit model for repeated inference (no gradients flow to parameters).
+
+        Parameter updates made inside the context are not seen until it exits.
+        """
+        previous = self._frozen
+        with torch.no_grad():
+            self._frozen = None
+            self._frozen = self.explicit()
+        try:
+            yield self
+        finally:
+            self._frozen = previous
+
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
+        # .to()/.double()/.cuda() invalidate a cached explicit model.
+        self._frozen = None
+        return super()._apply(fn, *args, **kwargs)
+
+    # ------------------------------------------------------------------ calling
+    def _check_tensor(self, name: str, value: object) -> Tensor:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+        if value.dtype != self.dtype:
+            raise TypeError(
+                f"{name} has dtype {value.dtype} but the model has dtype {self.dtype}; "
+                f"convert one of them (e.g. {name}.to({self.dtype}) or model.to({value.dtype}))"
+            )
+        return value
+
+    def _batch_input(self, u: object) -> tuple[Tensor, bool]:
+        u = self._check_tensor("u", u)
+        nu = self.input_size
+        layout = "(batch, time, input)" if self.batch_first else "(time, batch, input)"
+        if u.dim() not in (2, 3) or u.shape[-1] != nu:
+            raise ValueError(
+                f"u must have shape {layout} or (time, input) with input = {nu}, "
+                f"got {tuple(u.shape)}"
+            )
+        batched = u.dim() == 3
+        if not batched:
+            u = u.unsqueeze(0)
+        elif not self.batch_first:
+            u = u.transpose(0, 1)
+        if u.shape[1] == 0:
+            raise ValueError(f"u must contain at least one time step, got shape {tuple(u.shape)}")
+        return u, batched
+
+    def _batch_state(self, x0: object, batch: int, batched: bool, like: Tensor) -> Tensor:
+        nx = self.state_size
+        if x0 is None:
+            return like.new_zeros(batch, nx)
+        x0 = self._check_tensor("x0", x0)
+        expected = (batch, nx) if batched else (nx,)
+        if tuple(x0.shape) != expected:
+            raise ValueError(f"x0 must have shape {expected}, got {tuple(x0.shape)}")
+        return x0 if batched else x0.unsqueeze(0)
+
+    def forward(self, u: Tensor, x0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Simulate from ``x0`` (zeros if None); returns ``(y, x_T)``."""
+        u_b, batched = self._batch_input(u)
+        x = self._batch_state(x0, u_b.shape[0], batched, u_b)
+        y, x_final = rollout(self._explicit(None, certificate=False), u_b, x)
+        if not batched:
+            return y.squeeze(0), x_final.squeeze(0)
+        return (y if self.batch_first else y.transpose(0, 1)), x_final
+
+    def step(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """One time step: returns ``(y_t, x_{t+1})`` for ``x`` (batch, nx) and ``u`` (batch, nu).
+
+        Unbatched ``x`` (nx,) and ``u`` (nu,) are accepted. Builds the explicit model each call
+        unless inside :meth:`frozen`.
+        """
+        u = self._check_tensor("u", u)
+        if u.dim() not in (1, 2) or u.shape[-1] != self.input_size:
+            raise ValueError(
+                f"u must have shape (batch, {self.input_size}) or ({self.input_size},), "
+                f"got {tuple(u.shape)}"
+            )
+        batched = u.dim() == 2
+        u_b = u.unsqueeze(-2) if batched else u.reshape(1, 1, -1)
+        x_b = self._batch_state(x, u_b.shape[0], batched, u_b)
+        y, x_next = rollout(self._explicit(None, certificate=False), u_b, x_b)
+        return (y[:, 0], x_next) if batched else (y[0, 0], x_next[0])
+
+    def extra_repr(self) -> str:
+        return (
+            f"input_size={self.input_size}, state_size={self.state_size}, "
+            f"features={self.features}, output_size={self.output_size}, "
+            f"contraction_rate={self.contraction_rate}"
+        )

@@ -1,0 +1,125 @@
+r"""The explicit form shared by every recurrent model, and its rollout.
+
+.. math::
+    x_{t+1} &= A x_t + B_1 w_t + B_2 u_t + b_x \\
+    v_t &= C_1 x_t + D_{11} w_t + D_{12} u_t + b_v, \qquad w_t = \phi(v_t) \\
+    y_t &= C_2 x_t + D_{21} w_t + D_{22} u_t + b_y
+
+For an R2DN ``D11`` is absent (``None``) and φ is an LBDN; for a REN φ is the
+equilibrium layer ``w = σ(D₁₁ w + b)`` with ``D₁₁`` strictly lower triangular.
+Code uses batch rows, e.g. ``x_next = x @ A.T + w @ B1.T + u @ B2.T + bx``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+class Network(Protocol):
+    """The explicit nonlinearity ``w = φ(b)``: callable on row batches, castable with ``to``."""
+
+    def __call__(self, b: Tensor) -> Tensor: ...
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> Network: ...
+
+
+@dataclass(frozen=True)
+class ExplicitModel:
+    """Explicit matrices of a recurrent model (column convention, as in the math).
+
+    Attributes
+    ----------
+    A, B1, B2, C1, C2, D12, D21, D22 : Tensor
+        State-space matrices; shapes nx×nx, nx×nv, nx×nu, nv×nx, ny×nx, nv×nu, ny×nv, ny×nu.
+    bx, bv, by : Tensor
+        Bias vectors of sizes nx, nv, ny.
+    network : callable
+        ``w = network(b)`` maps the nonlinearity's input (without the ``D11 w`` term) to its
+        output, batched over rows: the LBDN for R2DN, the equilibrium layer for REN.
+    D11 : Tensor or None
+        Strictly lower-triangular nv×nv feedthrough of a REN; None for R2DN.
+    metric : Tensor or None
+        The Lyapunov metric 𝒫 = EᵀP⁻¹E implied by the parameterization (float64), if known.
+    multiplier : Tensor or None
+        The IQC multiplier implied by the parameterization: a scalar λ (R2DN) or the diagonal
+        of Λ (REN).
+    """
+
+    A: Tensor
+    B1: Tensor
+    B2: Tensor
+    C1: Tensor
+    C2: Tensor
+    D12: Tensor
+    D21: Tensor
+    D22: Tensor
+    bx: Tensor
+    bv: Tensor
+    by: Tensor
+    network: Network
+    D11: Tensor | None = None
+    metric: Tensor | None = None
+    multiplier: Tensor | None = None
+
+    @property
+    def sizes(self) -> tuple[int, int, int, int]:
+        """``(nu, nx, nv, ny)``."""
+        return self.B2.shape[1], self.A.shape[0], self.C1.shape[0], self.C2.shape[0]
+
+    def matrices(self) -> dict[str, Tensor]:
+        """The tensor fields (matrices and biases) by name, ``D11`` included when present."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("network", "metric", "multiplier") and getattr(self, f.name) is not None
+        }
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> ExplicitModel:
+        """Cast/move the matrices and the network (certificate fields stay float64)."""
+        moved = {k: v.to(dtype=dtype, device=device) for k, v in self.matrices().items()}
+        return replace(self, network=self.network.to(dtype=dtype, device=device), **moved)
+
+
+def rollout(model: ExplicitModel, u: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
+    """Simulate the explicit model on a batch of input sequences.
+
+    The input terms ``B₂u + bₓ``, ``D₁₂u + b_v`` and ``D₂₂u + b_y`` are computed for all time
+    steps in one matmul each; the time loop holds only the recurrent part; the outputs are
+    computed after the loop in one matmul.
+
+    Parameters
+    ----------
+    model : ExplicitModel
+    u : Tensor
+        Inputs, shape (batch, time, nu).
+    x0 : Tensor
+        Initial states, shape (batch, nx).
+
+    Returns
+    -------
+    y : Tensor
+        Outputs y₀ … y_{T−1}, shape (batch, time, ny); ``y_t`` uses ``x_t`` (before the update).
+    x_T : Tensor
+        Final state, shape (batch, nx).
+    """
+    steps = u.shape[1]
+    # Time-major copies so the loop reads contiguous (batch, n) slices.
+    u_tm = u.transpose(0, 1)
+    drive_x = torch.addmm(model.bx, u_tm.reshape(-1, u.shape[2]), model.B2.T).view(steps, -1, model.A.shape[0])
+    drive_v = torch.addmm(model.bv, u_tm.reshape(-1, u.shape[2]), model.D12.T).view(steps, -1, model.C1.shape[0])
+    a_t, b1_t, c1_t = model.A.T, model.B1.T, model.C1.T
+    network = model.network
+    states, features = [], []
+    x = x0
+    for t in range(steps):
+        states.append(x)
+        w = network(torch.addmm(drive_v[t], x, c1_t))
+        features.append(w)
+        x = torch.addmm(torch.addmm(drive_x[t], x, a_t), w, b1_t)
+    xs = torch.stack(states, dim=1)
+    ws = torch.stack(features, dim=1)
+    y = xs @ model.C2.T + ws @ model.D21.T + u @ model.D22.T + model.by
+    return y, x

@@ -1,0 +1,259 @@
+r"""Sandwich layers and Lipschitz-bounded deep networks (LBDN).
+
+Wang & Manchester (2023). A hidden sandwich layer :math:`h \mapsto h^+` is
+
+.. math::
+    h^+ = \sqrt{2}\,\tilde A \Psi\, \sigma\!\left(\sqrt{2}\,\Psi^{-1} B h + b\right),
+
+with :math:`(\tilde A, B)` the Cayley transform of the normalised weight
+:math:`\bar{W} = (a/\mathrm{nrm}(W)) W` (so :math:`\tilde A^\top\tilde A + BB^\top = I`) and
+:math:`\Psi = \mathrm{diag}(e^{d})`. It is 1-Lipschitz for any σ with slope in [0, 1].
+The linear output layer is :math:`h^+ = Bh + b` with :math:`\|B\| \le 1`, and the network is
+:math:`f(x) = \sqrt\gamma\, g_L \circ \dots \circ g_1(\sqrt\gamma\, x)`, which is γ-Lipschitz.
+
+For evaluation the constant scalings are folded into the neighbouring matrices so the
+network is an ordinary MLP (:class:`ExplicitMLP`) with one matmul per layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from . import _checks
+from ._algebra import cayley, frobenius, lecun_normal_
+from .activations import Activation, get_activation
+
+_SQRT2 = math.sqrt(2.0)
+_LOG_SCALE_CLIP = 20.0
+
+
+@dataclass(frozen=True)
+class ExplicitMLP:
+    """An MLP ``out = σ(…σ(x W₀ + b₀)…) W_L + b_L`` (row convention).
+
+    Attributes
+    ----------
+    weights : tuple of Tensor
+        Right-multiplied weight matrices, the last one without activation after it.
+    biases : tuple of Tensor or None
+        One bias per weight; ``None`` for a layer without bias.
+    activation : callable
+        The elementwise activation applied after every layer but the last.
+    """
+
+    weights: tuple[Tensor, ...]
+    biases: tuple[Tensor | None, ...]
+    activation: Activation
+
+    def __call__(self, x: Tensor) -> Tensor:
+        *hidden, last = range(len(self.weights))
+        for k in hidden:
+            x = self.activation(_affine(x, self.weights[k], self.biases[k]))
+        return _affine(x, self.weights[last], self.biases[last])
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> ExplicitMLP:
+        """Cast/move every tensor."""
+        return ExplicitMLP(
+            tuple(w.to(dtype=dtype, device=device) for w in self.weights),
+            tuple(None if b is None else b.to(dtype=dtype, device=device) for b in self.biases),
+            self.activation,
+        )
+
+
+def _affine(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    if bias is None:
+        return x @ weight
+    if x.dim() == 2:
+        return torch.addmm(bias, x, weight)
+    return x @ weight + bias
+
+
+class SandwichLayer(nn.Module):
+    r"""One 1-Lipschitz sandwich layer ``in_features → out_features``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes m and n.
+    activation : str
+        Slope-restricted activation (see :mod:`r2dn_control.nn.activations`).
+    linear : bool
+        If True this is the linear output layer ``h⁺ = B h + b`` (no activation, no ``d``).
+    bias : bool
+        Learn the bias ``b`` (zero and fixed otherwise).
+
+    Direct parameters: ``weight`` (n+m)×n (direction), ``scale`` a (magnitude, initialised to
+    ‖weight‖ so the normalised weight equals ``weight``), ``log_psi`` d (hidden layers only),
+    ``bias`` b.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str = "relu",
+        *,
+        linear: bool = False,
+        bias: bool = True,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = _checks.positive_int("in_features", in_features)
+        self.out_features = _checks.positive_int("out_features", out_features)
+        self.activation_name = activation
+        self.activation = get_activation(activation)
+        self.linear = bool(linear)
+        kw = {"dtype": dtype, "device": device}
+        n, m = out_features, in_features
+        self.weight = nn.Parameter(lecun_normal_(torch.empty(n + m, n, **kw), fan_in=m))
+        self.scale = nn.Parameter(torch.empty((), **kw))
+        self.log_psi = None if linear else nn.Parameter(torch.zeros(n, **kw))
+        self.bias = nn.Parameter(torch.zeros(n, **kw)) if bias else None
+        self.reset_scale()
+
+    @property
+    def eps(self) -> float:
+        return max(torch.finfo(self.weight.dtype).eps, 1e-12)
+
+    def reset_scale(self) -> None:
+        """Set the magnitude ``a`` to nrm(weight), making the normalised weight equal ``weight``."""
+        with torch.no_grad():
+            self.scale.copy_(frobenius(self.weight, self.eps))
+
+    def cayley_factors(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`(\tilde A, B)` with :math:`\tilde A^\top\tilde A + BB^\top = I`."""
+        w = self.weight if dtype is None else self.weight.to(dtype)
+        a = self.scale if dtype is None else self.scale.to(dtype)
+        w = (a / frobenius(w, self.eps)) * w
+        return cayley(w, self.out_features)
+
+    def psi(self, dtype: torch.dtype | None = None) -> Tensor | None:
+        r""":math:`\psi = \exp(\mathrm{clip}(d, \pm 20))`, or None for the linear layer."""
+        if self.log_psi is None:
+            return None
+        d = self.log_psi if dtype is None else self.log_psi.to(dtype)
+        return torch.exp(torch.clamp(d, -_LOG_SCALE_CLIP, _LOG_SCALE_CLIP))
+
+    def folded(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        r"""Right-multiplied ``(pre, bias, post)`` with ``h⁺ = σ(h·pre + b)·post``.
+
+        ``pre = √2 Bᵀ Ψ⁻¹`` and ``post = √2 Ψ Ãᵀ`` for a hidden layer;
+        ``pre = Bᵀ`` and ``post = None`` for the linear layer.
+        """
+        a_tilde, b = self.cayley_factors(dtype)
+        bias = self.bias if (self.bias is None or dtype is None) else self.bias.to(dtype)
+        psi = self.psi(dtype)
+        if psi is None:
+            return b.T, bias, None
+        pre = (_SQRT2 * b.T) / psi
+        post = (_SQRT2 * psi)[:, None] * a_tilde.T
+        return pre, bias, post
+
+    def forward(self, h: Tensor) -> Tensor:
+        """Apply the layer to ``h`` of shape (..., in_features)."""
+        pre, bias, post = self.folded()
+        z = _affine(h, pre, bias)
+        return z if post is None else self.activation(z) @ post
+
+    def extra_repr(self) -> str:
+        kind = "linear" if self.linear else self.activation_name
+        return f"{self.in_features}, {self.out_features}, {kind}"
+
+
+class LBDN(nn.Module):
+    r"""Lipschitz-bounded deep network :math:`f(x)=\sqrt\gamma\,g_L\circ\dots\circ g_1(\sqrt\gamma x)`.
+
+    ``‖f(a) − f(b)‖ ≤ γ‖a − b‖`` for every value of the parameters.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Input and output widths.
+    hidden : sequence of int
+        Widths of the hidden sandwich layers (may be empty).
+    gamma : float
+        Lipschitz bound γ > 0.
+    learn_gamma : bool
+        Make ``log γ`` a learnable parameter (initialised at ``log gamma``).
+    activation : str
+        Slope-restricted activation.
+    output_layer : {"linear", "sandwich"}
+        ``"linear"`` (paper, RobustNeuralNetworks.jl): a final ``h⁺ = Bh + b``;
+        ``"sandwich"`` (the JAX reference code's behaviour): the last layer is another
+        nonlinear sandwich layer. Both are 1-Lipschitz.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (),
+        *,
+        gamma: float = 1.0,
+        learn_gamma: bool = False,
+        activation: str = "relu",
+        output_layer: str = "linear",
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = _checks.positive_int("in_features", in_features)
+        self.out_features = _checks.positive_int("out_features", out_features)
+        self.hidden = _checks.positive_ints("hidden", hidden)
+        gamma = _checks.positive_float("gamma", gamma)
+        self.output_layer = _checks.choice("output_layer", output_layer, ("linear", "sandwich"))
+        self.activation = get_activation(activation)
+        widths = (self.in_features, *self.hidden, self.out_features)
+        kw = {"dtype": dtype, "device": device}
+        self.layers = nn.ModuleList(
+            SandwichLayer(
+                widths[k], widths[k + 1], activation,
+                linear=(output_layer == "linear" and k == len(widths) - 2), **kw,
+            )
+            for k in range(len(widths) - 1)
+        )
+        log_gamma = torch.tensor(math.log(gamma), **kw)
+        if learn_gamma:
+            self.log_gamma = nn.Parameter(log_gamma)
+        else:
+            self.register_buffer("log_gamma", log_gamma)
+
+    @property
+    def gamma(self) -> Tensor:
+        """The Lipschitz bound γ = exp(log γ) (a tensor, differentiable if learnable)."""
+        return torch.exp(self.log_gamma)
+
+    def explicit(self, dtype: torch.dtype | None = None) -> ExplicitMLP:
+        """Fold every layer's scalings into one weight per layer (computed in ``dtype``)."""
+        log_gamma = self.log_gamma if dtype is None else self.log_gamma.to(dtype)
+        root_gamma = torch.exp(0.5 * log_gamma)
+        weights: list[Tensor] = []
+        biases: list[Tensor | None] = []
+        carry = root_gamma  # what the next layer's input is multiplied by (scalar or matrix)
+        for layer in self.layers:
+            pre, bias, post = layer.folded(dtype)
+            weights.append(carry * pre if carry.dim() == 0 else carry @ pre)
+            biases.append(bias)
+            carry = post if post is not None else None  # type: ignore[assignment]
+        if carry is None:  # linear output layer: scale its output by √γ
+            weights[-1] = weights[-1] * root_gamma
+            biases[-1] = None if biases[-1] is None else biases[-1] * root_gamma
+        else:  # sandwich output layer: its post-matrix (times √γ) is a bias-free final layer
+            weights.append(carry * root_gamma)
+            biases.append(None)
+        return ExplicitMLP(tuple(weights), tuple(biases), self.activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Evaluate f on ``x`` of shape (..., in_features)."""
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"LBDN expected input with last dimension {self.in_features}, got shape "
+                f"{tuple(x.shape)}"
+            )
+        return self.explicit()(x)

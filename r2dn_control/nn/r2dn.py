@@ -1,0 +1,381 @@
+r"""R2DN: an LTI system in feedback with a 1-Lipschitz LBDN (Barbara, Wang & Manchester, 2025).
+
+.. math::
+    x_{t+1} = A x_t + B_1 w_t + B_2 u_t + b_x,\quad
+    v_t = C_1 x_t + D_{12} u_t + b_v,\quad w_t = \phi(v_t),\quad
+    y_t = C_2 x_t + D_{21} w_t + D_{22} u_t + b_y,
+
+with φ an LBDN of Lipschitz constant 1. The LTI weights come from a positive definite
+``H ∈ ℝ^{2nx×2nx}`` (independent of nv and depth, math.md §3):
+
+* contracting: ``H = H_X + blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)``;
+* (Q,S,R)-dissipative: ``H = H_X + blkdiag(C₁ᵀC₁ − C₂ᵀQC₂, 0) + 𝒩R₁⁻¹𝒩ᵀ``
+  (see :func:`r2dn_control.nn._implicit.dissipative_terms`),
+
+then ``E = ½(H₁₁ + H₂₂/ᾱ² + Y − Yᵀ)``, ``F = H₂₁``, ``P = H₂₂``, ``A = E⁻¹F``,
+``B₁ = E⁻¹B̂₁`` (and ``B₂ = E⁻¹B̂₂`` for the dissipative families). Every parameter value
+gives a model with ``ᾱ²𝒫 − C₁ᵀC₁ ⪰ … `` i.e. the certificate of math.md §4 with
+𝒫 = EᵀP⁻¹E and multiplier λ = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import _checks
+from ._algebra import (
+    contraction,
+    contraction_size,
+    eye_like,
+    frobenius,
+    gram,
+    lecun_normal_,
+    zero_contraction_params,
+)
+from ._implicit import (
+    IOBlock,
+    add_quadratic,
+    dissipative_terms,
+    implicit_model,
+    long_memory_factor,
+    lyapunov_metric,
+)
+from .base import RecurrentModel
+from .explicit import ExplicitModel
+from .iqc import SupplyRate
+from .lbdn import LBDN
+
+_LONG_MEMORY_SPREAD = 0.05
+
+
+class ContractionFactor(nn.Module):
+    """Direct parameters ``(X, Y, Z)`` of a matrix N (rows×cols) with ‖N‖ < 1.
+
+    See :func:`r2dn_control.nn._algebra.contraction`.
+    """
+
+    def __init__(self, rows: int, cols: int, eps: float, zero: bool = False, **factory) -> None:
+        super().__init__()
+        self.rows, self.cols, self.eps = rows, cols, eps
+        (d, _), z_shape = contraction_size(rows, cols)
+        self.X = nn.Parameter(lecun_normal_(torch.empty(d, d, **factory)))
+        self.Y = nn.Parameter(lecun_normal_(torch.empty(d, d, **factory)))
+        self.Z = nn.Parameter(lecun_normal_(torch.empty(*z_shape, **factory), fan_in=d))
+        if zero:
+            self.set_zero()
+
+    def set_zero(self) -> None:
+        """Make N = 0 exactly."""
+        with torch.no_grad():
+            self.X.copy_(zero_contraction_params(self.X.shape[0], self.eps, self.X.dtype))
+            self.Y.zero_()
+            self.Z.zero_()
+
+    def matrix(self, dtype: torch.dtype) -> Tensor:
+        return contraction(self.X.to(dtype), self.Y.to(dtype), self.Z.to(dtype),
+                           self.rows, self.cols, self.eps)
+
+
+class _R2DN(RecurrentModel):
+    """Parameters and explicit map shared by every R2DN family (subclasses add the I/O part)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        state_size: int,
+        features: int,
+        output_size: int,
+        *,
+        hidden: Sequence[int] = (32, 32),
+        output_layer: str = "linear",
+        **common,
+    ) -> None:
+        super().__init__(input_size, state_size, features, output_size, **common)
+        nx, nv = self.state_size, self.features
+        fk = self._factory
+        self.hidden = _checks.positive_ints("hidden", hidden)
+        self.X = nn.Parameter(lecun_normal_(torch.empty(2 * nx, 2 * nx, **fk)))
+        self.polar_scale = nn.Parameter(torch.empty((), **fk)) if self.polar else None
+        self.Y = nn.Parameter(lecun_normal_(torch.empty(nx, nx, **fk)))
+        self.B1_hat = nn.Parameter(lecun_normal_(torch.empty(nx, nv, **fk)))
+        self.C1 = nn.Parameter(lecun_normal_(torch.empty(nv, nx, **fk)))
+        self.bx = nn.Parameter(torch.zeros(nx, **fk))
+        self.bv = nn.Parameter(torch.zeros(nv, **fk))
+        self.by = nn.Parameter(torch.zeros(self.output_size, **fk))
+        self.network = LBDN(nv, nv, self.hidden, gamma=1.0, activation=self.activation_name,
+                            output_layer=output_layer, **fk)
+        if self.identity_output:
+            self.register_buffer("C2", torch.eye(nx, **fk))
+        else:
+            self.C2 = nn.Parameter(lecun_normal_(torch.empty(self.output_size, nx, **fk)))
+
+    # -- subclass hooks -------------------------------------------------------------------
+    def _io(self, dtype: torch.dtype) -> IOBlock:
+        raise NotImplementedError
+
+    def _extra_h(self, C1: Tensor, B1_hat: Tensor, io: IOBlock) -> Tensor:
+        """H − H_X as a function of the other parameters."""
+        raise NotImplementedError
+
+    # -- shared machinery -----------------------------------------------------------------
+    def _finish_init(self) -> None:
+        with torch.no_grad():
+            if self.init_output_zero and not self.identity_output:
+                self.C2.zero_()
+            if self.init_output_zero:
+                self.by.zero_()
+            if self.init_method == "long_memory":
+                self._init_long_memory()
+            elif self.polar_scale is not None:
+                self.polar_scale.copy_(frobenius(self.X, self.eps))
+
+    def _init_long_memory(self) -> None:
+        """A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = C₁ = 0 and Y = I (math.md §3)."""
+        nx, rate = self.state_size, self.contraction_rate
+        f64 = {"dtype": torch.float64, "device": self.X.device}
+        self.B1_hat.zero_()
+        self.C1.zero_()
+        self.Y.copy_(torch.eye(nx, **f64))
+        a0 = rate * torch.diag(1.0 - _LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
+        eye = torch.eye(nx, **f64)
+        h0 = torch.cat([torch.cat([eye, a0.T], 1), torch.cat([a0, rate**2 * eye], 1)], 0)
+        extra = self._extra_h(self.C1.double(), self.B1_hat.double(), self._io(torch.float64))
+        self.X.copy_(long_memory_factor(h0, extra, self.eps))
+        if self.polar_scale is not None:
+            self.polar_scale.copy_(frobenius(self.X, self.eps))
+
+    def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, IOBlock]:
+        C1, B1_hat = self.C1.to(dtype), self.B1_hat.to(dtype)
+        polar = None if self.polar_scale is None else self.polar_scale.to(dtype)
+        io = self._io(dtype)
+        h = gram(self.X.to(dtype), polar, self.eps) + self._extra_h(C1, B1_hat, io)
+        return h, C1, B1_hat, io
+
+    def _build_explicit(self, dtype: torch.dtype, certificate: bool = True) -> ExplicitModel:
+        nx, nv = self.state_size, self.features
+        h, C1, B1_hat, io = self._h_matrix(dtype)
+        e, f, p = implicit_model(h, self.Y.to(dtype), self.contraction_rate, nx)
+        if self.supply is None:  # contracting family: B2 is free (not divided by E)
+            A, B1 = torch.split(torch.linalg.solve(e, torch.cat([f, B1_hat], 1)), [nx, nv], dim=1)
+            B2 = io.B2_hat
+        else:
+            A, B1, B2 = torch.split(torch.linalg.solve(e, torch.cat([f, B1_hat, io.B2_hat], 1)),
+                                    [nx, nv, self.input_size], dim=1)
+        return ExplicitModel(
+            A=A, B1=B1, B2=B2, C1=C1, C2=io.C2, D12=io.D12, D21=io.D21, D22=io.D22,
+            bx=self.bx.to(dtype), bv=self.bv.to(dtype), by=self.by.to(dtype),
+            network=self.network.explicit(dtype),
+            metric=lyapunov_metric(e.detach(), p.detach()).double() if certificate else None,
+            multiplier=torch.ones((), dtype=torch.float64, device=h.device) if certificate else None,
+        )
+
+
+class ContractingR2DN(_R2DN):
+    r"""Contracting R2DN: ``‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫`` for any two trajectories under the same input.
+
+    ``H = H_X + blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)``; ``B₂, D₁₂, C₂, D₂₁, D₂₂`` are free.
+
+    Parameters
+    ----------
+    input_size, state_size, features, output_size : int
+        nu, nx, nv, ny.
+    hidden : sequence of int
+        Hidden widths of the LBDN φ: ℝ^nv → ℝ^nv.
+    output_layer : {"linear", "sandwich"}
+        Last LBDN layer (see :class:`~r2dn_control.nn.lbdn.LBDN`).
+    **common
+        See :class:`~r2dn_control.nn.base.RecurrentModel`.
+    """
+
+    def __init__(self, input_size: int, state_size: int, features: int, output_size: int,
+                 **kwargs) -> None:
+        super().__init__(input_size, state_size, features, output_size, **kwargs)
+        nx, nv, nu, ny = self.state_size, self.features, self.input_size, self.output_size
+        fk = self._factory
+        self.B2 = nn.Parameter(lecun_normal_(torch.empty(nx, nu, **fk)))
+        self.D12 = nn.Parameter(lecun_normal_(torch.empty(nv, nu, **fk)))
+        if self.identity_output:
+            self.register_buffer("D21", torch.zeros(ny, nv, **fk))
+            self.register_buffer("D22", torch.zeros(ny, nu, **fk))
+        else:
+            self.D21 = nn.Parameter(lecun_normal_(torch.empty(ny, nv, **fk)))
+            self.D22 = nn.Parameter(torch.zeros(ny, nu, **fk))
+            if self.init_output_zero:
+                with torch.no_grad():
+                    self.D21.zero_()
+        self._finish_init()
+
+    def _io(self, dtype: torch.dtype) -> IOBlock:
+        return IOBlock(self.B2.to(dtype), self.C2.to(dtype), self.D12.to(dtype),
+                       self.D21.to(dtype), self.D22.to(dtype))
+
+    def _extra_h(self, C1: Tensor, B1_hat: Tensor, io: IOBlock) -> Tensor:
+        nx = self.state_size
+        zeros = C1.new_zeros(2 * nx, 2 * nx)
+        ncal = torch.cat([C1.new_zeros(nx, self.features), B1_hat], 0)
+        return add_quadratic(zeros, C1.T @ C1, ncal, None)
+
+
+class _DissipativeR2DN(_R2DN):
+    """Shared (Q,S,R) machinery: the supply rate on the right device and the H terms."""
+
+    supply: SupplyRate
+
+    def _supply_on(self, device: torch.device) -> SupplyRate:
+        cache = self.__dict__.setdefault("_supply_cache", {})
+        if device not in cache:
+            cache[device] = self.supply.to(device)
+        return cache[device]
+
+    def _extra_h(self, C1: Tensor, B1_hat: Tensor, io: IOBlock) -> Tensor:
+        nx = self.state_size
+        top_left, ncal, r1 = dissipative_terms(io, C1, B1_hat, self._supply_on(C1.device))
+        return add_quadratic(C1.new_zeros(2 * nx, 2 * nx), top_left, ncal, r1)
+
+
+class GeneralR2DN(_DissipativeR2DN):
+    r"""(Q,S,R)-dissipative R2DN: ``Σ_t s(Δu_t, Δy_t) ≥ −Δx₀ᵀ𝒫Δx₀`` on any pair of trajectories.
+
+    The feedthrough is parameterized through contractions N₁₂ (nv×nu), N₂₁ (ny×nv) and
+    optionally N₂₂ = F₂₁ K F₁₂ (``full_d22=True``) so that ‖[[0, N₁₂],[N₂₁, N₂₂]]‖ < 1:
+
+    ``D₁₂ = N₁₂L_R``, ``D₂₁ = L_Q⁻¹N₂₁``, ``D₂₂ = −Q⁻¹Sᵀ + L_Q⁻¹N₂₂L_R``.
+
+    Parameters
+    ----------
+    Q, S, R : array_like
+        Supply rate with Q ≺ 0 and R − SQ⁻¹Sᵀ ≻ 0 (shapes ny×ny, nu×ny, nu×nu).
+    full_d22 : bool
+        Learn the full feedthrough D₂₂ (otherwise D₂₂ sits at the centre −Q⁻¹Sᵀ).
+    **kwargs
+        See :class:`ContractingR2DN`.
+
+    With ``identity_output=True``: C₂ = I, D₂₁ = 0 and D₂₂ = −Q⁻¹Sᵀ.
+    """
+
+    def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
+                 Q: object, S: object, R: object, full_d22: bool = False, **kwargs) -> None:
+        supply = SupplyRate.from_matrices(Q, S, R, input_size, output_size)
+        self._setup(input_size, state_size, features, output_size, supply, full_d22, kwargs)
+
+    def _setup(self, input_size: int, state_size: int, features: int, output_size: int,
+               supply: SupplyRate, full_d22: bool, kwargs: dict) -> None:
+        super().__init__(input_size, state_size, features, output_size, **kwargs)
+        self.supply = supply
+        self.full_d22 = bool(full_d22) and not self.identity_output
+        nx, nv, nu, ny = self.state_size, self.features, self.input_size, self.output_size
+        fk = self._factory
+        self.B2_hat = nn.Parameter(lecun_normal_(torch.empty(nx, nu, **fk)))
+        self.N12 = ContractionFactor(nv, nu, self.eps, **fk)
+        self.N21 = None if self.identity_output else ContractionFactor(
+            ny, nv, self.eps, zero=self.init_output_zero, **fk)
+        self.K22 = ContractionFactor(ny, nu, self.eps, zero=True, **fk) if self.full_d22 else None
+        self._finish_init()
+
+    def contractions(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """``(N₁₂, N₂₁, N₂₂)`` in ``dtype``; zeros where fixed."""
+        ny, nv, nu = self.output_size, self.features, self.input_size
+        n12 = self.N12.matrix(dtype)
+        n21 = n12.new_zeros(ny, nv) if self.N21 is None else self.N21.matrix(dtype)
+        if self.K22 is None:
+            return n12, n21, n12.new_zeros(ny, nu)
+        # Parrott / Davis–Kahan–Weinberger completion: N22 = F21 K F12.
+        f21 = torch.linalg.cholesky(eye_like(n21, ny) - n21 @ n21.T)
+        f12 = torch.linalg.cholesky(eye_like(n12, nu) - n12.T @ n12).T
+        return n12, n21, f21 @ self.K22.matrix(dtype) @ f12
+
+    def _io(self, dtype: torch.dtype) -> IOBlock:
+        supply = self._supply_on(self.X.device)
+        l_q, l_r = supply.L_Q.to(dtype), supply.L_R.to(dtype)
+        q, s = supply.Q.to(dtype), supply.S.to(dtype)
+        n12, n21, n22 = self.contractions(dtype)
+        d12 = n12 @ l_r
+        d21 = torch.linalg.solve_triangular(l_q, n21, upper=True)
+        centre = -torch.linalg.solve(q, s.T)
+        d22 = centre + torch.linalg.solve_triangular(l_q, n22 @ l_r, upper=True)
+        return IOBlock(self.B2_hat.to(dtype), self.C2.to(dtype), d12, d21, d22)
+
+
+class LipschitzR2DN(GeneralR2DN):
+    r"""R2DN with incremental ℓ₂ gain at most γ:
+    ``‖Δy‖₂ ≤ γ‖Δu‖₂ + (γΔx₀ᵀ𝒫Δx₀)^{1/2}``.
+
+    The (Q,S,R) R2DN with ``Q = −I/γ, S = 0, R = γI``: ``D₁₂ = √γN₁₂``, ``D₂₁ = √γN₂₁``,
+    ``D₂₂ = γN₂₂`` (0 unless ``full_d22``).
+
+    Parameters
+    ----------
+    gamma : float
+        The prescribed Lipschitz bound γ > 0.
+    full_d22 : bool
+        Learn a feedthrough D₂₂ (extension of the paper's D₂₂ = 0).
+    **kwargs
+        See :class:`ContractingR2DN`.
+    """
+
+    def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
+                 gamma: float = 1.0, full_d22: bool = False, **kwargs) -> None:
+        for name, size in (("input_size", input_size), ("output_size", output_size)):
+            _checks.positive_int(name, size)
+        supply = SupplyRate.lipschitz(gamma, input_size, output_size)
+        self.gamma = float(gamma)
+        self._setup(input_size, state_size, features, output_size, supply, full_d22, kwargs)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", gamma={self.gamma}"
+
+
+class PassiveR2DN(_DissipativeR2DN):
+    r"""Incrementally input-passive R2DN: ``Σ_t (2Δu_tᵀΔy_t − 2ν‖Δu_t‖²) ≥ −Δx₀ᵀ𝒫Δx₀``.
+
+    Supply ``Q = 0, S = I, R = −2νI`` (needs ``input_size == output_size``).
+    ``D₁₂, D₂₁`` are free and ``D₂₂ = νI + ½(D₁₂ᵀD₁₂ + D₂₁D₂₁ᵀ + X₃ᵀX₃ + εI) + Y₃ − Y₃ᵀ``,
+    which makes ``R₁ ≻ 0``.
+
+    Parameters
+    ----------
+    input_passivity : float
+        Input passivity index ν ≥ 0.
+    **kwargs
+        See :class:`ContractingR2DN`.
+    """
+
+    def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
+                 input_passivity: float = 0.0, **kwargs) -> None:
+        if input_size != output_size:
+            raise ValueError(
+                "PassiveR2DN needs input_size == output_size, got "
+                f"input_size={input_size}, output_size={output_size}"
+            )
+        supply = SupplyRate.passive(input_passivity, _checks.positive_int("input_size", input_size))
+        super().__init__(input_size, state_size, features, output_size, **kwargs)
+        self.supply = supply
+        self.input_passivity = float(input_passivity)
+        nx, nv, nu, ny = self.state_size, self.features, self.input_size, self.output_size
+        fk = self._factory
+        self.B2_hat = nn.Parameter(lecun_normal_(torch.empty(nx, nu, **fk)))
+        self.D12 = nn.Parameter(lecun_normal_(torch.empty(nv, nu, **fk)))
+        if self.identity_output:
+            self.register_buffer("D21", torch.zeros(ny, nv, **fk))
+        else:
+            self.D21 = nn.Parameter(lecun_normal_(torch.empty(ny, nv, **fk)))
+            if self.init_output_zero:
+                with torch.no_grad():
+                    self.D21.zero_()
+        self.X3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
+        self.Y3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
+        self._finish_init()
+
+    def _io(self, dtype: torch.dtype) -> IOBlock:
+        d12, d21 = self.D12.to(dtype), self.D21.to(dtype)
+        x3, y3 = self.X3.to(dtype), self.Y3.to(dtype)
+        eye = eye_like(x3, self.input_size)
+        d22 = (self.input_passivity * eye
+               + 0.5 * (d12.T @ d12 + d21 @ d21.T + x3.T @ x3 + self.eps * eye) + y3 - y3.T)
+        return IOBlock(self.B2_hat.to(dtype), self.C2.to(dtype), d12, d21, d22)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", input_passivity={self.input_passivity}"
