@@ -1,0 +1,163 @@
+"""By-construction guarantees, as properties over random families, sizes and parameters.
+
+For every family in ``families.FAMILIES`` and every hypothesis draw (sizes incl. nu != ny and
+nv < nx, parameter scales 0.1–10, both inits, polar on/off, ᾱ ≤ 1, float32/float64):
+
+1. the certificate implied by the parameterization (𝒫 = EᵀP⁻¹E and its multiplier) satisfies
+   the LMI of math.md §4 in float64: contraction (4a) for all, (Q,S,R) (4b) where a supply rate
+   is prescribed;
+2. on random pairs of trajectories the incremental inequalities themselves hold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from families import FAMILIES, Family, Sizes
+from r2dn_control.certify.lmi import StateSpaceBlocks, relative_margin
+
+LMI_TOL = 1e-9  # relative to max(1, max|𝒫|); float64 round-off is ~1e-14 here
+TRAJ_TOL = 1e-9
+
+
+@st.composite
+def drawn_models(draw, family: Family):
+    nu = draw(st.integers(1, 4))
+    ny = nu if family.square_io else draw(st.integers(1, 4))
+    nx = draw(st.integers(1, 6))
+    nv = draw(st.integers(1, 6))
+    hidden = tuple(draw(st.lists(st.integers(1, 8), max_size=2)))
+    common = dict(
+        init=draw(st.sampled_from(["random", "long_memory"])),
+        polar=draw(st.booleans()),
+        contraction_rate=draw(st.sampled_from([1.0, 0.99, 0.9, 0.5])),
+        dtype=draw(st.sampled_from([torch.float32, torch.float64])),
+        activation=draw(st.sampled_from(["relu", "tanh"])),
+    )
+    scale = draw(st.sampled_from([0.1, 1.0, 10.0]))
+    perturb = draw(st.sampled_from(["none", "scale", "resample"]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = family.build(Sizes(nu, nx, nv, ny, hidden), rng, common)
+    with torch.no_grad():
+        for p in model.parameters():
+            if perturb == "scale":
+                p.mul_(scale)
+            elif perturb == "resample":
+                p.copy_(scale * torch.randn_like(p))
+    return model
+
+
+def supply_matrices(model):
+    s = model.supply
+    return None if s is None else (s.Q.numpy(), s.S.numpy(), s.R.numpy())
+
+
+def implied_margins(model) -> tuple[float, float | None]:
+    e = model.explicit(torch.float64)
+    ss = StateSpaceBlocks.from_explicit(e)
+    metric, mult = e.metric.cpu().numpy(), e.multiplier.cpu().numpy()
+    rate = model.contraction_rate
+    contraction = relative_margin(ss, metric, mult, rate)
+    supply = supply_matrices(model)
+    dissipation = None if supply is None else relative_margin(ss, metric, mult, rate, supply)
+    return contraction, dissipation
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+@given(data=st.data())
+def test_implied_certificate_holds(family: Family, data) -> None:
+    model = data.draw(drawn_models(family))
+    contraction, dissipation = implied_margins(model)
+    assert contraction >= -LMI_TOL, f"contraction LMI violated: margin {contraction:.3e}"
+    if dissipation is not None:
+        assert dissipation >= -LMI_TOL, f"(Q,S,R) LMI violated: margin {dissipation:.3e}"
+
+
+def _states(model, u: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs (B, T, ny) and states x_0..x_T (B, T+1, nx) via ``step``."""
+    xs, ys = [x0], []
+    with model.frozen():
+        for t in range(u.shape[1]):
+            y, x = model.step(xs[-1], u[:, t])
+            xs.append(x)
+            ys.append(y)
+    return torch.stack(ys, 1), torch.stack(xs, 1)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+@given(data=st.data())
+def test_incremental_inequalities_on_trajectories(family: Family, data) -> None:
+    model = data.draw(drawn_models(family)).double()
+    batch, steps = 6, 25
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+    nu, nx = model.input_size, model.state_size
+    x_scale = data.draw(st.sampled_from([0.1, 1.0, 10.0]))
+    u1 = torch.randn(batch, steps, nu, generator=g, dtype=torch.float64)
+    u2 = u1 + torch.randn(batch, steps, nu, generator=g, dtype=torch.float64) * data.draw(
+        st.sampled_from([0.0, 0.01, 1.0]))
+    xa = x_scale * torch.randn(batch, nx, generator=g, dtype=torch.float64)
+    xb = x_scale * torch.randn(batch, nx, generator=g, dtype=torch.float64)
+    metric = model.explicit(torch.float64).metric
+
+    def pnorm(dx: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(torch.einsum("...i,ij,...j->...", dx, metric, dx).clamp_min(0))
+
+    # Contraction: same input, different initial states.
+    _, xs1 = _states(model, u1, xa)
+    _, xs2 = _states(model, u1, xb)
+    dist = pnorm(xs1 - xs2)  # (B, T+1)
+    # Round-off in each trajectory scales with the states' size, not with their distance.
+    size = 1 + pnorm(xs1) + pnorm(xs2)
+    rate = model.contraction_rate
+    assert torch.all(dist[:, 1:] <= rate * dist[:, :-1] + TRAJ_TOL * size[:, 1:]), (
+        f"contraction violated: worst excess {(dist[:, 1:] - rate * dist[:, :-1]).max().item():.3e}, dist {dist.max().item():.3e}"
+    )
+
+    if model.supply is None:
+        return
+    # Dissipation: different inputs and initial states; Σ s(Δu, Δy) ≥ −V(Δx₀).
+    y1, _ = _states(model, u1, xa)
+    y2, _ = _states(model, u2, xb)
+    du, dy = u1 - u2, y1 - y2
+    v0 = pnorm(xa - xb) ** 2
+    supplied = model.supply.evaluate(du, dy).sum(1)
+    scale = 1 + v0 + (du**2).sum((1, 2)) * model.supply.R.abs().max() + (dy**2).sum((1, 2))
+    assert torch.all(supplied >= -v0 - TRAJ_TOL * scale), "(Q,S,R) dissipation violated"
+    gamma = getattr(model, "gamma", None)
+    if gamma is not None:
+        lhs = dy.pow(2).sum((1, 2)).sqrt()
+        rhs = gamma * du.pow(2).sum((1, 2)).sqrt() + torch.sqrt(gamma * v0)
+        assert torch.all(lhs <= rhs * (1 + 1e-9) + TRAJ_TOL), (
+            f"Lipschitz bound violated: max ratio {(lhs / rhs).max().item():.6f}"
+        )
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_lmi_check_rejects_an_unstable_model(family: Family) -> None:
+    """The check can fail: rescale A to spectral radius 1.2 and the implied certificate breaks."""
+    torch.manual_seed(0)
+    model = family.build(Sizes(2, 3, 4, 2, (4,)), np.random.default_rng(0), {"dtype": torch.float64})
+    e = model.explicit(torch.float64)
+    radius = torch.linalg.eigvals(e.A).abs().max()
+    ss = StateSpaceBlocks.from_explicit(e)
+    ss = StateSpaceBlocks(**{**ss.__dict__, "A": ss.A * (1.2 / radius.item())})
+    assert relative_margin(ss, e.metric.numpy(), e.multiplier.numpy()) < -1e-6
+
+
+def test_lmi_check_rejects_a_gain_below_the_prescribed_one() -> None:
+    """A Lipschitz R2DN's implied certificate proves γ, not γ/10."""
+    from r2dn_control.nn import LipschitzR2DN
+
+    torch.manual_seed(1)
+    model = LipschitzR2DN(2, 3, 4, 2, gamma=2.0, full_d22=True, dtype=torch.float64)
+    e = model.explicit(torch.float64)
+    ss = StateSpaceBlocks.from_explicit(e)
+    gamma = 0.2
+    supply = (-np.eye(2) / gamma, np.zeros((2, 2)), gamma * np.eye(2))
+    assert relative_margin(ss, e.metric.numpy(), 1.0, 1.0, supply) < -1e-6
