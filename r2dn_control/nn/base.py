@@ -8,6 +8,8 @@ Every recurrent family (R2DN, REN) subclasses :class:`RecurrentModel` and implem
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +58,25 @@ class RecurrentModel(nn.Module):
     """
 
     supply: SupplyRate | None = None
+    init_kwargs: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Record the outermost constructor call's arguments so checkpoints can rebuild the model.
+        super().__init_subclass__(**kwargs)
+        original = cls.__init__
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def recording_init(self, *args: Any, **kw: Any) -> None:
+            if "init_kwargs" not in self.__dict__:
+                bound = signature.bind(self, *args, **kw)
+                named = dict(bound.arguments)
+                named.pop("self")
+                named.update(named.pop("kwargs", {}))
+                object.__setattr__(self, "init_kwargs", named)
+            original(self, *args, **kw)
+
+        cls.__init__ = recording_init  # type: ignore[method-assign]
 
     def __init__(
         self,
@@ -98,7 +119,6 @@ class RecurrentModel(nn.Module):
         self.batch_first = bool(batch_first)
         self._factory = {"dtype": dtype, "device": device}
         self._frozen: ExplicitModel | None = None
-        self.config: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ explicit model
     def _build_explicit(self, dtype: torch.dtype, certificate: bool = True) -> ExplicitModel:
