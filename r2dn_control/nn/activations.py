@@ -33,6 +33,26 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+# In-place versions (used by the fused rollout, which writes into preallocated buffers).
+INPLACE: dict[str, Callable[[Tensor], object]] = {
+    "relu": torch.relu_,
+    "tanh": torch.tanh_,
+    "sigmoid": torch.sigmoid_,
+    "leaky_relu": lambda x: F.leaky_relu_(x, 0.01),
+    "identity": lambda x: x,
+}
+
+# σ'(z) recovered from the output s = σ(z), so the backward pass needs no pre-activations.
+# At a kink the value matches torch's autograd (relu'(0) = 0, leaky_relu'(0) = 0.01).
+DERIVATIVE_FROM_OUTPUT: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": lambda s: (s > 0).to(s.dtype),
+    "tanh": lambda s: 1 - s * s,
+    "sigmoid": lambda s: s * (1 - s),
+    "leaky_relu": lambda s: 0.01 + 0.99 * (s > 0).to(s.dtype),
+    "identity": lambda s: torch.ones_like(s),
+}
+
+
 def get_activation(name: str) -> Activation:
     """Return the activation called ``name``; raise ``ValueError`` naming the choices."""
     if not isinstance(name, str) or name not in ACTIVATIONS:

@@ -83,7 +83,8 @@ class ExplicitModel:
         return replace(self, network=self.network.to(dtype=dtype, device=device), **moved)
 
 
-def rollout(model: ExplicitModel, u: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
+def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
+            ) -> tuple[Tensor, Tensor]:
     """Simulate the explicit model on a batch of input sequences.
 
     The input terms ``B₂u + bₓ``, ``D₁₂u + b_v`` and ``D₂₂u + b_y`` are computed for all time
@@ -97,6 +98,10 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor) -> tuple[Tensor, Tensor
         Inputs, shape (batch, time, nu).
     x0 : Tensor
         Initial states, shape (batch, nx).
+    method : {"auto", "fused", "reference"}
+        ``"fused"``: the hand-written adjoint of :mod:`r2dn_control.nn.fused_rollout` (R2DN
+        with an LBDN network only); ``"reference"``: a plain loop differentiated by autograd;
+        ``"auto"`` picks fused where it applies.
 
     Returns
     -------
@@ -105,21 +110,38 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor) -> tuple[Tensor, Tensor
     x_T : Tensor
         Final state, shape (batch, nx).
     """
-    steps = u.shape[1]
-    # Time-major copies so the loop reads contiguous (batch, n) slices.
-    u_tm = u.transpose(0, 1)
-    drive_x = torch.addmm(model.bx, u_tm.reshape(-1, u.shape[2]), model.B2.T).view(steps, -1, model.A.shape[0])
-    drive_v = torch.addmm(model.bv, u_tm.reshape(-1, u.shape[2]), model.D12.T).view(steps, -1, model.C1.shape[0])
+    from .fused_rollout import fused_rollout
+    from .lbdn import ExplicitMLP
+
+    if method not in ("auto", "fused", "reference"):
+        raise ValueError(f"method must be 'auto', 'fused' or 'reference', got {method!r}")
+    fusable = model.D11 is None and isinstance(model.network, ExplicitMLP)
+    if method == "fused" and not fusable:
+        raise ValueError("the fused rollout needs an R2DN (no D11) with an LBDN network")
+    steps, nu = u.shape[1], u.shape[2]
+    # Time-major input terms so the loop reads contiguous (batch, n) slices.
+    u_flat = u.transpose(0, 1).reshape(-1, nu)
+    drive_x = torch.addmm(model.bx, u_flat, model.B2.T).view(steps, -1, model.A.shape[0])
+    drive_v = torch.addmm(model.bv, u_flat, model.D12.T).view(steps, -1, model.C1.shape[0])
+    if fusable and method != "reference":
+        xs, ws, x = fused_rollout(model.network, x0, drive_x, drive_v, model.A, model.B1, model.C1)
+    else:
+        xs, ws, x = _loop(model, x0, drive_x, drive_v)
+    xs, ws = xs.transpose(0, 1), ws.transpose(0, 1)
+    y = xs @ model.C2.T + ws @ model.D21.T + u @ model.D22.T + model.by
+    return y, x
+
+
+def _loop(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
+          ) -> tuple[Tensor, Tensor, Tensor]:
+    """The reference time loop (autograd differentiates it); time-major outputs."""
     a_t, b1_t, c1_t = model.A.T, model.B1.T, model.C1.T
     network = model.network
     states, features = [], []
     x = x0
-    for t in range(steps):
+    for t in range(drive_x.shape[0]):
         states.append(x)
         w = network(torch.addmm(drive_v[t], x, c1_t))
         features.append(w)
         x = torch.addmm(torch.addmm(drive_x[t], x, a_t), w, b1_t)
-    xs = torch.stack(states, dim=1)
-    ws = torch.stack(features, dim=1)
-    y = xs @ model.C2.T + ws @ model.D21.T + u @ model.D22.T + model.by
-    return y, x
+    return torch.stack(states), torch.stack(features), x

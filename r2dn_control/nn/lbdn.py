@@ -44,11 +44,14 @@ class ExplicitMLP:
         One bias per weight; ``None`` for a layer without bias.
     activation : callable
         The elementwise activation applied after every layer but the last.
+    activation_name : str
+        Its name in :data:`r2dn_control.nn.activations.ACTIVATIONS` (used by the fused rollout).
     """
 
     weights: tuple[Tensor, ...]
     biases: tuple[Tensor | None, ...]
     activation: Activation
+    activation_name: str
 
     def __call__(self, x: Tensor) -> Tensor:
         *hidden, last = range(len(self.weights))
@@ -62,6 +65,7 @@ class ExplicitMLP:
             tuple(w.to(dtype=dtype, device=device) for w in self.weights),
             tuple(None if b is None else b.to(dtype=dtype, device=device) for b in self.biases),
             self.activation,
+            self.activation_name,
         )
 
 
@@ -209,6 +213,7 @@ class LBDN(nn.Module):
         gamma = _checks.positive_float("gamma", gamma)
         self.output_layer = _checks.choice("output_layer", output_layer, ("linear", "sandwich"))
         self.activation = get_activation(activation)
+        self.activation_name = activation
         widths = (self.in_features, *self.hidden, self.out_features)
         kw = {"dtype": dtype, "device": device}
         self.layers = nn.ModuleList(
@@ -247,7 +252,7 @@ class LBDN(nn.Module):
         else:  # sandwich output layer: its post-matrix (times √γ) is a bias-free final layer
             weights.append(carry * root_gamma)
             biases.append(None)
-        return ExplicitMLP(tuple(weights), tuple(biases), self.activation)
+        return ExplicitMLP(tuple(weights), tuple(biases), self.activation, self.activation_name)
 
     def forward(self, x: Tensor) -> Tensor:
         """Evaluate f on ``x`` of shape (..., in_features)."""
