@@ -202,3 +202,26 @@ def test_forward_rejects_bad_input(u, x0, error, match) -> None:
 def test_constructors_reject_bad_arguments(build, error, match) -> None:
     with pytest.raises(error, match=match):
         build()
+
+
+def test_explicit_model_is_built_with_tf32_off_and_settings_restored(monkeypatch) -> None:
+    model = ContractingR2DN(1, 2, 3, 1)
+    seen = {}
+    original = type(model)._build_explicit
+
+    def spy(self, dtype, certificate=True):
+        seen["tf32"] = torch.backends.cuda.matmul.allow_tf32
+        seen["precision"] = torch.get_float32_matmul_precision()
+        return original(self, dtype, certificate)
+
+    monkeypatch.setattr(type(model), "_build_explicit", spy)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.set_float32_matmul_precision("medium")
+    try:
+        model(torch.randn(1, 2, 1))
+        assert seen == {"tf32": False, "precision": "highest"}
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")

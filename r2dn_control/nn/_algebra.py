@@ -8,7 +8,9 @@ certificates are lost to float32 round-off when a contraction nears norm 1
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -98,3 +100,24 @@ def lecun_normal_(t: Tensor, fan_in: int | None = None) -> Tensor:
     fan = t.shape[-1] if fan_in is None else fan_in
     with torch.no_grad():
         return t.normal_(0.0, 1.0 / math.sqrt(max(fan, 1)))
+
+
+@contextlib.contextmanager
+def full_precision_matmul() -> Iterator[None]:
+    """Disable TF32 / reduced-precision float32 matmuls inside the block, then restore.
+
+    The direct-to-explicit map runs in float64 (unaffected by TF32), but any float32 matmul in
+    it would lose ~10 bits on Ampere+ GPUs with TF32 on, and the certificate with them.
+    """
+    cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    precision = torch.get_float32_matmul_precision()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        torch.set_float32_matmul_precision(precision)

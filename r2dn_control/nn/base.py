@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _checks
-from ._algebra import default_eps
+from ._algebra import default_eps, full_precision_matmul
 from .explicit import ExplicitModel, rollout
 from .iqc import SupplyRate
 
@@ -151,7 +151,8 @@ class RecurrentModel(nn.Module):
         target = self.dtype if dtype is None else dtype
         if self._frozen is not None and target == self._frozen.A.dtype:
             return self._frozen
-        exact = self._build_explicit(torch.float64, certificate)
+        with full_precision_matmul():
+            exact = self._build_explicit(torch.float64, certificate)
         return exact if target == torch.float64 else exact.to(dtype=target)
 
     @contextlib.contextmanager
