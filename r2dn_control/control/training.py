@@ -1,0 +1,195 @@
+r"""Training loops: analytic policy gradients for Youla controllers, one-step observer fitting.
+
+**Analytic policy gradients** (experiments.md §3). The plant and the controller are both
+differentiable torch code, so the gradient of a closed-loop cost
+
+.. math::
+    J(\theta) = \frac{1}{BT}\sum_{b,t} c(z_t^b, u_t^b, \tilde u_t^b)
+
+is obtained by backpropagation through the simulation. Long horizons are cut into segments
+(truncated BPTT): each segment is one optimizer step, the state is carried to the next segment
+with its graph cut, and every epoch restarts from zero state with fresh disturbances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .observer import Observer
+from .youla import ClosedLoopTrajectory, YoulaController, simulate_closed_loop
+
+Cost = Callable[[ClosedLoopTrajectory], Tensor]
+
+
+def step_disturbances(batch: int, steps: int, size: int = 1, *, hold: int = 50,
+                      amplitude: float = 10.0, generator: torch.Generator | None = None,
+                      dtype: torch.dtype | None = None, device: torch.device | str | None = None
+                      ) -> Tensor:
+    """Piecewise-constant disturbances ``w ~ U[−a, a]`` held for ``hold`` steps (§3).
+
+    Returns a tensor of shape (batch, steps, size).
+    """
+    blocks = -(-steps // hold)
+    levels = torch.rand(batch, blocks, size, generator=generator, dtype=dtype, device=device)
+    levels = amplitude * (2 * levels - 1)
+    return levels.repeat_interleave(hold, dim=1)[:, :steps]
+
+
+@dataclass
+class PolicyGradientHistory:
+    """Costs logged by :func:`train_policy_gradient`.
+
+    ``train`` has one value per optimizer step (segment); ``test`` one value before every
+    epoch and one at the end (when a test disturbance is given).
+    """
+
+    train: list[float] = field(default_factory=list)
+    test: list[float] = field(default_factory=list)
+
+
+def _evaluate(plant, controller: YoulaController, disturbance: Tensor, cost: Cost) -> float:
+    with torch.no_grad():
+        return float(cost(simulate_closed_loop(plant, controller, disturbance, noise=False)))
+
+
+def train_policy_gradient(
+    controller: YoulaController,
+    plant,
+    disturbances: Callable[[int], Tensor] | Tensor,
+    cost: Cost,
+    *,
+    epochs: int = 80,
+    segment: int = 200,
+    lr: float = 5e-3,
+    lr_decay_epochs: int | None = 60,
+    grad_clip: float | None = 10.0,
+    test_disturbance: Tensor | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    progress: bool = True,
+) -> PolicyGradientHistory:
+    """Train the controller's Q by backpropagating ``cost`` through the closed loop.
+
+    Parameters
+    ----------
+    controller : YoulaController
+        Its parameters (those of Q) are trained.
+    plant : LTIPlant
+        Differentiable simulator of the plant.
+    disturbances : callable or Tensor
+        ``disturbances(epoch)`` returns the epoch's disturbance batch (batch, horizon, nw),
+        or a fixed tensor reused every epoch.
+    cost : callable
+        ``cost(trajectory) → scalar``, e.g. ``(traj.outputs[..., 0].abs()
+        + 1e-4 * traj.u_tilde.pow(2).sum(-1)).mean()`` for §3.
+    epochs : int
+        Each epoch restarts plant and controller from zero state.
+    segment : int
+        Truncated-BPTT length: one optimizer step per segment, state carried over.
+    lr, lr_decay_epochs : float, int or None
+        Adam learning rate, multiplied by 0.1 after ``lr_decay_epochs`` epochs (§3: 60).
+    grad_clip : float or None
+        Element-wise gradient clipping to ±grad_clip (optax.clip in §3).
+    test_disturbance : Tensor, optional
+        Fixed set on which the cost is logged before every epoch and at the end.
+    optimizer : torch.optim.Optimizer, optional
+        Replaces the default Adam (then ``lr``/``lr_decay_epochs`` only set the schedule).
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    PolicyGradientHistory
+    """
+    if segment < 1 or epochs < 0:
+        raise ValueError(f"segment must be ≥ 1 and epochs ≥ 0, got {segment}, {epochs}")
+    params = [p for p in controller.parameters() if p.requires_grad]
+    optimizer = optimizer or torch.optim.Adam(params, lr=lr)
+    scheduler = None
+    if lr_decay_epochs is not None:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_epochs, gamma=0.1)
+    history = PolicyGradientHistory()
+    bar = tqdm(range(epochs), desc="policy gradient", disable=not progress)
+    for epoch in bar:
+        if test_disturbance is not None:
+            history.test.append(_evaluate(plant, controller, test_disturbance, cost))
+        w = disturbances(epoch) if callable(disturbances) else disturbances
+        w = w.to(dtype=plant.A.dtype, device=plant.A.device)
+        state = None
+        for start in range(0, w.shape[1], segment):
+            traj = simulate_closed_loop(plant, controller, w[:, start:start + segment],
+                                        state=state)
+            loss = cost(traj)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_value_(params, grad_clip)
+            optimizer.step()
+            state = traj.final.detach()  # truncated BPTT: keep the state, cut the graph
+            history.train.append(float(loss.detach()))
+        if scheduler is not None:
+            scheduler.step()
+        bar.set_postfix(cost=history.train[-1] if history.train else float("nan"))
+    if test_disturbance is not None:
+        history.test.append(_evaluate(plant, controller, test_disturbance, cost))
+    return history
+
+
+def fit_observer(
+    observer: Observer,
+    x: Tensor,
+    x_next: Tensor,
+    y: Tensor,
+    u: Tensor | None = None,
+    *,
+    epochs: int = 200,
+    batches: int = 200,
+    lr: float = 2e-3,
+    patience: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
+    """Fit an observer with the one-step correctness loss (experiments.md §2).
+
+    The N training pairs are split into ``batches`` contiguous chunks whose order is shuffled
+    once (as in §2); each chunk is one Adam step. The learning rate is divided by 10 when the
+    mean epoch loss has not improved for ``patience`` epochs.
+
+    Parameters
+    ----------
+    observer : Observer
+    x, x_next, y, u : Tensor
+        Row batches (N, ·) of true states, next states, measurements and known inputs.
+
+    Returns
+    -------
+    list of float
+        Mean loss per epoch.
+    """
+    n = x.shape[0]
+    if not all(t.shape[0] == n for t in (x_next, y) + (() if u is None else (u,))):
+        raise ValueError("x, x_next, y (and u) must have the same number of rows")
+    batches = max(1, min(batches, n))
+    order = torch.randperm(batches, generator=torch.Generator().manual_seed(seed)).tolist()
+    chunks = torch.arange(n).tensor_split(batches)
+    optimizer = torch.optim.Adam(observer.parameters(), lr=lr)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=patience)
+    losses: list[float] = []
+    bar = tqdm(range(epochs), desc="observer", disable=not progress)
+    for _ in bar:
+        total = 0.0
+        for k in order:
+            idx = chunks[k].to(x.device)
+            loss = observer.loss(x[idx], x_next[idx], y[idx], None if u is None else u[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        losses.append(total / batches)
+        plateau.step(losses[-1])
+        bar.set_postfix(loss=losses[-1])
+    return losses
