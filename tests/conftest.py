@@ -19,3 +19,11 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile("r2dn")
+
+
+def pytest_configure(config) -> None:
+    # The suite is thousands of tiny tensor ops; on a 2-core CI machine intra-op threads only
+    # add synchronisation cost (measured: a small observer test 92 s with 2 threads, 6 s with 1).
+    import torch
+
+    torch.set_num_threads(1)

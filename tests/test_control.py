@@ -34,15 +34,6 @@ YOULA_BENCHMARK = control.ss(_T.A, np.hstack([_T.B, _T.B]), np.vstack([_T.C, _T.
                              np.zeros((2, 2)), 1.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: extra intra-op threads only contend (25x slower on a busy box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _perturb(model, scale, gen, biases):
     with torch.no_grad():
         for name, p in model.named_parameters():

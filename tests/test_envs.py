@@ -17,15 +17,6 @@ from r2dn_control.nn import LBDN
 IDS = sorted(envs.ENVIRONMENTS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: extra intra-op threads only contend with other processes for the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _quiet_check_env(env: gym.Env) -> None:
     # check_env only *recommends* normalised action boxes and finite observation bounds; the
     # physical units (|ũ| <= 5, unbounded positions) are part of the task definitions.

@@ -14,7 +14,8 @@ from r2dn_control.nn._algebra import cayley, contraction
 @given(n=st.integers(1, 8), m=st.integers(1, 8), scale=st.sampled_from([0.1, 1.0, 10.0]),
        seed=st.integers(0, 2**31 - 1))
 def test_cayley_columns_are_orthonormal(n: int, m: int, scale: float, seed: int) -> None:
-    w = scale * torch.randn(n + m, n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    w = scale * torch.randn(n + m, n, dtype=torch.float64, generator=g)
     a_tilde, b = cayley(w, n)
     residual = a_tilde.T @ a_tilde + b @ b.T - torch.eye(n, dtype=torch.float64)
     assert residual.abs().max() < 1e-10
@@ -22,7 +23,8 @@ def test_cayley_columns_are_orthonormal(n: int, m: int, scale: float, seed: int)
 
 @given(rows=st.integers(1, 6), cols=st.integers(1, 6), scale=st.sampled_from([0.1, 1.0, 10.0]),
        seed=st.integers(0, 2**31 - 1))
-def test_contraction_builder_has_norm_below_one(rows: int, cols: int, scale: float, seed: int) -> None:
+def test_contraction_builder_has_norm_below_one(rows: int, cols: int, scale: float,
+                                                seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     d = min(rows, cols)
     x, y = (scale * torch.randn(d, d, dtype=torch.float64, generator=g) for _ in range(2))

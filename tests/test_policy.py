@@ -17,14 +17,6 @@ from r2dn_control.nn import LBDN, ContractingR2DN
 HORIZONS = (3, 5, 4)  # unequal, so episode boundaries fall at different steps per env
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class EpisodeStep(gym.Wrapper):
     """Ground truth: ``info["episode_step"]`` is 0 on an episode's first observation."""
 

@@ -17,14 +17,6 @@ from stable_baselines3.common.vec_env import VecFrameStack  # noqa: E402
 from r2dn_control.sb3 import LBDNActorCriticPolicy, R2DNHistoryExtractor  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _empirical_lipschitz(policy: LBDNActorCriticPolicy, dim: int, scale: float) -> float:
     """Largest of (i) Jacobian spectral norms at random points and (ii) difference quotients."""
     generator = torch.Generator().manual_seed(0)
