@@ -13,9 +13,13 @@ import numpy as np
 
 from r2dn_control.nn import (
     ContractingR2DN,
+    ContractingREN,
     GeneralR2DN,
+    GeneralREN,
     LipschitzR2DN,
+    LipschitzREN,
     PassiveR2DN,
+    PassiveREN,
     RecurrentModel,
 )
 
@@ -71,4 +75,28 @@ FAMILIES: list[Family] = [
     Family("GeneralR2DN", _r2dn(GeneralR2DN)),
     Family("GeneralR2DN-fullD22", _r2dn(GeneralR2DN, full_d22=True)),
     Family("PassiveR2DN", _r2dn(PassiveR2DN, input_passivity=0.3), square_io=True),
+]
+
+
+def _ren(cls, **extra) -> Builder:
+    """REN builders: same supply draws as R2DN; ``sizes.hidden`` does not apply."""
+
+    def build(sz: Sizes, rng: np.random.Generator, common: dict) -> RecurrentModel:
+        kw = dict(extra)
+        if cls is GeneralREN:
+            q, s, r = random_supply(sz.nu, sz.ny, rng)
+            kw.update(Q=q, S=s, R=r)
+        if cls is LipschitzREN:
+            kw.setdefault("gamma", float(rng.choice([0.1, 1.0, 5.0])))
+        return cls(sz.nu, sz.nx, sz.nv, sz.ny, **kw, **common)
+
+    return build
+
+
+FAMILIES += [
+    Family("ContractingREN", _ren(ContractingREN)),
+    Family("LipschitzREN", _ren(LipschitzREN)),
+    Family("LipschitzREN-zeroD22", _ren(LipschitzREN, full_d22=False)),
+    Family("GeneralREN", _ren(GeneralREN)),
+    Family("PassiveREN", _ren(PassiveREN, input_passivity=0.3), square_io=True),
 ]

@@ -5,10 +5,12 @@ This layer imports torch only (no cvxpy, gymnasium or python-control).
 
 from .activations import ACTIVATIONS
 from .base import RecurrentModel
+from .equilibrium import EquilibriumLayer
 from .explicit import ExplicitModel, rollout
 from .iqc import SupplyRate
 from .lbdn import LBDN, ExplicitMLP, SandwichLayer
 from .r2dn import ContractingR2DN, GeneralR2DN, LipschitzR2DN, PassiveR2DN
+from .ren import ContractingREN, GeneralREN, LipschitzREN, PassiveREN
 
 __all__ = [
     "ACTIVATIONS",
@@ -23,4 +25,10 @@ __all__ = [
     "SandwichLayer",
     "SupplyRate",
     "rollout",
+    # REN baselines
+    "ContractingREN",
+    "EquilibriumLayer",
+    "GeneralREN",
+    "LipschitzREN",
+    "PassiveREN",
 ]

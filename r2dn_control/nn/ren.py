@@ -1,0 +1,339 @@
+r"""REN: Recurrent Equilibrium Networks (Revay, Wang & Manchester, TAC 2023), math.md §2.
+
+Implicit model (hats mark implicit quantities, Λ ≻ 0 diagonal, D̂₁₁ strictly lower triangular):
+
+.. math::
+    E x_{t+1} = F x_t + \hat B_1 w_t + \hat B_2 u_t,\qquad
+    \Lambda v_t = \hat C_1 x_t + \hat D_{11} w_t + \hat D_{12} u_t,\qquad w_t = \sigma(v_t),
+
+    y_t = C_2 x_t + D_{21} w_t + D_{22} u_t,
+
+with biases added in explicit form. Every block comes from one positive definite
+``H ∈ ℝ^{N×N}``, ``N = 2nx + nv``, partitioned (nx | nv | nx):
+
+* ``E = ½(H₁₁ + H₃₃/ᾱ² + Y − Yᵀ)``, ``F = H₃₁``, ``P = H₃₃``, ``B̂₁ = H₃₂``, ``Ĉ₁ = −H₂₁``,
+* ``Λ = ½diag(H₂₂)``, ``D̂₁₁ = −tril(H₂₂, −1)``,
+
+and the explicit model is ``[A B₁ B₂] = E⁻¹[F B̂₁ B̂₂]``, ``[C₁ D₁₁ D₁₂] = Λ⁻¹[Ĉ₁ D̂₁₁ D̂₁₂]``.
+
+* contracting: ``H = H_X``;
+* (Q,S,R)-dissipative: ``H = H_X + Γ_R − Γ_Q`` (:func:`supply_terms`).
+
+The implied certificate (math.md §4) is 𝒫 = EᵀP⁻¹E with the diagonal multiplier Λ.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import _checks
+from ._algebra import eye_like, frobenius, gram, lecun_normal_
+from ._implicit import IOBlock, add_quadratic, implicit_model, long_memory_factor, lyapunov_metric
+from .activations import get_activation
+from .base import RecurrentModel
+from .equilibrium import EquilibriumLayer
+from .explicit import ExplicitModel
+from .iqc import SupplyRate
+from .r2dn import ContractionFactor
+
+_LONG_MEMORY_SPREAD = 0.05
+# Gap added to the equilibrium block at long_memory init: H₂₂ ⪰ 2·_LAMBDA_MARGIN·I (math.md §2).
+_LAMBDA_MARGIN = 1e-4
+
+
+def supply_terms(io: IOBlock, supply: SupplyRate) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The (Q,S,R) terms of a REN, ``H = H_X + Γ_R − Γ_Q`` (math.md §2, [R] Eqs. 28–33).
+
+    With ``io.D12`` holding the *implicit* ``D̂₁₂``:
+
+    .. math::
+        \hat C_2 = (D_{22}^\top Q + S) C_2,\quad
+        \hat D_{21} = (D_{22}^\top Q + S) D_{21} - \hat D_{12}^\top,\quad
+        R_1 = R + S D_{22} + D_{22}^\top S^\top + D_{22}^\top Q D_{22},
+
+        \Gamma_Q = [C_2, D_{21}, 0]^\top Q [C_2, D_{21}, 0],\qquad
+        \Gamma_R = G_R^\top R_1^{-1} G_R,\qquad G_R = [\hat C_2, \hat D_{21}, \hat B_2^\top].
+
+    Returns ``(top_left, ncal, r1)`` for :func:`~r2dn_control.nn._implicit.add_quadratic`:
+    ``top_left = −[C₂, D₂₁]ᵀQ[C₂, D₂₁]`` (size nx+nv) and
+    ``ncal = [Ĉ₂ᵀ; D̂₂₁ᵀ; B̂₂]`` (N × nu). R₁ ≻ 0 must hold by construction of D₂₂.
+    """
+    dt, dev = io.C2.dtype, io.C2.device
+    q, s, r = (m.to(dtype=dt, device=dev) for m in (supply.Q, supply.S, supply.R))
+    d22 = io.D22
+    mix = d22.T @ q + s  # (nu, ny)
+    c2_hat = mix @ io.C2
+    d21_hat = mix @ io.D21 - io.D12.T
+    r1 = r + s @ d22 + d22.T @ s.T + d22.T @ q @ d22
+    out = torch.cat([io.C2, io.D21], dim=1)  # [C₂, D₂₁], the columns of Γ_Q without the zero
+    top_left = -(out.T @ q @ out)
+    ncal = torch.cat([c2_hat.T, d21_hat.T, io.B2_hat], dim=0)
+    return top_left, ncal, r1
+
+
+class _REN(RecurrentModel):
+    """Parameters and explicit map shared by every REN family (subclasses add the I/O part).
+
+    Direct parameters: ``X`` (N×N), polar magnitude ``p``, ``Y`` (nx×nx), ``B2_hat`` (nx×nu),
+    ``D12_hat`` (nv×nu), ``C2`` (ny×nx), biases; the subclass adds ``D21`` and ``D22``'s.
+    """
+
+    def __init__(self, input_size: int, state_size: int, features: int, output_size: int,
+                 **common) -> None:
+        super().__init__(input_size, state_size, features, output_size, **common)
+        nx, nv, nu, ny = self.state_size, self.features, self.input_size, self.output_size
+        fk = self._factory
+        self.activation = get_activation(self.activation_name)
+        size = 2 * nx + nv
+        self.X = nn.Parameter(lecun_normal_(torch.empty(size, size, **fk)))
+        self.polar_scale = nn.Parameter(torch.empty((), **fk)) if self.polar else None
+        self.Y = nn.Parameter(lecun_normal_(torch.empty(nx, nx, **fk)))
+        self.B2_hat = nn.Parameter(lecun_normal_(torch.empty(nx, nu, **fk)))
+        self.D12_hat = nn.Parameter(lecun_normal_(torch.empty(nv, nu, **fk)))
+        self.bx = nn.Parameter(torch.zeros(nx, **fk))
+        self.bv = nn.Parameter(torch.zeros(nv, **fk))
+        self.by = nn.Parameter(torch.zeros(ny, **fk))
+        if self.identity_output:
+            self.register_buffer("C2", torch.eye(nx, **fk))
+            self.register_buffer("D21", torch.zeros(ny, nv, **fk))
+        else:
+            self.C2 = nn.Parameter(lecun_normal_(torch.empty(ny, nx, **fk)))
+            self.D21 = nn.Parameter(lecun_normal_(torch.empty(ny, nv, **fk)))
+
+    # -- subclass hooks -------------------------------------------------------------------
+    def _d22(self, dtype: torch.dtype) -> Tensor:
+        """The feedthrough D₂₂ (ny×nu) in ``dtype``."""
+        raise NotImplementedError
+
+    def _io(self, dtype: torch.dtype) -> IOBlock:
+        """I/O matrices in ``dtype``; the ``D12`` field holds the implicit D̂₁₂."""
+        return IOBlock(self.B2_hat.to(dtype), self.C2.to(dtype), self.D12_hat.to(dtype),
+                       self.D21.to(dtype), self._d22(dtype))
+
+    def _extra_h(self, io: IOBlock) -> Tensor:
+        """H − H_X as a function of the other parameters (zero for the contracting family)."""
+        size = 2 * self.state_size + self.features
+        if self.supply is None:
+            return io.C2.new_zeros(size, size)
+        top_left, ncal, r1 = supply_terms(io, self._supply_on(io.C2.device))
+        return add_quadratic(io.C2.new_zeros(size, size), top_left, ncal, r1)
+
+    # -- shared machinery -----------------------------------------------------------------
+    def _supply_on(self, device: torch.device) -> SupplyRate:
+        cache = self.__dict__.setdefault("_supply_cache", {})
+        if device not in cache:
+            cache[device] = self.supply.to(device)
+        return cache[device]
+
+    def _finish_init(self) -> None:
+        with torch.no_grad():
+            if self.init_output_zero and not self.identity_output:
+                self.C2.zero_()
+                self.D21.zero_()
+            if self.init_output_zero:
+                self.by.zero_()
+            if self.init_method == "long_memory":
+                self._init_long_memory()
+            elif self.polar_scale is not None:
+                self.polar_scale.copy_(frobenius(self.X, self.eps))
+
+    def _init_long_memory(self) -> None:
+        r"""A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = Ĉ₁ = 0 and Y = I (math.md §2).
+
+        Target ``H₀ = [[I, 0, A₀ᵀ], [0, 2Λ₀ − D̂₁₁₀ − D̂₁₁₀ᵀ, 0], [A₀, 0, ᾱ²I]]`` with a random
+        strictly lower D̂₁₁₀ and ``Λ₀ = (λ_max(D̂₁₁₀ + D̂₁₁₀ᵀ)/2 + 10⁻⁴)I``, which gives
+        E = I, P = ᾱ²I, F = A₀. (math.md writes E = P = I, F = I − diag(e), i.e. ᾱ = 1; with
+        P = ᾱ²I the eigenvalues sit just below ᾱ for every ᾱ ∈ (0, 1], as for R2DN.)
+        H₀ is scaled by c ≥ 1 if the I/O terms need room, which leaves A, D₁₁ unchanged.
+        """
+        nx, nv, rate = self.state_size, self.features, self.contraction_rate
+        f64 = {"dtype": torch.float64, "device": self.X.device}
+        self.Y.copy_(torch.eye(nx, **f64))
+        a0 = rate * torch.diag(1.0 - _LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
+        d11_0 = torch.tril(lecun_normal_(torch.empty(nv, nv, **f64)), -1)
+        sym = d11_0 + d11_0.T
+        lam0 = 0.5 * torch.linalg.eigvalsh(sym).max() + _LAMBDA_MARGIN
+        h22 = 2.0 * lam0 * torch.eye(nv, **f64) - sym
+        h0 = torch.block_diag(torch.eye(nx, **f64), h22, rate**2 * torch.eye(nx, **f64))
+        h0[-nx:, :nx] = a0
+        h0[:nx, -nx:] = a0.T
+        extra = self._extra_h(self._io(torch.float64))
+        self.X.copy_(long_memory_factor(h0, extra, self.eps))
+        if self.polar_scale is not None:
+            self.polar_scale.copy_(frobenius(self.X, self.eps))
+
+    def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, IOBlock]:
+        polar = None if self.polar_scale is None else self.polar_scale.to(dtype)
+        io = self._io(dtype)
+        return gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io), io
+
+    def _build_explicit(self, dtype: torch.dtype, certificate: bool = True) -> ExplicitModel:
+        nx, nv, nu = self.state_size, self.features, self.input_size
+        h, io = self._h_matrix(dtype)
+        e, f, p = implicit_model(h, self.Y.to(dtype), self.contraction_rate, nx)
+        eq = slice(nx, nx + nv)
+        b1_hat = h[nx + nv:, eq]
+        c1_hat = -h[eq, :nx]
+        h22 = h[eq, eq]
+        lam = 0.5 * torch.diagonal(h22)
+        d11_hat = -torch.tril(h22, -1)
+        A, B1, B2 = torch.split(torch.linalg.solve(e, torch.cat([f, b1_hat, io.B2_hat], 1)),
+                                [nx, nv, nu], dim=1)
+        # Λ is diagonal: its inverse is a row scaling.
+        C1, D11, D12 = torch.split(torch.cat([c1_hat, d11_hat, io.D12], 1) / lam[:, None],
+                                   [nx, nv, nu], dim=1)
+        return ExplicitModel(
+            A=A, B1=B1, B2=B2, C1=C1, C2=io.C2, D12=D12, D21=io.D21, D22=io.D22,
+            bx=self.bx.to(dtype), bv=self.bv.to(dtype), by=self.by.to(dtype),
+            network=EquilibriumLayer(D11, self.activation), D11=D11,
+            metric=lyapunov_metric(e.detach(), p.detach()).double() if certificate else None,
+            multiplier=lam.detach().double() if certificate else None,
+        )
+
+
+class ContractingREN(_REN):
+    r"""Contracting REN: ``‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫`` for any two trajectories under the same input.
+
+    ``H = H_X``; ``B̂₂, D̂₁₂, C₂, D₂₁, D₂₂`` are free (D₂₂ starts at 0).
+
+    Parameters
+    ----------
+    input_size, state_size, features, output_size : int
+        nu, nx, nv (equilibrium-layer width), ny.
+    **common
+        See :class:`~r2dn_control.nn.base.RecurrentModel` (``activation``, ``init``,
+        ``contraction_rate``, ``polar``, ``eps``, ``init_output_zero``, ``identity_output``,
+        ``batch_first``, ``dtype``, ``device``).
+    """
+
+    def __init__(self, input_size: int, state_size: int, features: int, output_size: int,
+                 **kwargs) -> None:
+        super().__init__(input_size, state_size, features, output_size, **kwargs)
+        shape = (self.output_size, self.input_size)
+        if self.identity_output:
+            self.register_buffer("D22", torch.zeros(*shape, **self._factory))
+        else:
+            self.D22 = nn.Parameter(torch.zeros(*shape, **self._factory))
+        self._finish_init()
+
+    def _d22(self, dtype: torch.dtype) -> Tensor:
+        return self.D22.to(dtype)
+
+
+class GeneralREN(_REN):
+    r"""(Q,S,R)-dissipative REN: ``Σ_t s(Δu_t, Δy_t) ≥ −Δx₀ᵀ𝒫Δx₀`` on any pair of trajectories.
+
+    ``D₂₂ = −Q⁻¹Sᵀ + L_Q⁻¹ N L_R`` with ``N = Cont(X₃, Y₃, Z₃)`` (ny×nu, ‖N‖ < 1) and
+    ``H = H_X + Γ_R − Γ_Q`` (:func:`supply_terms`).
+
+    Parameters
+    ----------
+    Q, S, R : array_like
+        Supply rate with Q ≺ 0 and R − SQ⁻¹Sᵀ ≻ 0 (shapes ny×ny, nu×ny, nu×nu).
+    full_d22 : bool
+        Learn the feedthrough (default, as in the REN paper); if False, D₂₂ stays at the
+        centre −Q⁻¹Sᵀ. N starts at 0 either way.
+    **kwargs
+        See :class:`ContractingREN`.
+
+    With ``identity_output=True``: C₂ = I, D₂₁ = 0 and D₂₂ = −Q⁻¹Sᵀ.
+    """
+
+    supply: SupplyRate
+
+    def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
+                 Q: object, S: object, R: object, full_d22: bool = True, **kwargs) -> None:
+        supply = SupplyRate.from_matrices(Q, S, R, input_size, output_size)
+        self._setup(input_size, state_size, features, output_size, supply, full_d22, kwargs)
+
+    def _setup(self, input_size: int, state_size: int, features: int, output_size: int,
+               supply: SupplyRate, full_d22: bool, kwargs: dict) -> None:
+        super().__init__(input_size, state_size, features, output_size, **kwargs)
+        self.supply = supply
+        self.full_d22 = bool(full_d22) and not self.identity_output
+        self.N22 = (ContractionFactor(self.output_size, self.input_size, self.eps, zero=True,
+                                      **self._factory) if self.full_d22 else None)
+        self._finish_init()
+
+    def _d22(self, dtype: torch.dtype) -> Tensor:
+        supply = self._supply_on(self.X.device)
+        q, s = supply.Q.to(dtype), supply.S.to(dtype)
+        centre = -torch.linalg.solve(q, s.T)
+        if self.N22 is None:
+            return centre
+        l_q, l_r = supply.L_Q.to(dtype), supply.L_R.to(dtype)
+        # The contraction builder uses I_d with d = min(ny, nu): no crash when ny > nu (math.md §2).
+        n = self.N22.matrix(dtype)
+        return centre + torch.linalg.solve_triangular(l_q, n @ l_r, upper=True)
+
+
+class LipschitzREN(GeneralREN):
+    r"""REN with incremental ℓ₂ gain at most γ: ``‖Δy‖₂ ≤ γ‖Δu‖₂ + (γΔx₀ᵀ𝒫Δx₀)^{1/2}``.
+
+    The (Q,S,R) REN with ``Q = −I/γ, S = 0, R = γI``: ``D₂₂ = γN`` and
+    ``H = H_X + Γ_R + [C₂, D₂₁, 0]ᵀ[C₂, D₂₁, 0]/γ`` with ``R₁ = γI − D₂₂ᵀD₂₂/γ``.
+
+    Parameters
+    ----------
+    gamma : float
+        The prescribed Lipschitz bound γ > 0.
+    full_d22 : bool
+        Learn the feedthrough D₂₂ = γN (default); if False, D₂₂ = 0.
+    **kwargs
+        See :class:`ContractingREN`.
+    """
+
+    def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
+                 gamma: float = 1.0, full_d22: bool = True, **kwargs) -> None:
+        for name, size in (("input_size", input_size), ("output_size", output_size)):
+            _checks.positive_int(name, size)
+        supply = SupplyRate.lipschitz(gamma, input_size, output_size)
+        self.gamma = float(gamma)
+        self._setup(input_size, state_size, features, output_size, supply, full_d22, kwargs)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", gamma={self.gamma}"
+
+
+class PassiveREN(_REN):
+    r"""Incrementally input-passive REN: ``Σ_t (2Δu_tᵀΔy_t − 2ν‖Δu_t‖²) ≥ −Δx₀ᵀ𝒫Δx₀``.
+
+    Supply ``Q = 0, S = I, R = −2νI`` (needs ``input_size == output_size``), as in
+    RobustNeuralNetworks.jl with ρ = 0: ``D₂₂ = νI + X₃ᵀX₃ + Y₃ − Y₃ᵀ + εI`` so that
+    ``R₁ = D₂₂ + D₂₂ᵀ − 2νI = 2(X₃ᵀX₃ + εI) ≻ 0``; ``Γ_Q = 0``, ``Ĉ₂ = C₂``,
+    ``D̂₂₁ = D₂₁ − D̂₁₂ᵀ`` (:func:`supply_terms` with Q = 0, S = I).
+
+    Parameters
+    ----------
+    input_passivity : float
+        Input passivity index ν ≥ 0.
+    **kwargs
+        See :class:`ContractingREN`.
+    """
+
+    supply: SupplyRate
+
+    def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
+                 input_passivity: float = 0.0, **kwargs) -> None:
+        if input_size != output_size:
+            raise ValueError(
+                "PassiveREN needs input_size == output_size, got "
+                f"input_size={input_size}, output_size={output_size}"
+            )
+        supply = SupplyRate.passive(input_passivity, _checks.positive_int("input_size", input_size))
+        super().__init__(input_size, state_size, features, output_size, **kwargs)
+        self.supply = supply
+        self.input_passivity = float(input_passivity)
+        nu, fk = self.input_size, self._factory
+        self.X3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
+        self.Y3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
+        self._finish_init()
+
+    def _d22(self, dtype: torch.dtype) -> Tensor:
+        x3, y3 = self.X3.to(dtype), self.Y3.to(dtype)
+        eye = eye_like(x3, self.input_size)
+        return (self.input_passivity + self.eps) * eye + x3.T @ x3 + y3 - y3.T
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", input_passivity={self.input_passivity}"
