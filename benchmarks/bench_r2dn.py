@@ -6,45 +6,18 @@ Sizes (experiments.md, issue 2):
 * F-16 size: nu = 2, nx = 75, nv = 75, hidden (87, 87, 87), ny = 3, batch 4, horizon 256.
 
 Run ``python benchmarks/bench_r2dn.py`` (``--quick`` for a tiny smoke run). Prints medians in ms.
+The full comparison with REN, LSTM and GRU is ``benchmarks/bench_speed.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import time_model
 
 from r2dn_control.nn import ContractingR2DN
-
-
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
-def time_model(model: torch.nn.Module, batch: int, horizon: int, repeats: int) -> tuple[float, float]:
-    u = torch.randn(batch, horizon, model.input_size)
-
-    def forward() -> None:
-        with torch.no_grad():
-            model(u)
-
-    def forward_backward() -> None:
-        model.zero_grad(set_to_none=True)
-        y, _ = model(u)
-        y.square().mean().backward()
-
-    return median_ms(forward, repeats), median_ms(forward_backward, repeats)
 
 
 def main() -> None:
@@ -59,18 +32,19 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     widths = (8,) if args.quick else (8, 16, 32, 64, 96)
     horizon = 16 if args.quick else 128
-    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, float32, median of {repeats}")
+    print(f"# torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} "
+          f"threads, float32, median of {repeats}")
     print("| model | sizes (nu,nx,nv,ny) | hidden | batch×horizon | forward ms | fwd+bwd ms |")
     print("|---|---|---|---|---|---|")
     for width in widths:
         model = ContractingR2DN(1, 1, 16, 1, hidden=(width,) * 6, init="long_memory")
-        fwd, bwd = time_model(model, 64, horizon, repeats)
-        print(f"| R2DN | (1,1,16,1) | 6×{width} | 64×{horizon} | {fwd:.1f} | {bwd:.1f} |")
+        fwd, bwd = time_model(model, torch.randn(64, horizon, 1), repeats)
+        print(f"| R2DN | (1,1,16,1) | 6×{width} | 64×{horizon} | {1e3 * fwd:.1f} | "
+              f"{1e3 * bwd:.1f} |")
     f16_horizon = 16 if args.quick else 256
     model = ContractingR2DN(2, 75, 75, 3, hidden=(87, 87, 87), init="long_memory")
-    fwd, bwd = time_model(model, 4, f16_horizon, repeats)
-    print(f"| R2DN | (2,75,75,3) | 3×87 | 4×{f16_horizon} | {fwd:.1f} | {bwd:.1f} |")
+    fwd, bwd = time_model(model, torch.randn(4, f16_horizon, 2), repeats)
+    print(f"| R2DN | (2,75,75,3) | 3×87 | 4×{f16_horizon} | {1e3 * fwd:.1f} | {1e3 * bwd:.1f} |")
 
 
 if __name__ == "__main__":

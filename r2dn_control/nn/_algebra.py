@@ -55,13 +55,14 @@ def cayley(w: Tensor, n: int) -> tuple[Tensor, Tensor]:
     :math:`\tilde A = (I+Z)^{-1}(I-Z)` (n×n) and :math:`B = -2 (I+Z)^{-\top} V^\top` (n×m),
     which satisfy :math:`\tilde A^\top \tilde A + B B^\top = I_n`. One LU of ``I+Z`` serves
     both blocks; its symmetric part ``I + VᵀV`` is positive definite so it is always invertible.
+    Leading batch dimensions are allowed (identically shaped layers are transformed together).
     """
-    u, v = w[:n], w[n:]
-    z = u - u.T + v.T @ v
+    u, v = w[..., :n, :], w[..., n:, :]
+    z = u - u.mT + v.mT @ v
     eye = eye_like(w, n)
     lu, piv = torch.linalg.lu_factor(eye + z)
     a_tilde = torch.linalg.lu_solve(lu, piv, eye - z)
-    b = -2.0 * torch.linalg.lu_solve(lu, piv, v.T, adjoint=True)
+    b = -2.0 * torch.linalg.lu_solve(lu, piv, v.mT, adjoint=True)
     return a_tilde, b
 
 

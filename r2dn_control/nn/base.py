@@ -59,6 +59,8 @@ class RecurrentModel(nn.Module):
 
     supply: SupplyRate | None = None
     init_kwargs: dict[str, Any]
+    #: Passed to :func:`~r2dn_control.nn.explicit.rollout`: "auto", "fused" or "reference".
+    rollout_method: str = "auto"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Record the outermost constructor call's arguments so checkpoints can rebuild the model.
@@ -220,7 +222,7 @@ class RecurrentModel(nn.Module):
         """Simulate from ``x0`` (zeros if None); returns ``(y, x_T)``."""
         u_b, batched = self._batch_input(u)
         x = self._batch_state(x0, u_b.shape[0], batched, u_b)
-        y, x_final = rollout(self._explicit(None, certificate=False), u_b, x)
+        y, x_final = rollout(self._explicit(None, certificate=False), u_b, x, self.rollout_method)
         if not batched:
             return y.squeeze(0), x_final.squeeze(0)
         return (y if self.batch_first else y.transpose(0, 1)), x_final
@@ -240,7 +242,7 @@ class RecurrentModel(nn.Module):
         batched = u.dim() == 2
         u_b = u.unsqueeze(-2) if batched else u.reshape(1, 1, -1)
         x_b = self._batch_state(x, u_b.shape[0], batched, u_b)
-        y, x_next = rollout(self._explicit(None, certificate=False), u_b, x_b)
+        y, x_next = rollout(self._explicit(None, certificate=False), u_b, x_b, self.rollout_method)
         return (y[:, 0], x_next) if batched else (y[0, 0], x_next[0])
 
     def extra_repr(self) -> str:

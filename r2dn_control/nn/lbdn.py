@@ -130,12 +130,15 @@ class SandwichLayer(nn.Module):
         with torch.no_grad():
             self.scale.copy_(frobenius(self.weight, self.eps))
 
-    def cayley_factors(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
-        r"""Return :math:`(\tilde A, B)` with :math:`\tilde A^\top\tilde A + BB^\top = I`."""
+    def normalized_weight(self, dtype: torch.dtype | None = None) -> Tensor:
+        """The weight rescaled to Frobenius norm ``a``: ``(a / nrm(W)) W``."""
         w = self.weight if dtype is None else self.weight.to(dtype)
         a = self.scale if dtype is None else self.scale.to(dtype)
-        w = (a / frobenius(w, self.eps)) * w
-        return cayley(w, self.out_features)
+        return (a / frobenius(w, self.eps)) * w
+
+    def cayley_factors(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`(\tilde A, B)` with :math:`\tilde A^\top\tilde A + BB^\top = I`."""
+        return cayley(self.normalized_weight(dtype), self.out_features)
 
     def psi(self, dtype: torch.dtype | None = None) -> Tensor | None:
         r""":math:`\psi = \exp(\mathrm{clip}(d, \pm 20))`, or None for the linear layer."""
@@ -144,13 +147,16 @@ class SandwichLayer(nn.Module):
         d = self.log_psi if dtype is None else self.log_psi.to(dtype)
         return torch.exp(torch.clamp(d, -_LOG_SCALE_CLIP, _LOG_SCALE_CLIP))
 
-    def folded(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    def folded(self, dtype: torch.dtype | None = None,
+               factors: tuple[Tensor, Tensor] | None = None
+               ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         r"""Right-multiplied ``(pre, bias, post)`` with ``h⁺ = σ(h·pre + b)·post``.
 
         ``pre = √2 Bᵀ Ψ⁻¹`` and ``post = √2 Ψ Ãᵀ`` for a hidden layer;
-        ``pre = Bᵀ`` and ``post = None`` for the linear layer.
+        ``pre = Bᵀ`` and ``post = None`` for the linear layer. ``factors`` are precomputed
+        :meth:`cayley_factors` (the LBDN batches them over identically shaped layers).
         """
-        a_tilde, b = self.cayley_factors(dtype)
+        a_tilde, b = self.cayley_factors(dtype) if factors is None else factors
         bias = self.bias if (self.bias is None or dtype is None) else self.bias.to(dtype)
         psi = self.psi(dtype)
         if psi is None:
@@ -241,8 +247,8 @@ class LBDN(nn.Module):
         weights: list[Tensor] = []
         biases: list[Tensor | None] = []
         carry = root_gamma  # what the next layer's input is multiplied by (scalar or matrix)
-        for layer in self.layers:
-            pre, bias, post = layer.folded(dtype)
+        for layer, factors in zip(self.layers, self._cayley_factors(dtype)):
+            pre, bias, post = layer.folded(dtype, factors)
             weights.append(carry * pre if carry.dim() == 0 else carry @ pre)
             biases.append(bias)
             carry = post if post is not None else None  # type: ignore[assignment]
@@ -253,6 +259,22 @@ class LBDN(nn.Module):
             weights.append(carry * root_gamma)
             biases.append(None)
         return ExplicitMLP(tuple(weights), tuple(biases), self.activation, self.activation_name)
+
+    def _cayley_factors(self, dtype: torch.dtype | None) -> list[tuple[Tensor, Tensor]]:
+        """Every layer's (Ã, B), one batched Cayley transform per group of equal weight shapes."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for k, layer in enumerate(self.layers):
+            groups.setdefault(tuple(layer.weight.shape), []).append(k)
+        factors: list[tuple[Tensor, Tensor]] = [None] * len(self.layers)  # type: ignore[list-item]
+        for members in groups.values():
+            if len(members) == 1:
+                factors[members[0]] = self.layers[members[0]].cayley_factors(dtype)
+                continue
+            stacked = torch.stack([self.layers[k].normalized_weight(dtype) for k in members])
+            a_tilde, b = cayley(stacked, self.layers[members[0]].out_features)
+            for i, k in enumerate(members):
+                factors[k] = (a_tilde[i], b[i])
+        return factors
 
     def forward(self, x: Tensor) -> Tensor:
         """Evaluate f on ``x`` of shape (..., in_features)."""
