@@ -122,11 +122,24 @@ class RecurrentModel(nn.Module):
         self._factory = {"dtype": dtype, "device": device}
         self._frozen: ExplicitModel | None = None
 
+    def _supply_on(self, device: torch.device) -> SupplyRate:
+        """The supply rate's float64 matrices on ``device`` (cached per device)."""
+        if self.supply is None:
+            raise RuntimeError(f"{type(self).__name__} has no supply rate")
+        cache = self.__dict__.setdefault("_supply_cache", {})
+        if device not in cache:
+            cache[device] = self.supply.to(device)
+        return cache[device]
+
     # ------------------------------------------------------------------ explicit model
-    def _build_explicit(self, dtype: torch.dtype, certificate: bool = True) -> ExplicitModel:
+    def _build_explicit(self, dtype: torch.dtype, certificate: bool = True,
+                        network_dtype: torch.dtype | None = None) -> ExplicitModel:
         """Map the direct parameters to the explicit model, computing in ``dtype``.
 
         With ``certificate`` the implied Lyapunov metric and multiplier are filled in.
+        ``network_dtype`` (default ``dtype``) is where a family may build its nonlinearity when
+        that does not enter the certificate (the LBDN's Cayley transforms are well conditioned:
+        ‖(I+Z)⁻¹‖ ≤ 1, so float32 there costs nothing in accuracy and halves the time).
         """
         raise NotImplementedError
 
@@ -154,7 +167,7 @@ class RecurrentModel(nn.Module):
         if self._frozen is not None and target == self._frozen.A.dtype:
             return self._frozen
         with full_precision_matmul():
-            exact = self._build_explicit(torch.float64, certificate)
+            exact = self._build_explicit(torch.float64, certificate, network_dtype=target)
         return exact if target == torch.float64 else exact.to(dtype=target)
 
     @contextlib.contextmanager

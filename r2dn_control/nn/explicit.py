@@ -18,6 +18,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+
 class Network(Protocol):
     """The explicit nonlinearity ``w = φ(b)``: callable on row batches, castable with ``to``."""
 

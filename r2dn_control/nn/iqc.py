@@ -23,7 +23,8 @@ from . import _checks
 
 def _as_matrix(name: str, value: object, shape: tuple[int, int]) -> Tensor:
     if isinstance(value, Tensor):
-        if value.dtype.is_complex or not (value.dtype.is_floating_point or value.dtype in (torch.int32, torch.int64)):
+        real = value.dtype.is_floating_point or value.dtype in (torch.int32, torch.int64)
+        if value.dtype.is_complex or not real:
             raise TypeError(f"{name} must be a real matrix, got dtype {value.dtype}")
         t = value.detach().to(device="cpu", dtype=torch.float64)
     else:
@@ -120,6 +121,19 @@ class SupplyRate:
         return SupplyRate(self.Q.to(**move), self.S.to(**move), self.R.to(**move),
                           None if self.L_Q is None else self.L_Q.to(**move),
                           None if self.L_R is None else self.L_R.to(**move))
+
+    def feedthrough(self, n22: Tensor | None, like: Tensor) -> Tensor:
+        r"""``D₂₂ = −Q⁻¹Sᵀ + L_Q⁻¹ N₂₂ L_R`` (the centre −Q⁻¹Sᵀ when ``n22`` is None).
+
+        Every ‖N₂₂‖ < 1 gives ``R + SD₂₂ + D₂₂ᵀSᵀ + D₂₂ᵀQD₂₂ ≻ 0``. Computed in ``like``'s
+        dtype and device (the supply rate should already be on that device, see ``to``).
+        """
+        q, s = self.Q.to(like.dtype), self.S.to(like.dtype)
+        centre = -torch.linalg.solve(q, s.T)
+        if n22 is None:
+            return centre
+        l_q, l_r = self.L_Q.to(like.dtype), self.L_R.to(like.dtype)
+        return centre + torch.linalg.solve_triangular(l_q, n22 @ l_r, upper=True)
 
     def evaluate(self, du: Tensor, dy: Tensor) -> Tensor:
         """``s(Δu, Δy)`` for row-batched increments; returns shape ``du.shape[:-1]``."""

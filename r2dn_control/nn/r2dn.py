@@ -154,7 +154,8 @@ class _R2DN(RecurrentModel):
         h = gram(self.X.to(dtype), polar, self.eps) + self._extra_h(C1, B1_hat, io)
         return h, C1, B1_hat, io
 
-    def _build_explicit(self, dtype: torch.dtype, certificate: bool = True) -> ExplicitModel:
+    def _build_explicit(self, dtype: torch.dtype, certificate: bool = True,
+                        network_dtype: torch.dtype | None = None) -> ExplicitModel:
         nx, nv = self.state_size, self.features
         h, C1, B1_hat, io = self._h_matrix(dtype)
         e, f, p = implicit_model(h, self.Y.to(dtype), self.contraction_rate, nx)
@@ -167,7 +168,7 @@ class _R2DN(RecurrentModel):
         return ExplicitModel(
             A=A, B1=B1, B2=B2, C1=C1, C2=io.C2, D12=io.D12, D21=io.D21, D22=io.D22,
             bx=self.bx.to(dtype), bv=self.bv.to(dtype), by=self.by.to(dtype),
-            network=self.network.explicit(dtype),
+            network=self.network.explicit(network_dtype or dtype),
             metric=lyapunov_metric(e.detach(), p.detach()).double() if certificate else None,
             multiplier=torch.ones((), dtype=torch.float64, device=h.device) if certificate else None,
         )
@@ -223,12 +224,6 @@ class _DissipativeR2DN(_R2DN):
     """Shared (Q,S,R) machinery: the supply rate on the right device and the H terms."""
 
     supply: SupplyRate
-
-    def _supply_on(self, device: torch.device) -> SupplyRate:
-        cache = self.__dict__.setdefault("_supply_cache", {})
-        if device not in cache:
-            cache[device] = self.supply.to(device)
-        return cache[device]
 
     def _extra_h(self, C1: Tensor, B1_hat: Tensor, io: IOBlock) -> Tensor:
         nx = self.state_size
@@ -290,12 +285,10 @@ class GeneralR2DN(_DissipativeR2DN):
     def _io(self, dtype: torch.dtype) -> IOBlock:
         supply = self._supply_on(self.X.device)
         l_q, l_r = supply.L_Q.to(dtype), supply.L_R.to(dtype)
-        q, s = supply.Q.to(dtype), supply.S.to(dtype)
         n12, n21, n22 = self.contractions(dtype)
         d12 = n12 @ l_r
         d21 = torch.linalg.solve_triangular(l_q, n21, upper=True)
-        centre = -torch.linalg.solve(q, s.T)
-        d22 = centre + torch.linalg.solve_triangular(l_q, n22 @ l_r, upper=True)
+        d22 = supply.feedthrough(None if self.K22 is None else n22, n12)
         return IOBlock(self.B2_hat.to(dtype), self.C2.to(dtype), d12, d21, d22)
 
 

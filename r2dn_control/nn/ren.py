@@ -120,12 +120,6 @@ class _REN(RecurrentModel):
         return add_quadratic(io.C2.new_zeros(size, size), top_left, ncal, r1)
 
     # -- shared machinery -----------------------------------------------------------------
-    def _supply_on(self, device: torch.device) -> SupplyRate:
-        cache = self.__dict__.setdefault("_supply_cache", {})
-        if device not in cache:
-            cache[device] = self.supply.to(device)
-        return cache[device]
-
     def _finish_init(self) -> None:
         with torch.no_grad():
             if self.init_output_zero and not self.identity_output:
@@ -168,7 +162,9 @@ class _REN(RecurrentModel):
         io = self._io(dtype)
         return gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io), io
 
-    def _build_explicit(self, dtype: torch.dtype, certificate: bool = True) -> ExplicitModel:
+    def _build_explicit(self, dtype: torch.dtype, certificate: bool = True,
+                        network_dtype: torch.dtype | None = None) -> ExplicitModel:
+        # D₁₁ enters the certificate, so the equilibrium layer is always built in ``dtype``.
         nx, nv, nu = self.state_size, self.features, self.input_size
         h, io = self._h_matrix(dtype)
         e, f, p = implicit_model(h, self.Y.to(dtype), self.contraction_rate, nx)
@@ -258,14 +254,9 @@ class GeneralREN(_REN):
 
     def _d22(self, dtype: torch.dtype) -> Tensor:
         supply = self._supply_on(self.X.device)
-        q, s = supply.Q.to(dtype), supply.S.to(dtype)
-        centre = -torch.linalg.solve(q, s.T)
-        if self.N22 is None:
-            return centre
-        l_q, l_r = supply.L_Q.to(dtype), supply.L_R.to(dtype)
         # The contraction builder uses I_d with d = min(ny, nu): no crash when ny > nu (math.md §2).
-        n = self.N22.matrix(dtype)
-        return centre + torch.linalg.solve_triangular(l_q, n @ l_r, upper=True)
+        n = None if self.N22 is None else self.N22.matrix(dtype)
+        return supply.feedthrough(n, self.X.to(dtype))
 
 
 class LipschitzREN(GeneralREN):
