@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from families import FAMILIES, Family, Sizes
+
 from r2dn_control.nn import (
     ContractingR2DN,
     GeneralR2DN,
@@ -209,10 +209,10 @@ def test_explicit_model_is_built_with_tf32_off_and_settings_restored(monkeypatch
     seen = {}
     original = type(model)._build_explicit
 
-    def spy(self, dtype, certificate=True):
+    def spy(self, *args, **kwargs):
         seen["tf32"] = torch.backends.cuda.matmul.allow_tf32
         seen["precision"] = torch.get_float32_matmul_precision()
-        return original(self, dtype, certificate)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(type(model), "_build_explicit", spy)
     torch.backends.cuda.matmul.allow_tf32 = True
