@@ -58,3 +58,12 @@ def test_benchmark_quick_prints_its_table() -> None:
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| R2DN")]
     assert len(rows) == 2
+
+
+def test_speed_benchmark_quick_prints_every_table() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_speed.py"), "--quick"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    for heading in ("## 1. Scaling study", "## 2. Sweeps", "## 3. Activation memory", "## 4. F-16"):
+        assert heading in result.stdout
+    assert "| 6×96 |" in result.stdout and "| REN nv=150 (relu) |" in result.stdout
