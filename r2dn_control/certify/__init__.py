@@ -1,8 +1,32 @@
 """Certificates: the incremental LMIs of math.md §4 checked in float64.
 
-Reads a model's explicit matrices; never trains.
+Reads a model's explicit matrices; never trains. Entry points: :func:`contraction`,
+:func:`lipschitz`, :func:`dissipativity` (see ``docs/certificates.md``).
 """
 
-from .lmi import StateSpaceBlocks, dissipation_matrix, min_eigenvalue, relative_margin
+from .api import contraction, dissipativity, lipschitz
+from .closed_loop import ClosedLoop
+from .empirical import contraction_lower_bound, lipschitz_lower_bound
+from .lmi import StateSpaceBlocks, dissipation_matrix, min_eigenvalue, relative_margin, validate
+from .result import CERTIFIED, INCONCLUSIVE, NOT_CERTIFIED, CertificateResult
+from .target import Target, as_target
 
-__all__ = ["StateSpaceBlocks", "dissipation_matrix", "min_eigenvalue", "relative_margin"]
+__all__ = [
+    "CERTIFIED",
+    "INCONCLUSIVE",
+    "NOT_CERTIFIED",
+    "CertificateResult",
+    "ClosedLoop",
+    "StateSpaceBlocks",
+    "Target",
+    "as_target",
+    "contraction",
+    "contraction_lower_bound",
+    "dissipation_matrix",
+    "dissipativity",
+    "lipschitz",
+    "lipschitz_lower_bound",
+    "min_eigenvalue",
+    "relative_margin",
+    "validate",
+]

@@ -115,3 +115,52 @@ def relative_margin(ss: StateSpaceBlocks, metric: np.ndarray, multiplier: np.nda
     """``λ_min(M) / max(1, max|𝒫_ij|)``: the LMI holds when this is ≥ −tolerance."""
     m = dissipation_matrix(ss, metric, multiplier, rate, supply)
     return min_eigenvalue(m) / max(1.0, float(np.abs(metric).max()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the certificate tiers (implied, KYP, SDP).
+
+#: Default re-validation tolerance on ``λ_min(M) / max(1, max|𝒫_ij|)`` (float64 round-off of
+#: the assembled LMI is ~1e-14 relative; 1e-9 leaves room for ill-conditioned metrics).
+VALIDATION_TOL = 1e-9
+
+
+def lipschitz_supply(gamma: float, nu: int, ny: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Q, S, R) = (−I/γ, 0, γI)``: incremental ℓ₂ gain at most γ."""
+    return -np.eye(ny) / gamma, np.zeros((nu, ny)), gamma * np.eye(nu)
+
+
+def transform_state(ss: StateSpaceBlocks, t: np.ndarray) -> StateSpaceBlocks:
+    """The blocks in coordinates ``x̃ = T x``: ``(TAT⁻¹, TB₁, TB₂, C₁T⁻¹, C₂T⁻¹)``.
+
+    A metric 𝒫̃ certified for the transformed blocks is ``𝒫 = Tᵀ𝒫̃T`` for the original ones
+    (the LMI is congruent under ``blkdiag(T, I, I)``).
+    """
+    t_inv = np.linalg.inv(t)
+    return StateSpaceBlocks(t @ ss.A @ t_inv, t @ ss.B1, t @ ss.B2, ss.C1 @ t_inv,
+                            ss.C2 @ t_inv, ss.D11, ss.D12, ss.D21, ss.D22)
+
+
+def validate(ss: StateSpaceBlocks, metric: np.ndarray, multiplier: np.ndarray | float,
+             rate: float = 1.0, supply: tuple | None = None,
+             tol: float = VALIDATION_TOL) -> tuple[bool, float]:
+    """Re-validate a candidate certificate in float64: ``(holds, relative margin)``.
+
+    The certificate holds when 𝒫 is symmetric positive semidefinite (positive definite for
+    contraction, which needs a metric), the multiplier is non-negative and the relative margin
+    ``λ_min(M)/max(1, max|𝒫|)`` is at least ``−tol``.
+    """
+    metric = np.asarray(metric, dtype=np.float64)
+    mult = np.asarray(multiplier, dtype=np.float64)
+    if not (np.all(np.isfinite(metric)) and np.all(np.isfinite(mult))):
+        return False, float("nan")
+    if np.any(mult < 0):
+        return False, float(mult.min())
+    metric = 0.5 * (metric + metric.T)
+    if metric.size:
+        p_min = min_eigenvalue(metric) / max(float(np.abs(metric).max()), 1e-300)
+        needed = tol if supply is None else -tol  # contraction needs 𝒫 ≻ 0 for a distance
+        if p_min < needed:
+            return False, p_min
+    margin = relative_margin(ss, metric, mult, rate, supply)
+    return bool(margin >= -tol), margin
