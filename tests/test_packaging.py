@@ -46,10 +46,20 @@ def test_demo_quick_runs_and_certifies(tmp_path) -> None:
          "--out", str(out)], capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert "guaranteed γ" in result.stdout and "holds" in result.stdout
+    assert "guaranteed γ" in result.stdout and "implied LMI certified" in result.stdout
     report = json.loads((out / "report.json").read_text())
-    assert report["steps"] >= 1 and report["certificate_margin"] >= -1e-9
-    assert (out / "model.pt").exists()
+    assert report["steps"] >= 1 and report["implied_status"] == "certified"
+    assert report["final_loss"] < report["initial_loss"]
+    assert report["certified_gamma"] <= 5.0 * (1 + 1e-6)
+    certified = subprocess.run(
+        [sys.executable, "-m", "r2dn_control.cli", "certify", str(out / "model.pt"),
+         "--no-empirical", "--json", str(tmp_path / "cert.json")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert certified.returncode == 0, certified.stdout + certified.stderr
+    results = json.loads((tmp_path / "cert.json").read_text())
+    assert results["lipschitz"]["status"] == "certified"
+    assert results["lipschitz"]["bound"] <= 5.0 * (1 + 1e-6)
 
 
 def test_benchmark_quick_prints_its_table() -> None:
