@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _checks
-from ._algebra import default_eps, full_precision_matmul
+from ._algebra import default_eps, frobenius, full_precision_matmul, lecun_normal_
 from .explicit import ExplicitModel, rollout
 from .iqc import SupplyRate
 
@@ -121,6 +121,45 @@ class RecurrentModel(nn.Module):
         self.batch_first = bool(batch_first)
         self._factory = {"dtype": dtype, "device": device}
         self._frozen: ExplicitModel | None = None
+
+    # ------------------------------------------------------------------ direct parameters
+    def _init_shared_parameters(self, h_size: int) -> None:
+        """Parameters every family has: the free factor ``X`` of H (h×h), its polar magnitude
+        ``p``, ``Y`` (nx×nx), the biases, and ``C2`` (the fixed identity if ``identity_output``).
+        """
+        nx, nv, ny = self.state_size, self.features, self.output_size
+        fk = self._factory
+        self.X = nn.Parameter(lecun_normal_(torch.empty(h_size, h_size, **fk)))
+        self.polar_scale = nn.Parameter(torch.empty((), **fk)) if self.polar else None
+        self.Y = nn.Parameter(lecun_normal_(torch.empty(nx, nx, **fk)))
+        self.bx = nn.Parameter(torch.zeros(nx, **fk))
+        self.bv = nn.Parameter(torch.zeros(nv, **fk))
+        self.by = nn.Parameter(torch.zeros(ny, **fk))
+        if self.identity_output:
+            self.register_buffer("C2", torch.eye(nx, **fk))
+        else:
+            self.C2 = nn.Parameter(lecun_normal_(torch.empty(ny, nx, **fk)))
+
+    def _init_long_memory(self) -> None:
+        """Family-specific long-memory initialisation of the direct parameters."""
+        raise NotImplementedError
+
+    def _finish_init(self) -> None:
+        """Apply ``init_output_zero`` and ``init``, then set the polar magnitude p = nrm(X).
+
+        Called by each family once all its parameters exist.
+        """
+        with torch.no_grad():
+            if self.init_output_zero:
+                self.by.zero_()
+                for name in ("C2", "D21"):
+                    param = self._parameters.get(name)
+                    if param is not None:  # a fixed identity-output C2 is a buffer: untouched
+                        param.zero_()
+            if self.init_method == "long_memory":
+                self._init_long_memory()
+            if self.polar_scale is not None:  # makes p²/nrm(X)² = 1: H_X = XᵀX + εI at init
+                self.polar_scale.copy_(frobenius(self.X, self.eps))
 
     def _supply_on(self, device: torch.device) -> SupplyRate:
         """The supply rate's float64 matrices on ``device`` (cached per device)."""

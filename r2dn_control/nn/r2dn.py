@@ -30,7 +30,6 @@ from ._algebra import (
     contraction,
     contraction_size,
     eye_like,
-    frobenius,
     gram,
     lecun_normal_,
     zero_contraction_params,
@@ -97,20 +96,11 @@ class _R2DN(RecurrentModel):
         nx, nv = self.state_size, self.features
         fk = self._factory
         self.hidden = _checks.positive_ints("hidden", hidden)
-        self.X = nn.Parameter(lecun_normal_(torch.empty(2 * nx, 2 * nx, **fk)))
-        self.polar_scale = nn.Parameter(torch.empty((), **fk)) if self.polar else None
-        self.Y = nn.Parameter(lecun_normal_(torch.empty(nx, nx, **fk)))
+        self._init_shared_parameters(2 * nx)
         self.B1_hat = nn.Parameter(lecun_normal_(torch.empty(nx, nv, **fk)))
         self.C1 = nn.Parameter(lecun_normal_(torch.empty(nv, nx, **fk)))
-        self.bx = nn.Parameter(torch.zeros(nx, **fk))
-        self.bv = nn.Parameter(torch.zeros(nv, **fk))
-        self.by = nn.Parameter(torch.zeros(self.output_size, **fk))
         self.network = LBDN(nv, nv, self.hidden, gamma=1.0, activation=self.activation_name,
                             output_layer=output_layer, **fk)
-        if self.identity_output:
-            self.register_buffer("C2", torch.eye(nx, **fk))
-        else:
-            self.C2 = nn.Parameter(lecun_normal_(torch.empty(self.output_size, nx, **fk)))
 
     # -- subclass hooks -------------------------------------------------------------------
     def _io(self, dtype: torch.dtype) -> IOBlock:
@@ -121,17 +111,6 @@ class _R2DN(RecurrentModel):
         raise NotImplementedError
 
     # -- shared machinery -----------------------------------------------------------------
-    def _finish_init(self) -> None:
-        with torch.no_grad():
-            if self.init_output_zero and not self.identity_output:
-                self.C2.zero_()
-            if self.init_output_zero:
-                self.by.zero_()
-            if self.init_method == "long_memory":
-                self._init_long_memory()
-            elif self.polar_scale is not None:
-                self.polar_scale.copy_(frobenius(self.X, self.eps))
-
     def _init_long_memory(self) -> None:
         """A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = C₁ = 0 and Y = I (math.md §3)."""
         nx, rate = self.state_size, self.contraction_rate
@@ -144,8 +123,6 @@ class _R2DN(RecurrentModel):
         h0 = torch.cat([torch.cat([eye, a0.T], 1), torch.cat([a0, rate**2 * eye], 1)], 0)
         extra = self._extra_h(self.C1.double(), self.B1_hat.double(), self._io(torch.float64))
         self.X.copy_(long_memory_factor(h0, extra, self.eps))
-        if self.polar_scale is not None:
-            self.polar_scale.copy_(frobenius(self.X, self.eps))
 
     def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, IOBlock]:
         C1, B1_hat = self.C1.to(dtype), self.B1_hat.to(dtype)
@@ -204,9 +181,6 @@ class ContractingR2DN(_R2DN):
         else:
             self.D21 = nn.Parameter(lecun_normal_(torch.empty(ny, nv, **fk)))
             self.D22 = nn.Parameter(torch.zeros(ny, nu, **fk))
-            if self.init_output_zero:
-                with torch.no_grad():
-                    self.D21.zero_()
         self._finish_init()
 
     def _io(self, dtype: torch.dtype) -> IOBlock:
@@ -355,9 +329,6 @@ class PassiveR2DN(_DissipativeR2DN):
             self.register_buffer("D21", torch.zeros(ny, nv, **fk))
         else:
             self.D21 = nn.Parameter(lecun_normal_(torch.empty(ny, nv, **fk)))
-            if self.init_output_zero:
-                with torch.no_grad():
-                    self.D21.zero_()
         self.X3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
         self.Y3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
         self._finish_init()

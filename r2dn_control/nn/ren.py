@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _checks
-from ._algebra import eye_like, frobenius, gram, lecun_normal_
+from ._algebra import eye_like, gram, lecun_normal_
 from ._implicit import IOBlock, add_quadratic, implicit_model, long_memory_factor, lyapunov_metric
 from .activations import get_activation
 from .base import RecurrentModel
@@ -85,20 +85,12 @@ class _REN(RecurrentModel):
         nx, nv, nu, ny = self.state_size, self.features, self.input_size, self.output_size
         fk = self._factory
         self.activation = get_activation(self.activation_name)
-        size = 2 * nx + nv
-        self.X = nn.Parameter(lecun_normal_(torch.empty(size, size, **fk)))
-        self.polar_scale = nn.Parameter(torch.empty((), **fk)) if self.polar else None
-        self.Y = nn.Parameter(lecun_normal_(torch.empty(nx, nx, **fk)))
+        self._init_shared_parameters(2 * nx + nv)
         self.B2_hat = nn.Parameter(lecun_normal_(torch.empty(nx, nu, **fk)))
         self.D12_hat = nn.Parameter(lecun_normal_(torch.empty(nv, nu, **fk)))
-        self.bx = nn.Parameter(torch.zeros(nx, **fk))
-        self.bv = nn.Parameter(torch.zeros(nv, **fk))
-        self.by = nn.Parameter(torch.zeros(ny, **fk))
         if self.identity_output:
-            self.register_buffer("C2", torch.eye(nx, **fk))
             self.register_buffer("D21", torch.zeros(ny, nv, **fk))
         else:
-            self.C2 = nn.Parameter(lecun_normal_(torch.empty(ny, nx, **fk)))
             self.D21 = nn.Parameter(lecun_normal_(torch.empty(ny, nv, **fk)))
 
     # -- subclass hooks -------------------------------------------------------------------
@@ -120,18 +112,6 @@ class _REN(RecurrentModel):
         return add_quadratic(io.C2.new_zeros(size, size), top_left, ncal, r1)
 
     # -- shared machinery -----------------------------------------------------------------
-    def _finish_init(self) -> None:
-        with torch.no_grad():
-            if self.init_output_zero and not self.identity_output:
-                self.C2.zero_()
-                self.D21.zero_()
-            if self.init_output_zero:
-                self.by.zero_()
-            if self.init_method == "long_memory":
-                self._init_long_memory()
-            elif self.polar_scale is not None:
-                self.polar_scale.copy_(frobenius(self.X, self.eps))
-
     def _init_long_memory(self) -> None:
         r"""A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = Ĉ₁ = 0 and Y = I (math.md §2).
 
@@ -154,8 +134,6 @@ class _REN(RecurrentModel):
         h0[:nx, -nx:] = a0.T
         extra = self._extra_h(self._io(torch.float64))
         self.X.copy_(long_memory_factor(h0, extra, self.eps))
-        if self.polar_scale is not None:
-            self.polar_scale.copy_(frobenius(self.X, self.eps))
 
     def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, IOBlock]:
         polar = None if self.polar_scale is None else self.polar_scale.to(dtype)
