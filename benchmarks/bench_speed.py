@@ -3,6 +3,7 @@
     python benchmarks/bench_speed.py            # full tables (~5 min on 2 CPU cores)
     python benchmarks/bench_speed.py --quick    # tiny smoke run (used by the tests)
     python benchmarks/bench_speed.py --device cuda
+    python benchmarks/bench_speed.py --no-cpp   # REN without the C++ kernels (pure torch)
 
 Tables (float32, medians in ms, ratios measured in the same run):
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 
 import torch
@@ -71,7 +73,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--no-cpp", action="store_true",
+                        help="disable the C++ CPU kernels (REN falls back to pure torch)")
     args = parser.parse_args()
+    if args.no_cpp:  # read when the kernels are first needed, i.e. after this point
+        os.environ["R2DN_DISABLE_CPP"] = "1"
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -83,7 +89,11 @@ def main() -> None:
     common = {"activation": "tanh", "device": device}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
-    print(f"# torch {torch.__version__}, {where}, float32, median of {repeats}, times in ms")
+    from r2dn_control.nn import cpp
+
+    kernels = cpp.status() if cpp.available() else f"off: {cpp.status()}"
+    print(f"# torch {torch.__version__}, {where}, float32, median of {repeats}, times in ms; "
+          f"C++ kernels: {kernels}")
 
     def u_of(b: int, t: int, nu: int = 1) -> torch.Tensor:
         return torch.randn(b, t, nu, device=device)

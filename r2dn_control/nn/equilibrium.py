@@ -52,8 +52,23 @@ def solve_equilibrium(D11: Tensor, b: Tensor, activation: Activation) -> Tensor:
     return torch.stack(columns, dim=1)
 
 
+def _kernel_activation(activation: Activation, *tensors: Tensor) -> str | None:
+    """The activation's name when the C++ kernels apply to ``tensors`` (CPU, float32/64)."""
+    from . import cpp
+    from .fused_ren import activation_name
+
+    name = activation_name(activation)
+    return name if name is not None and cpp.usable(*tensors) else None
+
+
 def _solve_inplace(D11: Tensor, b: Tensor, activation: Activation) -> Tensor:
-    """:func:`solve_equilibrium` without autograd: writes into one preallocated buffer."""
+    """:func:`solve_equilibrium` without autograd: the C++ kernel where it applies, else one
+    preallocated buffer filled column by column."""
+    name = _kernel_activation(activation, b, D11)
+    if name is not None:
+        from . import cpp
+
+        return cpp.ops().equilibrium_forward(D11, b, name)
     w = torch.empty_like(b)
     for i in range(D11.shape[0]):
         w[:, i] = activation(torch.addmv(b[:, i], w[:, :i], D11[i, :i]))
@@ -86,6 +101,13 @@ class _Equilibrium(torch.autograd.Function):
     def backward(ctx: Any, grad_w: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         b, D11, w = ctx.saved_tensors
         lower = torch.tril(D11, -1)
+        name = _kernel_activation(ctx.activation, w, D11, grad_w)
+        if name is not None:  # the same adjoint solve, in C++ (σ' from the output w)
+            from . import cpp
+
+            grad_b = cpp.ops().equilibrium_adjoint(D11, w, grad_w.contiguous(), name)
+            grad_d11 = torch.tril(grad_b.T @ w, -1) if ctx.needs_input_grad[1] else None
+            return (grad_b if ctx.needs_input_grad[0] else None), grad_d11, None
         # v is recomputed here (one matmul) so the forward stores nothing beyond w.
         slope = activation_slope(ctx.activation, torch.addmm(b, w, lower.T))  # (batch, nv)
         # Per sample: (I − J D11)ᵀ = I − D11ᵀ J, unit upper triangular. With

@@ -101,8 +101,9 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
         Initial states, shape (batch, nx).
     method : {"auto", "fused", "reference"}
         ``"fused"``: the hand-written adjoint of :mod:`r2dn_control.nn.fused_rollout` (R2DN
-        with an LBDN network only); ``"reference"``: a plain loop differentiated by autograd;
-        ``"auto"`` picks fused where it applies.
+        with an LBDN network), or for a REN the C++ time loop of
+        :mod:`r2dn_control.nn.fused_ren` (CPU float32/float64, kernels built); ``"reference"``:
+        a plain loop differentiated by autograd; ``"auto"`` picks fused where it applies.
 
     Returns
     -------
@@ -111,14 +112,20 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
     x_T : Tensor
         Final state, shape (batch, nx).
     """
+    from . import fused_ren
     from .fused_rollout import fused_rollout
     from .lbdn import ExplicitMLP
 
     if method not in ("auto", "fused", "reference"):
         raise ValueError(f"method must be 'auto', 'fused' or 'reference', got {method!r}")
     fusable = model.D11 is None and isinstance(model.network, ExplicitMLP)
-    if method == "fused" and not fusable:
-        raise ValueError("the fused rollout needs an R2DN (no D11) with an LBDN network")
+    # The REN kernel is CPU-only: other devices and dtypes take the reference loop.
+    ren_fusable = (not fusable and method != "reference"
+                   and fused_ren.can_fuse(model.network, u, x0, model.A, model.B1, model.C1))
+    if method == "fused" and not (fusable or ren_fusable):
+        raise ValueError("the fused rollout needs an R2DN (no D11) with an LBDN network, or a "
+                         "REN on CPU float32/float64 tensors with the C++ kernels built "
+                         f"(r2dn_control.nn.cpp: {_cpp_status()})")
     steps, nu = u.shape[1], u.shape[2]
     # Time-major input terms so the loop reads contiguous (batch, n) slices.
     u_flat = u.transpose(0, 1).reshape(-1, nu)
@@ -126,11 +133,20 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
     drive_v = torch.addmm(model.bv, u_flat, model.D12.T).view(steps, -1, model.C1.shape[0])
     if fusable and method != "reference":
         xs, ws, x = fused_rollout(model.network, x0, drive_x, drive_v, model.A, model.B1, model.C1)
+    elif ren_fusable:
+        xs, ws, x = fused_ren.fused_ren_rollout(model.network, x0, drive_x, drive_v, model.A,
+                                                model.B1, model.C1)
     else:
         xs, ws, x = _loop(model, x0, drive_x, drive_v)
     xs, ws = xs.transpose(0, 1), ws.transpose(0, 1)
     y = xs @ model.C2.T + ws @ model.D21.T + u @ model.D22.T + model.by
     return y, x
+
+
+def _cpp_status() -> str:
+    from . import cpp
+
+    return cpp.status()
 
 
 def _loop(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor

@@ -1,0 +1,212 @@
+"""The C++ CPU kernels equal the pure-torch reference paths (outputs and all gradients).
+
+The kernels are built once per machine (cached in torch's extensions directory, ~30 s on two
+cores the first time); the sizes here are tiny but chosen to cover the kernel's edge cases:
+batches that fill more than one lane block and end in a partial one, and widths nv that are
+not a multiple of the 4-row groups of the triangular solves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from r2dn_control.nn import ContractingREN, EquilibriumLayer, LipschitzREN, cpp
+from r2dn_control.nn.activations import ACTIVATIONS
+from r2dn_control.nn.equilibrium import solve_equilibrium
+from r2dn_control.nn.explicit import rollout
+from r2dn_control.nn.fused_ren import fused_ren_rollout
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels() -> None:
+    """Skip only where no build is expected; a failed build with a compiler present fails."""
+    if os.environ.get(cpp.DISABLE_ENV, "0") not in ("", "0"):
+        pytest.skip(f"{cpp.DISABLE_ENV} is set")
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler")
+    assert cpp.available(), cpp.status()
+
+
+def _strictly_lower(n: int, scale: float, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.tril(scale * torch.randn(n, n, dtype=F64, generator=gen) / n**0.5, -1)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("batch, nv", [(19, 11), (3, 4), (8, 1)])
+def test_equilibrium_kernel_equals_torch(activation: str, batch: int, nv: int) -> None:
+    act = ACTIVATIONS[activation]
+    gen = torch.Generator().manual_seed(1)
+    # Entries above the diagonal must be ignored: fill them with noise.
+    d11 = (_strictly_lower(nv, 3.0, 0) + torch.triu(torch.randn(nv, nv, dtype=F64), 0))
+    d11.requires_grad_(True)
+    b = torch.randn(batch, nv, dtype=F64, generator=gen).requires_grad_(True)
+    g = torch.randn(batch, nv, dtype=F64, generator=gen)
+    layer = EquilibriumLayer(d11, act)
+    with torch.no_grad():
+        fast = layer(b)
+        with cpp.suspended():
+            slow = layer(b)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+    assert layer.residual(b, fast).abs().max() < 1e-12
+    got = torch.autograd.grad(layer(b), (b, d11), g)
+    # With nv = 1 the reference loop never reads D11: its gradient is zero (None here).
+    want = torch.autograd.grad(solve_equilibrium(d11, b, act), (b, d11), g, allow_unused=True)
+    want = tuple(torch.zeros_like(d11) if w is None else w for w in want)
+    for a, w in zip(got, want):
+        torch.testing.assert_close(a, w, rtol=1e-10, atol=1e-10)
+
+
+def _outputs_and_grads(model, u, x0, method):
+    e = model._explicit(None, certificate=False)
+    y, x_final = rollout(e, u, x0, method)
+    loss = y.sin().sum() + x_final.pow(2).sum()
+    leaves = [u, x0, *model.parameters()]
+    return y, x_final, torch.autograd.grad(loss, leaves, allow_unused=True)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("cls, sizes, kwargs", [
+    (ContractingREN, (2, 3, 6, 2), {}),
+    (LipschitzREN, (1, 2, 9, 3), {"gamma": 2.0}),  # ny > nu
+])
+def test_fused_ren_equals_reference(activation, cls, sizes, kwargs) -> None:
+    torch.manual_seed(0)
+    model = cls(*sizes, activation=activation, dtype=F64, init="random", **kwargs)
+    nu, nx = sizes[0], sizes[1]
+    u = torch.randn(9, 7, nu, dtype=F64, requires_grad=True)  # 9 = one full block + 1 lane
+    x0 = torch.randn(9, nx, dtype=F64, requires_grad=True)
+    y_f, x_f, g_f = _outputs_and_grads(model, u, x0, "fused")
+    assert y_f.grad_fn is not None
+    with cpp.suspended():
+        y_r, x_r, g_r = _outputs_and_grads(model, u, x0, "reference")
+    torch.testing.assert_close(y_f, y_r, rtol=0, atol=1e-10)
+    torch.testing.assert_close(x_f, x_r, rtol=0, atol=1e-10)
+    assert len(g_f) == len(g_r) > 2
+    for a, b in zip(g_f, g_r):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_ren_passes_gradcheck() -> None:
+    gen = torch.Generator().manual_seed(3)
+    nx, nv, steps, batch = 2, 5, 4, 3
+
+    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (scale * torch.randn(*shape, dtype=F64, generator=gen)).requires_grad_(True)
+
+    inputs = (rand(batch, nx), rand(steps, batch, nx), rand(steps, batch, nv),
+              rand(nx, nx, scale=0.5), rand(nx, nv, scale=0.5), rand(nv, nx, scale=0.5),
+              _strictly_lower(nv, 2.0, 4).requires_grad_(True))
+
+    def run(x0, dx, dv, a, b1, c1, d11):
+        layer = EquilibriumLayer(torch.tril(d11, -1), ACTIVATIONS["tanh"])
+        return fused_ren_rollout(layer, x0, dx, dv, a, b1, c1)
+
+    assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-8)
+
+
+def test_float32_kernel_matches_float32_reference() -> None:
+    torch.manual_seed(0)
+    model = ContractingREN(1, 2, 37, 1, activation="tanh")
+    u = torch.randn(21, 30, 1)
+    with torch.no_grad():
+        y_fast, _ = model(u)
+        with cpp.suspended():
+            y_ref, _ = model(u)
+    assert y_fast.dtype == torch.float32
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_dispatch_is_automatic() -> None:
+    model = ContractingREN(1, 2, 3, 1, dtype=F64)
+    u, x0 = torch.randn(2, 4, 1, dtype=F64), torch.zeros(2, 2, dtype=F64)
+    e = model.explicit()
+    assert _uses_fused(e, u, x0)
+    assert not _uses_fused(e, u, x0, "reference")
+    with cpp.suspended():
+        assert not _uses_fused(e, u, x0)
+        with pytest.raises(ValueError, match="C\\+\\+ kernels"):
+            rollout(e, u, x0, "fused")
+    # Other devices and dtypes are never sent to the CPU kernel.
+    assert not cpp.usable(torch.empty(2, device="meta"))
+    assert not cpp.usable(torch.empty(2, dtype=torch.bfloat16))
+    assert not cpp.usable(torch.empty(2), torch.empty(2, dtype=F64))
+
+
+def _uses_fused(e, u, x0, method: str = "auto") -> bool:
+    """Whether the autograd graph of the rollout contains the fused REN node."""
+    y, _ = rollout(e, u, x0, method)
+    seen, stack = set(), [y.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if "FusedRENRollout" in type(node).__name__:
+            return True
+        stack.extend(n for n, _ in node.next_functions)
+    return False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_takes_the_torch_path() -> None:
+    model = ContractingREN(1, 2, 5, 1, device="cuda")
+    u = torch.randn(3, 4, 1, device="cuda")
+    assert not _uses_fused(model.explicit(), u, torch.zeros(3, 2, device="cuda"))
+    model(u)[0].sum().backward()
+
+
+def test_kernel_errors_are_clear() -> None:
+    ops = cpp.ops()
+    d11 = torch.zeros(3, 3, dtype=F64)
+    with pytest.raises(RuntimeError, match="unknown activation 'gelu'"):
+        ops.equilibrium_forward(d11, torch.zeros(2, 3, dtype=F64), "gelu")
+    with pytest.raises(RuntimeError, match="D11 has shape"):
+        ops.equilibrium_forward(d11, torch.zeros(2, 4, dtype=F64), "tanh")
+    with pytest.raises(RuntimeError, match="dtype"):
+        ops.equilibrium_forward(d11, torch.zeros(2, 3), "tanh")
+
+
+_SUBPROCESS = """
+import json, warnings
+warnings.simplefilter("error")
+import torch
+from r2dn_control.nn import ContractingREN, cpp
+torch.manual_seed(0)
+model = ContractingREN(1, 2, 5, 1, dtype=torch.float64)
+u = torch.randn(3, 6, 1, dtype=torch.float64)
+y, _ = model(u)
+y.square().sum().backward()
+print(json.dumps({"available": cpp.available(), "status": cpp.status(),
+                  "y": y.flatten().tolist(), "g": model.X.grad.flatten().tolist()}))
+"""
+
+
+def test_fallback_when_disabled_by_environment() -> None:
+    env = {**os.environ, cpp.DISABLE_ENV: "1"}
+    out = subprocess.run([sys.executable, "-c", _SUBPROCESS], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # the fallback is silent
+    result = json.loads(out.stdout)
+    assert result["available"] is False and cpp.DISABLE_ENV in result["status"]
+    torch.manual_seed(0)
+    model = ContractingREN(1, 2, 5, 1, dtype=F64)
+    u = torch.randn(3, 6, 1, dtype=F64)
+    y, _ = model(u)  # the kernel, in this process
+    y.square().sum().backward()
+    torch.testing.assert_close(y.flatten(), torch.tensor(result["y"], dtype=F64),
+                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(model.X.grad.flatten(), torch.tensor(result["g"], dtype=F64),
+                               rtol=1e-10, atol=1e-10)
