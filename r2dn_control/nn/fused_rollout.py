@@ -34,25 +34,27 @@ class _FusedR2DNRollout(torch.autograd.Function):
         steps, batch = drive_x.shape[:2]
         hidden = len(weights) - 1
         new = x0.new_empty
-        xs = new(steps, batch, A.shape[0])
+        # states[t] = x_t for t = 0..T: every step writes x_{t+1} straight into its slot.
+        states = new(steps + 1, batch, A.shape[0])
+        states[0].copy_(x0)
         vs = new(steps, batch, C1.shape[0])
         ws = new(steps, batch, B1.shape[1])
         acts = [new(steps, batch, w.shape[1]) for w in weights[:-1]]
         act_ = INPLACE[activation]
         a_t, b1_t, c1_t = A.t(), B1.t(), C1.t()
-        x = x0
         for t in range(steps):
-            xs[t].copy_(x)
+            x = states[t]
             h = torch.addmm(drive_v[t], x, c1_t, out=vs[t])
             for k in range(hidden):
                 h = torch.addmm(biases[k], h, weights[k], out=acts[k][t])
                 act_(h)
             w = torch.addmm(biases[-1], h, weights[-1], out=ws[t])
-            x = torch.addmm(drive_x[t], x, a_t).addmm_(w, b1_t)
+            torch.addmm(drive_x[t], x, a_t, out=states[t + 1]).addmm_(w, b1_t)
+        xs = states[:-1]
         ctx.activation = activation
         ctx.n_weights = n_weights
         ctx.save_for_backward(xs, vs, ws, A, B1, C1, *weights, *acts)
-        return xs, ws, x
+        return xs, ws, states[-1].clone()
 
     @staticmethod
     @once_differentiable
@@ -62,25 +64,28 @@ class _FusedR2DNRollout(torch.autograd.Function):
         weights, acts = rest[:n_weights], rest[n_weights:]
         steps, batch, nx = xs.shape
         hidden = n_weights - 1
-        slope = DERIVATIVE_FROM_OUTPUT[ctx.activation]
+        # σ' for every step at once (one vectorised op per layer instead of one per step).
+        slopes = [DERIVATIVE_FROM_OUTPUT[ctx.activation](a) for a in acts]
         g_xs = torch.zeros_like(xs) if g_xs is None else g_xs
         g_ws = torch.zeros_like(ws) if g_ws is None else g_ws
-        lam = xs.new_zeros(batch, nx) if g_final is None else g_final.clone()
-        # Adjoint buffers: λ_{t+1}, ∂L/∂w_t, ∂L/∂z_k at every step.
-        lam_next = torch.empty_like(xs)
+        # lams[t] = λ_t for t = 0..T (λ_T = ∂L/∂x_T); each step writes λ_t into its slot.
+        lams = xs.new_empty(steps + 1, batch, nx)
+        if g_final is None:
+            lams[steps].zero_()
+        else:
+            lams[steps].copy_(g_final)
         g_w = torch.empty_like(ws)
         g_v = torch.empty_like(vs)
         g_z = [torch.empty_like(a) for a in acts]
         weights_t = [w.t() for w in weights]
         for t in range(steps - 1, -1, -1):
-            lam_next[t].copy_(lam)
+            lam = lams[t + 1]
             g = torch.addmm(g_ws[t], lam, B1, out=g_w[t])
-            g = g @ weights_t[-1]
             for k in range(hidden - 1, -1, -1):
-                gz = torch.mul(g, slope(acts[k][t]), out=g_z[k][t])
-                g = gz @ weights_t[k]
-            g_v[t].copy_(g)
-            lam = torch.addmm(g_xs[t], lam, A).addmm_(g, C1)
+                g = torch.mul(g @ weights_t[k + 1], slopes[k][t], out=g_z[k][t])
+            torch.mm(g, weights_t[0], out=g_v[t])
+            torch.addmm(g_xs[t], lam, A, out=lams[t]).addmm_(g_v[t], C1)
+        lam_next = lams[1:]
 
         def flat(x: Tensor) -> Tensor:
             return x.reshape(-1, x.shape[-1])
@@ -92,7 +97,7 @@ class _FusedR2DNRollout(torch.autograd.Function):
         g_a = flat(lam_next).t() @ flat(xs)
         g_b1 = flat(lam_next).t() @ flat(ws)
         g_c1 = flat(g_v).t() @ flat(xs)
-        return (lam, lam_next, g_v, g_a, g_b1, g_c1, None, None, *g_weights, *g_biases)
+        return (lams[0], lam_next, g_v, g_a, g_b1, g_c1, None, None, *g_weights, *g_biases)
 
 
 def fused_rollout(network: ExplicitMLP, x0: Tensor, drive_x: Tensor, drive_v: Tensor,
