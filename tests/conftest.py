@@ -1,7 +1,7 @@
 """Shared pytest configuration: hypothesis profiles.
 
 ``R2DN_PROPERTY_EXAMPLES`` sets the number of hypothesis draws per property test
-(default 60 per test, a few hundred per family across the suite; e.g. 2000 for a soak run).
+(default 100 per test, i.e. a few hundred per family across the suite; e.g. 2000 for a soak run).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "r2dn",
-    max_examples=int(os.environ.get("R2DN_PROPERTY_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("R2DN_PROPERTY_EXAMPLES", "100")),
     deadline=None,
     derandomize=os.environ.get("CI") is not None and "R2DN_PROPERTY_EXAMPLES" not in os.environ,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
