@@ -18,6 +18,7 @@ import numpy as np
 from ..nn.lbdn import LBDN
 from . import kyp, sdp
 from . import lbdn as lbdn_cert
+from .blas import blas_threads
 from .empirical import contraction_lower_bound, lipschitz_lower_bound
 from .lmi import VALIDATION_TOL, lipschitz_supply, validate
 from .result import CERTIFIED, INCONCLUSIVE, NOT_CERTIFIED, CertificateResult
@@ -66,7 +67,8 @@ def contraction(system: object, rate: float | None = None, method: str = "auto",
     target = as_target(system)
     if rate is not None and not (0 < rate <= 1.0 + 1e-12):
         raise ValueError(f"rate must be in (0, 1], got {rate}")
-    res = _contraction(target, rate, method, solver, rtol, tol, start)
+    with blas_threads(1):  # small/medium dense LAPACK calls: threads only spin (see .blas)
+        res = _contraction(target, rate, method, solver, rtol, tol, start)
     if lower_bound:
         res.lower_bound = contraction_lower_bound(target, res.P)
     return res
@@ -161,7 +163,8 @@ def lipschitz(system: object, method: str = "auto", solver: str | None = None,
     _check_method(method)
     start = time.perf_counter()
     target = as_target(system)
-    res = _lipschitz(target, method, solver, tol, start)
+    with blas_threads(1):  # small/medium dense LAPACK calls: threads only spin (see .blas)
+        res = _lipschitz(target, method, solver, tol, start)
     if lower_bound:
         res.lower_bound = lipschitz_lower_bound(target)
     return res
@@ -183,7 +186,8 @@ def _lipschitz(target, method, solver, tol, start) -> CertificateResult:
     if method in ("auto", "kyp") and _kyp_applies(target):
         hint = target.gamma
         lam = None if target.multiplier is None else float(np.asarray(target.multiplier).ravel()[0])
-        cert = kyp.smallest_gain(target.blocks, hint, None if hint is None or lam is None else lam * hint)
+        cert = kyp.smallest_gain(target.blocks, hint,
+                                 None if hint is None or lam is None else lam * hint)
         if cert is None:
             tight = _result("lipschitz", start, status=NOT_CERTIFIED, solver="kyp",
                             message="no (κ, γ) passed the bounded-real Riccati test")

@@ -1,0 +1,264 @@
+r"""Frequency-domain candidate search for the smallest γ with a scalar multiplier.
+
+This module only *proposes* a point (κ*, γ*); nothing here is a proof. The caller solves one
+Riccati equation at (κ*, γ*(1+δ)) and re-validates the resulting 𝒫 as an LMI in float64.
+
+With F(z) = C(zI − A)⁻¹B + D the map (w, u) → (v, y) of the R2DN's LTI part
+(B = [B₁ B₂], C = [C₁; C₂], D = [[0, D₁₂], [D₂₁, D₂₂]]), the KYP lemma turns the γ-form of
+(4b) with multiplier κ (= λγ) into the frequency-wise condition, for all z = e^{jω},
+
+.. math::
+    \Phi(\omega;\kappa,\mu) = \kappa\,(E_w - F_v^*F_v) + \mu E_u - F_y^*F_y \succeq 0,
+    \qquad \mu = \gamma^2,
+
+with E_w, E_u the selectors of the w and u columns and F_v, F_y the v and y rows of F. Φ is
+*linear* in (κ, μ), so the feasible set is convex and μ*(κ) = max_ω μ(κ, ω) is convex in κ.
+At one frequency the Schur complement on the w block gives μ(κ, ω) in closed form: with
+``LL* = I − F_vw*F_vw`` (≻ 0 when the w-channel has gain < 1) and the eigen-decomposition
+``L⁻¹F_yw*F_yw L⁻* = U diag(d) U*``,
+
+.. math::
+    \mu(\kappa,\omega) = \lambda_{\max}\Big(\kappa F_{vu}^*F_{vu} + F_{yu}^*F_{yu}
+      + (\kappa p_a - p_b)^*\,\mathrm{diag}\big(1/(\kappa - d)\big)\,(\kappa p_a - p_b)\Big),
+    \quad p_a = -QF_{vw}^*F_{vu},\; p_b = QF_{yw}^*F_{yu},\; Q = U^*L^{-1},
+
+valid for κ > max d (the multiplier edge at this ω). After one O(n_v³) factorization per
+frequency, every κ costs O(n_v n_u²): the outer minimization over κ is essentially free, and
+the O(n³) work is the frequency responses (one eigen-decomposition of A, then one product per
+frequency).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg as sla
+from scipy.optimize import minimize_scalar
+
+from .lmi import StateSpaceBlocks
+
+#: Above this condition number of A's eigenvector matrix, responses use one LU per frequency.
+EIGVEC_COND_MAX = 1e8
+
+
+class FrequencyResponse:
+    """Evaluates F(e^{jω}) for the (w, u) → (v, y) system of an R2DN (or an LTI system).
+
+    Uses A = VΛV⁻¹ once (``F = (CV) diag(1/(z − λ)) (V⁻¹B) + D``, one O(n·n_out·n_in) product
+    per frequency); falls back to an LU solve per frequency when V is ill-conditioned.
+    """
+
+    def __init__(self, ss: StateSpaceBlocks) -> None:
+        self.nv, self.nu = ss.C1.shape[0], ss.B2.shape[1]
+        self.a = ss.A
+        self.b = np.hstack([ss.B1, ss.B2])
+        self.c = np.vstack([ss.C1, ss.C2])
+        self.d = np.block([[ss.D11, ss.D12], [ss.D21, ss.D22]])
+        n = ss.A.shape[0]
+        self.poles = np.linalg.eigvals(ss.A) if n else np.zeros(0)
+        self._cv = self._vb = None
+        if n:
+            lam, v = np.linalg.eig(ss.A)
+            if np.linalg.cond(v) < EIGVEC_COND_MAX:
+                self.poles = lam
+                self._cv = self.c @ v
+                self._vb = np.linalg.solve(v, self.b)
+
+    def __call__(self, omega: float) -> np.ndarray:
+        z = complex(math.cos(omega), math.sin(omega))
+        if self.a.shape[0] == 0:
+            return self.d.astype(complex)
+        if self._cv is not None:
+            return (self._cv * (1.0 / (z - self.poles))) @ self._vb + self.d
+        return self.c @ np.linalg.solve(z * np.eye(self.a.shape[0]) - self.a, self.b) + self.d
+
+
+@dataclass
+class _Slice:
+    """Per-frequency data for μ(κ, ω) (see the module docstring)."""
+
+    omega: float
+    d: np.ndarray        # (nv,) eigenvalues of L⁻¹F_yw*F_yw L⁻*
+    pa: np.ndarray       # (nv, nu)
+    pb: np.ndarray       # (nv, nu)
+    vu: np.ndarray       # (nu, nu) F_vu*F_vu
+    yu: np.ndarray       # (nu, nu) F_yu*F_yu
+
+    def mu(self, kappa: float) -> float:
+        """μ(κ, ω); ``inf`` at or below the multiplier edge max d."""
+        if self.d.size and kappa <= self.d[-1]:
+            return math.inf
+        h = kappa * self.vu + self.yu
+        if self.d.size:
+            r = kappa * self.pa - self.pb
+            h = h + r.conj().T @ (r / (kappa - self.d)[:, None])
+        return float(np.linalg.eigvalsh(0.5 * (h + h.conj().T))[-1])
+
+
+def _slice(f: np.ndarray, nv: int, omega: float) -> _Slice | None:
+    """Factor one frequency response; None when the w-channel gain is ≥ 1 (no κ works)."""
+    fvw, fvu, fyw, fyu = f[:nv, :nv], f[:nv, nv:], f[nv:, :nv], f[nv:, nv:]
+    vu, yu = fvu.conj().T @ fvu, fyu.conj().T @ fyu
+    if nv == 0:
+        empty = np.zeros((0, fyu.shape[1]), dtype=complex)
+        return _Slice(omega, np.zeros(0), empty, empty, vu, yu)
+    try:
+        low = np.linalg.cholesky(np.eye(nv) - fvw.conj().T @ fvw)
+    except np.linalg.LinAlgError:
+        return None
+    # Q = U*L⁻¹ applied through triangular solves (no explicit inverse).
+    w = sla.solve_triangular(low, fyw.conj().T, lower=True)  # L⁻¹F_yw*
+    d, u = np.linalg.eigh(w @ w.conj().T)
+    d = np.maximum(d, 0.0)
+    pa = -u.conj().T @ sla.solve_triangular(low, fvw.conj().T @ fvu, lower=True)
+    pb = u.conj().T @ (w @ fyu)
+    return _Slice(omega, d, pa, pb, vu, yu)
+
+
+@dataclass
+class Candidate:
+    """The frequency-domain optimum on the evaluated frequencies (a lower estimate of γ*)."""
+
+    kappa: float
+    gamma: float
+    omegas: list[float] = field(default_factory=list)
+    evaluations: int = 0
+
+
+class GainSearch:
+    """Minimize max_ω μ(κ, ω) over κ, refining the peak frequencies.
+
+    Parameters
+    ----------
+    ss : StateSpaceBlocks
+        D₁₁ must be zero (R2DN or LTI).
+    grid : int, optional
+        Number of uniform frequencies in [0, π]; by default it grows with 1/(1 − ρ(A)) so that
+        resonance peaks are resolved.
+    """
+
+    def __init__(self, ss: StateSpaceBlocks, grid: int | None = None) -> None:
+        self.resp = FrequencyResponse(ss)
+        self.nv = self.resp.nv
+        self.slices: dict[float, _Slice] = {}
+        self.blocked = False  # some frequency has w-channel gain ≥ 1
+        self._stack: tuple | None = None
+        radius = float(np.abs(self.resp.poles).max()) if self.resp.poles.size else 0.0
+        if grid is None:
+            grid = int(np.clip(math.ceil(4.0 / max(1.0 - radius, 1e-3)), 24, 256))
+        omegas = set(np.linspace(0.0, math.pi, grid).tolist())
+        # Resonances: the angles of the poles closest to the unit circle.
+        lightly_damped = self.resp.poles[np.argsort(-np.abs(self.resp.poles))][:16]
+        omegas.update(abs(float(np.angle(p))) for p in lightly_damped if abs(p) > 0.5)
+        for om in sorted(omegas):
+            self.add(om)
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.slices)
+
+    def add(self, omega: float) -> _Slice | None:
+        """Evaluate (and cache) the slice at ω ∈ [0, π]."""
+        omega = float(min(max(omega, 0.0), math.pi))
+        if omega in self.slices:
+            return self.slices[omega]
+        sl = _slice(self.resp(omega), self.nv, omega)
+        if sl is None:
+            self.blocked = True
+            return None
+        self.slices[omega] = sl
+        return sl
+
+    def edge(self) -> float:
+        """Largest multiplier edge max_ω max d(ω) over the evaluated frequencies."""
+        edges = [s.d[-1] for s in self.slices.values() if s.d.size]
+        return max(edges, default=0.0)
+
+    def _stacked(self) -> tuple[np.ndarray, ...]:
+        """The slices as batched arrays (rebuilt only when frequencies were added)."""
+        if self._stack is None or self._stack[0] != len(self.slices):
+            sl = list(self.slices.values())
+            self._stack = (len(sl), *(np.stack([getattr(x, k) for x in sl])
+                                      for k in ("d", "pa", "pb", "vu", "yu")))
+        return self._stack[1:]
+
+    def mu_all(self, kappa: float) -> np.ndarray:
+        """μ(κ, ω) at every evaluated frequency (``inf`` below an edge), batched."""
+        d, pa, pb, vu, yu = self._stacked()
+        h = kappa * vu + yu
+        if self.nv:
+            gap = kappa - d
+            blocked = gap[:, -1] <= 0
+            gap = np.where(gap > 0, gap, 1.0)
+            r = kappa * pa - pb
+            h = h + np.einsum("kiu,kiv->kuv", r.conj(), r / gap[:, :, None])
+        mu = np.linalg.eigvalsh(0.5 * (h + np.conj(np.swapaxes(h, 1, 2))))[:, -1]
+        if self.nv:
+            mu = np.where(blocked, np.inf, mu)
+        return mu
+
+    def mu_max(self, kappa: float) -> float:
+        return float(self.mu_all(kappa).max())
+
+    def best_kappa(self) -> tuple[float, float]:
+        """argmin_κ max_ω μ(κ, ω) over the evaluated frequencies: (κ*, μ*).
+
+        μ*(κ) is convex, hence unimodal in s = log(κ − edge); Brent's method on s.
+        """
+        if self.nv == 0:
+            return 1.0, self.mu_max(1.0)  # no multiplier: κ is irrelevant
+        edge = self.edge()
+        scale = max(edge, 1e-300) if edge > 0 else 1.0
+
+        def value(s: float) -> float:
+            return self.mu_max(edge + scale * math.exp(s))
+
+        lo, hi = -40.0, 12.0
+        res = minimize_scalar(value, bounds=(lo, hi), method="bounded",
+                              options={"xatol": 1e-10, "maxiter": 500})
+        s = float(res.x)
+        return edge + scale * math.exp(s), float(res.fun)
+
+    def refine_peaks(self, kappa: float, rel: float = 0.02, xatol: float = 1e-9) -> bool:
+        """Refine each local maximum of μ(κ, ·) within ``rel`` of the top; True if any grew."""
+        om = np.array(list(self.slices))  # insertion order, as mu_all
+        vals = self.mu_all(kappa)
+        order = np.argsort(om)
+        om, vals = om[order], vals[order]
+        top = vals.max()
+        grew = False
+        for i in np.flatnonzero(vals >= top * (1 - rel)):
+            left_ok = i == 0 or vals[i] >= vals[i - 1]
+            right_ok = i == len(om) - 1 or vals[i] >= vals[i + 1]
+            if not (left_ok and right_ok):
+                continue
+            a, b = om[max(i - 1, 0)], om[min(i + 1, len(om) - 1)]
+            if b - a <= xatol:
+                continue
+
+            def neg(omega: float) -> float:
+                sl = self.add(omega)
+                return math.inf if sl is None else -sl.mu(kappa)
+
+            res = minimize_scalar(neg, bounds=(a, b), method="bounded",
+                                  options={"xatol": xatol})
+            grew |= -float(res.fun) > vals[i] * (1 + 1e-12)
+        return grew
+
+    def run(self, rounds: int = 6) -> Candidate | None:
+        """Alternate the κ minimization and the peak refinement until the peaks stop moving."""
+        if self.blocked or not self.slices:
+            return None
+        kappa, mu = self.best_kappa()
+        for _ in range(rounds):
+            grew = self.refine_peaks(kappa)
+            if self.blocked:
+                return None
+            kappa, mu_new = self.best_kappa()
+            done = not grew or mu_new <= mu * (1 + 1e-12)
+            mu = mu_new
+            if done:
+                break
+        return Candidate(kappa, math.sqrt(max(mu, 0.0)), sorted(self.slices), self.evaluations)
