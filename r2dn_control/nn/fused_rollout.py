@@ -7,6 +7,12 @@ then forms every weight gradient as one matmul over all (time × batch) samples.
 activations' derivatives are recovered from their saved outputs. The equations are in
 ``fused_rollout.md`` beside this file; ``tests/test_fused_rollout.py`` holds it equal to the
 reference path (:func:`r2dn_control.nn.explicit.reference_rollout`) to 1e-10 in float64.
+
+On CPU float32/float64 tensors, when the C++ kernels are built (:mod:`.cpp`), both time loops
+run in C++ (``torch.ops.r2dn_control.r2dn_forward`` / ``r2dn_adjoint``: the same kernels in the
+same order, without per-op Python and dispatcher overhead); elsewhere (CUDA, other dtypes,
+``R2DN_DISABLE_CPP=1``, no compiler) the Python loops below run. σ' and the weight gradients
+are a few large ops and stay in torch either way.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import cpp
 from .activations import DERIVATIVE_FROM_OUTPUT, INPLACE
 from .lbdn import ExplicitMLP
 
@@ -31,25 +38,13 @@ class _FusedR2DNRollout(torch.autograd.Function):
     def forward(ctx: Any, x0: Tensor, drive_x: Tensor, drive_v: Tensor, A: Tensor, B1: Tensor,
                 C1: Tensor, activation: str, n_weights: int, *params: Tensor):
         weights, biases = params[:n_weights], params[n_weights:]
-        steps, batch = drive_x.shape[:2]
-        hidden = len(weights) - 1
-        new = x0.new_empty
-        # states[t] = x_t for t = 0..T: every step writes x_{t+1} straight into its slot.
-        states = new(steps + 1, batch, A.shape[0])
-        states[0].copy_(x0)
-        vs = new(steps, batch, C1.shape[0])
-        ws = new(steps, batch, B1.shape[1])
-        acts = [new(steps, batch, w.shape[1]) for w in weights[:-1]]
-        act_ = INPLACE[activation]
-        a_t, b1_t, c1_t = A.t(), B1.t(), C1.t()
-        for t in range(steps):
-            x = states[t]
-            h = torch.addmm(drive_v[t], x, c1_t, out=vs[t])
-            for k in range(hidden):
-                h = torch.addmm(biases[k], h, weights[k], out=acts[k][t])
-                act_(h)
-            w = torch.addmm(biases[-1], h, weights[-1], out=ws[t])
-            torch.addmm(drive_x[t], x, a_t, out=states[t + 1]).addmm_(w, b1_t)
+        ctx.use_cpp = cpp.usable(x0, drive_x, drive_v, A, B1, C1, *params)
+        if ctx.use_cpp:
+            states, vs, ws, acts = cpp.ops().r2dn_forward(
+                x0, drive_x, drive_v, A, B1, C1, list(weights), list(biases), activation)
+        else:
+            states, vs, ws, acts = _forward_loop(x0, drive_x, drive_v, A, B1, C1, activation,
+                                                 weights, biases)
         xs = states[:-1]
         ctx.activation = activation
         ctx.n_weights = n_weights
@@ -62,29 +57,18 @@ class _FusedR2DNRollout(torch.autograd.Function):
         xs, vs, ws, A, B1, C1, *rest = ctx.saved_tensors
         n_weights = ctx.n_weights
         weights, acts = rest[:n_weights], rest[n_weights:]
-        steps, batch, nx = xs.shape
-        hidden = n_weights - 1
+        batch, nx = xs.shape[1:]
         # σ' for every step at once (one vectorised op per layer instead of one per step).
         slopes = [DERIVATIVE_FROM_OUTPUT[ctx.activation](a) for a in acts]
-        g_xs = torch.zeros_like(xs) if g_xs is None else g_xs
-        g_ws = torch.zeros_like(ws) if g_ws is None else g_ws
-        # lams[t] = λ_t for t = 0..T (λ_T = ∂L/∂x_T); each step writes λ_t into its slot.
-        lams = xs.new_empty(steps + 1, batch, nx)
-        if g_final is None:
-            lams[steps].zero_()
+        g_xs = torch.zeros_like(xs) if g_xs is None else g_xs.contiguous()
+        g_ws = torch.zeros_like(ws) if g_ws is None else g_ws.contiguous()
+        g_final = xs.new_zeros(batch, nx) if g_final is None else g_final
+        if ctx.use_cpp:
+            lams, g_w, g_v, g_z = cpp.ops().r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1,
+                                                         list(weights), slopes)
         else:
-            lams[steps].copy_(g_final)
-        g_w = torch.empty_like(ws)
-        g_v = torch.empty_like(vs)
-        g_z = [torch.empty_like(a) for a in acts]
-        weights_t = [w.t() for w in weights]
-        for t in range(steps - 1, -1, -1):
-            lam = lams[t + 1]
-            g = torch.addmm(g_ws[t], lam, B1, out=g_w[t])
-            for k in range(hidden - 1, -1, -1):
-                g = torch.mul(g @ weights_t[k + 1], slopes[k][t], out=g_z[k][t])
-            torch.mm(g, weights_t[0], out=g_v[t])
-            torch.addmm(g_xs[t], lam, A, out=lams[t]).addmm_(g_v[t], C1)
+            lams, g_w, g_v, g_z = _adjoint_loop(g_xs, g_ws, g_final, A, B1, C1, weights,
+                                                slopes)
         lam_next = lams[1:]
 
         def flat(x: Tensor) -> Tensor:
@@ -98,6 +82,62 @@ class _FusedR2DNRollout(torch.autograd.Function):
         g_b1 = flat(lam_next).t() @ flat(ws)
         g_c1 = flat(g_v).t() @ flat(xs)
         return (lams[0], lam_next, g_v, g_a, g_b1, g_c1, None, None, *g_weights, *g_biases)
+
+
+def _forward_loop(x0: Tensor, drive_x: Tensor, drive_v: Tensor, A: Tensor, B1: Tensor,
+                  C1: Tensor, activation: str, weights: tuple[Tensor, ...],
+                  biases: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    """Pure-torch forward loop (the C++ ``r2dn_forward`` is the same loop).
+
+    Returns states x_0..x_T (T+1, B, nx), v (T, B, nv), w (T, B, nv) and the hidden layers'
+    outputs s^k (T, B, width_k).
+    """
+    steps, batch = drive_x.shape[:2]
+    hidden = len(weights) - 1
+    new = x0.new_empty
+    # states[t] = x_t for t = 0..T: every step writes x_{t+1} straight into its slot.
+    states = new(steps + 1, batch, A.shape[0])
+    states[0].copy_(x0)
+    vs = new(steps, batch, C1.shape[0])
+    ws = new(steps, batch, B1.shape[1])
+    acts = [new(steps, batch, w.shape[1]) for w in weights[:-1]]
+    act_ = INPLACE[activation]
+    a_t, b1_t, c1_t = A.t(), B1.t(), C1.t()
+    for t in range(steps):
+        x = states[t]
+        h = torch.addmm(drive_v[t], x, c1_t, out=vs[t])
+        for k in range(hidden):
+            h = torch.addmm(biases[k], h, weights[k], out=acts[k][t])
+            act_(h)
+        w = torch.addmm(biases[-1], h, weights[-1], out=ws[t])
+        torch.addmm(drive_x[t], x, a_t, out=states[t + 1]).addmm_(w, b1_t)
+    return states, vs, ws, acts
+
+
+def _adjoint_loop(g_xs: Tensor, g_ws: Tensor, g_final: Tensor, A: Tensor, B1: Tensor,
+                  C1: Tensor, weights: tuple[Tensor, ...],
+                  slopes: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    """Pure-torch adjoint loop (the C++ ``r2dn_adjoint`` is the same loop).
+
+    Returns λ_0..λ_T (T+1, B, nx), g^w (T, B, nv), g^v (T, B, nv) and g^{z,k} (T, B, width_k).
+    """
+    steps, batch, nx = g_xs.shape
+    hidden = len(weights) - 1
+    # lams[t] = λ_t for t = 0..T (λ_T = ∂L/∂x_T); each step writes λ_t into its slot.
+    lams = g_xs.new_empty(steps + 1, batch, nx)
+    lams[steps].copy_(g_final)
+    g_w = torch.empty_like(g_ws)
+    g_v = torch.empty_like(g_ws)
+    g_z = [torch.empty_like(s) for s in slopes]
+    weights_t = [w.t() for w in weights]
+    for t in range(steps - 1, -1, -1):
+        lam = lams[t + 1]
+        g = torch.addmm(g_ws[t], lam, B1, out=g_w[t])
+        for k in range(hidden - 1, -1, -1):
+            g = torch.mul(g @ weights_t[k + 1], slopes[k][t], out=g_z[k][t])
+        torch.mm(g, weights_t[0], out=g_v[t])
+        torch.addmm(g_xs[t], lam, A, out=lams[t]).addmm_(g_v[t], C1)
+    return lams, g_w, g_v, g_z
 
 
 def fused_rollout(network: ExplicitMLP, x0: Tensor, drive_x: Tensor, drive_v: Tensor,

@@ -7,12 +7,15 @@ the cached library. When no compiler is found, the build fails, or ``R2DN_DISABL
 set, :func:`available` returns False (once, silently: no warning) and callers take their
 pure-torch path. :func:`status` says why.
 
-Operators (CPU, float32/float64; math contract in ``r2dn_control/nn/fused_ren.md``):
+Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.md`` and
+``r2dn_control/nn/fused_rollout.md``):
 
 * ``equilibrium_forward(D11, b, activation) -> w``
 * ``equilibrium_adjoint(D11, w, g, activation) -> ∂L/∂b``
 * ``ren_forward(x0, dx, dv, A, B1, C1, D11, activation) -> (xs, ws, x_T)``
 * ``ren_adjoint(g_xs, g_ws, g_final, ws, A, B1, C1, D11, activation) -> (λ_next, g_v, λ_0)``
+* ``r2dn_forward(x0, dx, dv, A, B1, C1, weights, biases, activation) -> (x_0..T, vs, ws, acts)``
+* ``r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1, weights, slopes) -> (λ_0..T, g_w, g_v, g_z)``
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ import torch
 from torch import Tensor
 
 DISABLE_ENV = "R2DN_DISABLE_CPP"
-SOURCES = (pathlib.Path(__file__).with_name("ren_kernels.cpp"),)
+SOURCES = tuple(pathlib.Path(__file__).with_name(name)
+                for name in ("ren_kernels.cpp", "r2dn_kernels.cpp"))
 _LOG = logging.getLogger(__name__)
 
 _lock = threading.Lock()
