@@ -279,3 +279,23 @@ def test_closed_loop_on_cuda():
     cost.backward()
     assert traj.outputs.is_cuda
     assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in q.parameters())
+
+
+def test_youla_closed_loop_is_certified_contracting():
+    """The certify package proves what the decay test observes: Q in feedback with the nominal
+    Youla system (ũ → ỹ, identically zero) is contracting, for every family of Q."""
+    from r2dn_control import certify
+
+    for draw in range(6):
+        q, family = _random_q(300 + draw, biases=False)
+        controller = YoulaController(UNSTABLE, q)
+        nominal = controller.base.youla_system()
+        ny = q.input_size
+        loop = certify.ClosedLoop(q, nominal[:ny, :])  # outputs ỹ only: the loop Q closes
+        result = certify.contraction(loop)
+        assert result.status == "certified", f"{family} draw {draw}: {result}"
+        assert result.bound < 1.0
+    # ... and the same check refuses a Q whose state matrix is unstable.
+    unstable = _UnstableQ(_random_q(400, biases=False)[0])
+    loop = certify.ClosedLoop(unstable.explicit(torch.float64), nominal[:ny, :])
+    assert certify.contraction(loop).status != "certified"

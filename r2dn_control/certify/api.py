@@ -99,7 +99,13 @@ def _contraction(target, rate, method, solver, rtol, tol, start) -> CertificateR
         if found is not None:
             res = _validated("contraction", start, target, found[0], found[1], found[2], None,
                              "kyp", found[2], rate, tol)
-            if res.certified or fallback is None:
+            if res.certified:
+                return res
+            # The Riccati metric can be singular on modes the nonlinearity never sees (e.g. a
+            # plant's observer error in a closed loop); the SDP adds 𝒫 ⪰ I. Try it when small.
+            if method == "auto" and _sdp_affordable(target):
+                return _sdp_contraction(target, rate, solver, rtol, tol, start, fallback or res)
+            if fallback is None:
                 return res
         elif fallback is None:
             return _result("contraction", start, status=NOT_CERTIFIED, requested=rate, solver="kyp",
@@ -108,6 +114,12 @@ def _contraction(target, rate, method, solver, rtol, tol, start) -> CertificateR
     if method == "kyp":
         raise ValueError("the KYP route needs a scalar multiplier and D11 = 0 (R2DN or LTI)")
     return _sdp_contraction(target, rate, solver, rtol, tol, start, fallback)
+
+
+def _sdp_affordable(target) -> bool:
+    """Whether a dense contraction SDP of this size solves in seconds (LMI size ≲ 64)."""
+    _, nx, nv, _ = target.blocks.sizes
+    return nx + nv <= 64
 
 
 def _sdp_contraction(target, rate, solver, rtol, tol, start, fallback):

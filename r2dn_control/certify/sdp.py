@@ -20,6 +20,8 @@ from .target import Target
 
 #: LMI dimension above which SCS is used instead of an interior-point solver.
 LARGE_LMI = 400
+#: Largest condition number of a balancing transform worth using (see balancing_transform).
+MAX_TRANSFORM_CONDITION = 1e4
 
 _ACCURATE = {cp.OPTIMAL}
 _INFEASIBLE = {cp.INFEASIBLE}
@@ -63,7 +65,10 @@ def balancing_transform(ss: StateSpaceBlocks) -> np.ndarray:
         sig2, u = np.linalg.eigh(0.5 * (sym + sym.T))
         sig2 = np.maximum(sig2, 1e-12 * max(1e-300, sig2.max()))
         t = np.diag(sig2**0.25) @ u.T @ np.linalg.inv(lc)
-        if not np.all(np.isfinite(t)) or np.linalg.cond(t) > 1e10:
+        # A badly conditioned T (near-uncontrollable or unobservable modes, e.g. a Youla loop's
+        # observer error) would map a well-scaled SDP metric back to one whose positive
+        # definiteness float64 can no longer confirm: cond(𝒫) ≈ cond(T)²·cond(𝒫̃).
+        if not np.all(np.isfinite(t)) or np.linalg.cond(t) > MAX_TRANSFORM_CONDITION:
             return np.eye(nx)
         return t
     except (np.linalg.LinAlgError, ValueError):
