@@ -17,7 +17,14 @@ import sys
 import pytest
 import torch
 
-from r2dn_control.nn import ContractingREN, EquilibriumLayer, LipschitzREN, cpp
+from r2dn_control.nn import (
+    ContractingR2DN,
+    ContractingREN,
+    EquilibriumLayer,
+    LipschitzR2DN,
+    LipschitzREN,
+    cpp,
+)
 from r2dn_control.nn.activations import ACTIVATIONS
 from r2dn_control.nn.equilibrium import solve_equilibrium
 from r2dn_control.nn.explicit import rollout
@@ -210,3 +217,155 @@ def test_fallback_when_disabled_by_environment() -> None:
                                rtol=0, atol=1e-10)
     torch.testing.assert_close(model.X.grad.flatten(), torch.tensor(result["g"], dtype=F64),
                                rtol=1e-10, atol=1e-10)
+
+
+# --- R2DN time loops (r2dn_forward / r2dn_adjoint) -------------------------------------------
+
+
+@pytest.fixture(params=["lanes", "aten"])
+def r2dn_loop(request, monkeypatch) -> str:
+    """Run each R2DN test through both C++ loops: lane blocks, and (width limit 0) ATen calls.
+
+    The pure-torch loops are patched to fail, so a test passes only if the kernel ran.
+    """
+    from r2dn_control.nn import fused_rollout as fr
+
+    if request.param == "aten":
+        monkeypatch.setattr(fr, "CPP_LOOP_WIDTH", 0)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("the pure-torch loop ran although the C++ kernel applies")
+
+    real = (fr._forward_loop, fr._adjoint_loop)
+    monkeypatch.setattr(fr, "_forward_loop", not_here)
+    monkeypatch.setattr(fr, "_adjoint_loop", not_here)
+    monkeypatch.setattr(fr, "_REAL_LOOPS", real, raising=False)
+    return request.param
+
+
+def _with_torch_loops(fn):
+    """Call fn with the kernels suspended and the real pure-torch loops restored."""
+    from r2dn_control.nn import fused_rollout as fr
+
+    patched = (fr._forward_loop, fr._adjoint_loop)
+    fr._forward_loop, fr._adjoint_loop = fr._REAL_LOOPS
+    try:
+        with cpp.suspended():
+            return fn()
+    finally:
+        fr._forward_loop, fr._adjoint_loop = patched
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("cls, hidden, output_layer", [
+    (ContractingR2DN, (5, 6), "linear"),
+    (ContractingR2DN, (), "linear"),
+    (ContractingR2DN, (5, 6), "sandwich"),
+    # (4,): at some other widths this model's parameterisation alone amplifies rounding past
+    # 1e-10 in a few parameter gradients (the pure-torch path vs the reference, no kernel).
+    (LipschitzR2DN, (4,), "sandwich"),
+])
+def test_r2dn_kernel_equals_torch_and_reference(r2dn_loop, activation, cls, hidden,
+                                                output_layer) -> None:
+    torch.manual_seed(0)
+    model = cls(2, 3, 4, 2, hidden=hidden, activation=activation, output_layer=output_layer,
+                dtype=F64)
+    # 19 = two full float64 lane blocks of 8 and a partial one of 3.
+    u = torch.randn(19, 7, 2, dtype=F64, requires_grad=True)
+    x0 = torch.randn(19, 3, dtype=F64, requires_grad=True)
+    y_c, x_c, g_c = _outputs_and_grads(model, u, x0, "fused")
+    y_t, x_t, g_t = _with_torch_loops(lambda: _outputs_and_grads(model, u, x0, "fused"))
+    y_r, x_r, g_r = _outputs_and_grads(model, u, x0, "reference")
+    assert len(g_c) == len(g_r) > 2
+    for other_y, other_x, other_g in ((y_t, x_t, g_t), (y_r, x_r, g_r)):
+        torch.testing.assert_close(y_c, other_y, rtol=0, atol=1e-10)
+        torch.testing.assert_close(x_c, other_x, rtol=0, atol=1e-10)
+        for a, b in zip(g_c, other_g):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_r2dn_kernel_passes_gradcheck(r2dn_loop) -> None:
+    from r2dn_control.nn.fused_rollout import fused_rollout
+    from r2dn_control.nn.lbdn import ExplicitMLP
+
+    gen = torch.Generator().manual_seed(5)
+    nx, nv, width, steps, batch = 2, 3, 5, 4, 10
+
+    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (scale * torch.randn(*shape, dtype=F64, generator=gen)).requires_grad_(True)
+
+    inputs = (rand(batch, nx), rand(steps, batch, nx), rand(steps, batch, nv),
+              rand(nx, nx, scale=0.5), rand(nx, nv, scale=0.5), rand(nv, nx, scale=0.5),
+              rand(nv, width, scale=0.5), rand(width, nv, scale=0.5), rand(width), rand(nv))
+
+    def run(x0, dx, dv, a, b1, c1, w0, w1, b0, bias1):
+        net = ExplicitMLP((w0, w1), (b0, bias1), ACTIVATIONS["sigmoid"], "sigmoid")
+        return fused_rollout(net, x0, dx, dv, a, b1, c1)
+
+    assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-8)
+
+
+def test_r2dn_float32_kernel_matches_float32_torch(r2dn_loop) -> None:
+    torch.manual_seed(0)
+    model = ContractingR2DN(1, 2, 16, 1, hidden=(8, 8), activation="tanh")
+    # 37 = two float32 lane blocks of 16 and a partial one
+    u = torch.randn(37, 30, 1, requires_grad=True)
+    x0 = torch.zeros(37, 2, requires_grad=True)
+    y_fast, _, g_fast = _outputs_and_grads(model, u, x0, "fused")
+    y_ref, _, g_ref = _with_torch_loops(lambda: _outputs_and_grads(model, u, x0, "fused"))
+    assert y_fast.dtype == torch.float32
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_fast, g_ref):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_r2dn_kernel_errors_are_clear() -> None:
+    ops = cpp.ops()
+    z = torch.zeros
+    x0, dx, dv = z(2, 1, dtype=F64), z(3, 2, 1, dtype=F64), z(3, 2, 4, dtype=F64)
+    a, b1, c1 = z(1, 1, dtype=F64), z(1, 4, dtype=F64), z(4, 1, dtype=F64)
+    ws, bs = [z(4, 5, dtype=F64), z(5, 4, dtype=F64)], [z(5, dtype=F64), z(4, dtype=F64)]
+    with pytest.raises(RuntimeError, match="unknown activation 'gelu'"):
+        ops.r2dn_forward(x0, dx, dv, a, b1, c1, ws, bs, "gelu", 32)
+    with pytest.raises(RuntimeError, match="W_1 has shape"):
+        ops.r2dn_forward(x0, dx, dv, a, b1, c1, [ws[0], z(5, 3, dtype=F64)], bs, "tanh", 32)
+    with pytest.raises(RuntimeError, match="dtype"):
+        ops.r2dn_forward(x0.float(), dx, dv, a, b1, c1, ws, bs, "tanh", 32)
+
+
+_SUBPROCESS_R2DN = """
+import json, warnings
+warnings.simplefilter("error")
+import torch
+from r2dn_control.nn import ContractingR2DN, cpp
+torch.manual_seed(0)
+model = ContractingR2DN(1, 2, 5, 1, hidden=(4, 3), dtype=torch.float64)
+u = torch.randn(3, 6, 1, dtype=torch.float64)
+y, _ = model(u)
+y.square().sum().backward()
+grads = [p.grad.flatten().tolist() for p in model.parameters()]
+print(json.dumps({"available": cpp.available(), "y": y.flatten().tolist(), "g": grads}))
+"""
+
+
+def test_r2dn_fallback_when_disabled_by_environment() -> None:
+    env = {**os.environ, cpp.DISABLE_ENV: "1"}
+    out = subprocess.run([sys.executable, "-c", _SUBPROCESS_R2DN], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    result = json.loads(out.stdout)
+    assert result["available"] is False
+    torch.manual_seed(0)
+    model = ContractingR2DN(1, 2, 5, 1, hidden=(4, 3), dtype=F64)
+    u = torch.randn(3, 6, 1, dtype=F64)
+    y, _ = model(u)  # the kernel, in this process
+    y.square().sum().backward()
+    torch.testing.assert_close(y.flatten(), torch.tensor(result["y"], dtype=F64),
+                               rtol=0, atol=1e-10)
+    for p, g in zip(model.parameters(), result["g"]):
+        torch.testing.assert_close(p.grad.flatten(), torch.tensor(g, dtype=F64),
+                                   rtol=1e-10, atol=1e-10)

@@ -9,10 +9,12 @@ activations' derivatives are recovered from their saved outputs. The equations a
 reference path (:func:`r2dn_control.nn.explicit.reference_rollout`) to 1e-10 in float64.
 
 On CPU float32/float64 tensors, when the C++ kernels are built (:mod:`.cpp`), both time loops
-run in C++ (``torch.ops.r2dn_control.r2dn_forward`` / ``r2dn_adjoint``: the same kernels in the
-same order, without per-op Python and dispatcher overhead); elsewhere (CUDA, other dtypes,
-``R2DN_DISABLE_CPP=1``, no compiler) the Python loops below run. σ' and the weight gradients
-are a few large ops and stay in torch either way.
+run in C++ (``torch.ops.r2dn_control.r2dn_forward`` / ``r2dn_adjoint``): hand-vectorised loops
+over blocks of batch rows when every width is at most :data:`CPP_LOOP_WIDTH`, else torch's CPU
+kernels called in this file's order, in both cases without per-op Python and dispatcher
+overhead. Elsewhere (CUDA, other dtypes, ``R2DN_DISABLE_CPP=1``, no compiler, inside
+``cpp.suspended()``) the Python loops below run. σ' and the weight gradients are a few large
+ops and stay in torch either way.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ from . import cpp
 from .activations import DERIVATIVE_FROM_OUTPUT, INPLACE
 from .lbdn import ExplicitMLP
 
+# Widest layer (nv or hidden) for which the C++ kernel runs its hand-written lane loops; wider
+# networks run its ATen loop. Measured (2-core EPYC, batch 64, T = 128, six hidden layers): the
+# lane loops beat the ATen loop at every width tried (8 … 256) on one thread and up to 96 on two;
+# at 128 on two threads they broke even (lane forward faster, ATen adjoint faster), hence the
+# limit. See fused_rollout.md.
+CPP_LOOP_WIDTH = 128
+
 
 class _FusedR2DNRollout(torch.autograd.Function):
     """Inputs: x0, drive_x (T,B,nx), drive_v (T,B,nv), A, B1, C1, activation name, L, *W, *b.
@@ -39,9 +48,11 @@ class _FusedR2DNRollout(torch.autograd.Function):
                 C1: Tensor, activation: str, n_weights: int, *params: Tensor):
         weights, biases = params[:n_weights], params[n_weights:]
         ctx.use_cpp = cpp.usable(x0, drive_x, drive_v, A, B1, C1, *params)
+        ctx.loop_width = CPP_LOOP_WIDTH
         if ctx.use_cpp:
             states, vs, ws, acts = cpp.ops().r2dn_forward(
-                x0, drive_x, drive_v, A, B1, C1, list(weights), list(biases), activation)
+                x0, drive_x, drive_v, A, B1, C1, list(weights), list(biases), activation,
+                ctx.loop_width)
         else:
             states, vs, ws, acts = _forward_loop(x0, drive_x, drive_v, A, B1, C1, activation,
                                                  weights, biases)
@@ -65,7 +76,7 @@ class _FusedR2DNRollout(torch.autograd.Function):
         g_final = xs.new_zeros(batch, nx) if g_final is None else g_final
         if ctx.use_cpp:
             lams, g_w, g_v, g_z = cpp.ops().r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1,
-                                                         list(weights), slopes)
+                                                         list(weights), slopes, ctx.loop_width)
         else:
             lams, g_w, g_v, g_z = _adjoint_loop(g_xs, g_ws, g_final, A, B1, C1, weights,
                                                 slopes)

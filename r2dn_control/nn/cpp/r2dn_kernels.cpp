@@ -1,0 +1,479 @@
+// Time loops of the fused R2DN rollout (forward and adjoint) on the CPU.
+//
+// Math contract: r2dn_control/nn/fused_rollout.md. Python side: r2dn_control/nn/cpp/__init__.py
+// (build and load) and r2dn_control/nn/fused_rollout.py (autograd wrapper; it keeps σ' and the
+// weight gradients, which are a few large vectorised ops, in torch).
+//
+// Why C++ at all: at small widths a step is ~16 tiny matmuls and activations, and the Python
+// loop spends its time in the interpreter and the dispatcher, not in arithmetic. Two loops:
+//
+// * Lane loops (every width ≤ max_loop_width): blocks of batch rows, each running all T steps
+//   on its own thread with hand-written vectorised products (see "Lane loops" below).
+// * ATen loops (wider layers, where BLAS beats hand loops): the pure-torch loop's kernels in
+//   its order, called directly (at::cpu::*: the structured CPU kernels, no dispatcher, no
+//   autograd bookkeeping) on views of the preallocated buffers.
+//
+// Both write the same (T+1)-step buffers in the same batch-major layout as the Python loop.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm_cpu_dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/leaky_relu_cpu_dispatch.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
+#include <ATen/ops/mul_cpu_dispatch.h>
+#include <ATen/ops/relu_cpu_dispatch.h>
+#include <ATen/ops/sigmoid_cpu_dispatch.h>
+#include <ATen/ops/tanh_cpu_dispatch.h>
+#include <c10/core/GradMode.h>
+#include <torch/library.h>
+
+#include "activation_math.h"
+
+#include <algorithm>
+#include <string>
+#include <type_traits>
+#include <tuple>
+#include <vector>
+
+namespace r2dn_kernels {
+namespace {
+
+// σ in place, with the same kernels as activations.INPLACE on the Python side.
+void activate_(at::Tensor& h, Act act) {
+  switch (act) {
+    case Act::Relu: at::cpu::relu_(h); break;
+    case Act::Tanh: at::cpu::tanh_(h); break;
+    case Act::Sigmoid: at::cpu::sigmoid_(h); break;
+    case Act::LeakyRelu: at::cpu::leaky_relu_(h, 0.01); break;
+    case Act::Identity: break;
+  }
+}
+
+void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
+                  std::vector<int64_t> shape) {
+  TORCH_CHECK(t.device().is_cpu(), "r2dn_control kernels run on CPU tensors only; ", name,
+              " is on ", t.device());
+  TORCH_CHECK(t.scalar_type() == dtype, "r2dn_control kernels: ", name, " has dtype ",
+              t.scalar_type(), ", expected ", dtype);
+  TORCH_CHECK(t.sizes() == at::IntArrayRef(shape), "r2dn_control kernels: ", name,
+              " has shape ", t.sizes(), ", expected ", at::IntArrayRef(shape));
+}
+
+// Checks the MLP's chain of shapes nv → widths… → nv; returns the hidden widths.
+std::vector<int64_t> check_mlp(const std::vector<at::Tensor>& weights, int64_t nv,
+                               at::ScalarType dtype) {
+  TORCH_CHECK(!weights.empty(), "r2dn_control kernels: the MLP needs at least one weight");
+  std::vector<int64_t> widths;
+  int64_t fan_in = nv;
+  for (size_t k = 0; k < weights.size(); ++k) {
+    const std::string name = "W_" + std::to_string(k);
+    TORCH_CHECK(weights[k].dim() == 2, "r2dn_control kernels: ", name, " must be 2-D");
+    const int64_t fan_out = k + 1 == weights.size() ? nv : weights[k].size(1);
+    check_tensor(weights[k], name.c_str(), dtype, {fan_in, fan_out});
+    if (k + 1 < weights.size()) widths.push_back(fan_out);
+    fan_in = fan_out;
+  }
+  return widths;
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Lane loops (small widths)
+//
+// The batch rows are independent trajectories: the batch is cut into blocks of L lanes (64
+// bytes) and each block runs all T steps on its own (at::parallel_for over blocks; no
+// synchronisation inside the time loop). Inside a block every vector is feature-major,
+// q[i * L + l], so each product below is, per output feature, an accumulator of L lanes kept in
+// registers, and σ is applied over fixed-length lane loops (vectorised, no libm call).
+
+// out (m × L) = init + M x for a row-major m × n matrix M and x (n × L), init (m × L); with
+// init = nullptr, out = M x. init may be out itself (row i of init is read before row i of out
+// is written, and no other row). Four output rows at a time: four independent FMA chains hide
+// the FMA latency, and each load of x_k serves all four.
+template <typename T, int64_t L>
+inline void matvec(const T* __restrict M, int64_t m, int64_t n, const T* __restrict x,
+                   const T* init, T* out) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    T a0[L], a1[L], a2[L], a3[L];
+    for (int64_t l = 0; l < L; ++l) {
+      a0[l] = init ? init[i * L + l] : T(0);
+      a1[l] = init ? init[(i + 1) * L + l] : T(0);
+      a2[l] = init ? init[(i + 2) * L + l] : T(0);
+      a3[l] = init ? init[(i + 3) * L + l] : T(0);
+    }
+    const T* __restrict m0 = M + i * n;
+    const T* __restrict m1 = m0 + n;
+    const T* __restrict m2 = m1 + n;
+    const T* __restrict m3 = m2 + n;
+    for (int64_t k = 0; k < n; ++k) {
+      const T c0 = m0[k], c1 = m1[k], c2 = m2[k], c3 = m3[k];
+      const T* __restrict xk = x + k * L;
+      for (int64_t l = 0; l < L; ++l) {
+        a0[l] += c0 * xk[l];
+        a1[l] += c1 * xk[l];
+        a2[l] += c2 * xk[l];
+        a3[l] += c3 * xk[l];
+      }
+    }
+    for (int64_t l = 0; l < L; ++l) {
+      out[i * L + l] = a0[l];
+      out[(i + 1) * L + l] = a1[l];
+      out[(i + 2) * L + l] = a2[l];
+      out[(i + 3) * L + l] = a3[l];
+    }
+  }
+  for (; i < m; ++i) {
+    T acc[L];
+    for (int64_t l = 0; l < L; ++l) acc[l] = init ? init[i * L + l] : T(0);
+    const T* __restrict mi = M + i * n;
+    for (int64_t k = 0; k < n; ++k) {
+      const T c = mi[k];
+      for (int64_t l = 0; l < L; ++l) acc[l] += c * x[k * L + l];
+    }
+    for (int64_t l = 0; l < L; ++l) out[i * L + l] = acc[l];
+  }
+}
+
+// out (m × L) = the vector b (m) on every lane.
+template <typename T, int64_t L>
+inline void broadcast(const T* __restrict b, int64_t m, T* __restrict out) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t l = 0; l < L; ++l) out[i * L + l] = b[i];
+}
+
+template <typename F>
+void for_each_block(int64_t batch, int64_t lanes_per_block, const F& body) {
+  const int64_t blocks = (batch + lanes_per_block - 1) / lanes_per_block;
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t blk = first; blk < last; ++blk) {
+      const int64_t b0 = blk * lanes_per_block;
+      body(b0, std::min(lanes_per_block, batch - b0));
+    }
+  });
+}
+
+// Contiguous copies of small matrices (kept alive here), with their shapes.
+struct Mats {
+  std::vector<at::Tensor> keep;
+  std::vector<int64_t> rows, cols;
+  void add(const at::Tensor& m) {
+    keep.push_back(m.contiguous());
+    rows.push_back(m.size(0));
+    cols.push_back(m.size(1));
+  }
+  template <typename T>
+  std::vector<const T*> ptrs() const {
+    std::vector<const T*> out;
+    for (const auto& k : keep) out.push_back(k.data_ptr<T>());
+    return out;
+  }
+};
+
+template <typename T, int64_t L, Act ACT>
+void forward_lanes(const at::Tensor& x0, const at::Tensor& dx, const at::Tensor& dv,
+                   const at::Tensor& A, const at::Tensor& B1, const at::Tensor& C1,
+                   const std::vector<at::Tensor>& weights,
+                   const std::vector<at::Tensor>& biases, at::Tensor& states, at::Tensor& vs,
+                   at::Tensor& ws, std::vector<at::Tensor>& acts) {
+  const int64_t steps = dx.size(0), batch = dx.size(1), nx = dx.size(2), nv = dv.size(2);
+  const int64_t hidden = static_cast<int64_t>(weights.size()) - 1;
+  Mats mats;  // A, B1, C1, then W_kᵀ (so that h W_k is one matvec with rows = outputs)
+  mats.add(A);
+  mats.add(B1);
+  mats.add(C1);
+  for (const auto& w : weights) mats.add(w.t());
+  Mats bias_c;
+  for (const auto& b : biases) bias_c.add(b.view({-1, 1}));
+  const std::vector<const T*> mp = mats.ptrs<T>(), bp = bias_c.ptrs<T>();
+  const T *a = mp[0], *b1 = mp[1], *c1 = mp[2];
+  const T *x0p = x0.data_ptr<T>(), *dxp = dx.data_ptr<T>(), *dvp = dv.data_ptr<T>();
+  T *xp = states.data_ptr<T>(), *vp = vs.data_ptr<T>(), *wp = ws.data_ptr<T>();
+  std::vector<T*> sp;
+  int64_t widest = nv;
+  for (auto& s : acts) {
+    sp.push_back(s.data_ptr<T>());
+    widest = std::max(widest, s.size(2));
+  }
+  for_each_block(batch, L, [&](int64_t b0, int64_t lanes) {
+    std::vector<T> x(nx * L), xn(nx * L), d(std::max(nx, nv) * L), w(nv * L);
+    std::vector<T> h0(widest * L), h1(widest * L);
+    gather<T, L>(x0p + b0 * nx, nx, lanes, x.data());
+    for (int64_t t = 0; t < steps; ++t) {
+      const int64_t row = t * batch + b0;  // first row of the block in a (T, B, ·) buffer
+      gather<T, L>(dvp + row * nv, nv, lanes, d.data());
+      matvec<T, L>(c1, nv, nx, x.data(), d.data(), h0.data());  // v = dv + C1 x
+      scatter<T, L>(h0.data(), nv, lanes, vp + row * nv);
+      int64_t fan_in = nv;
+      for (int64_t k = 0; k < hidden; ++k) {                     // s = σ(W_kᵀ h + b_k)
+        const int64_t width = mats.rows[3 + k];
+        broadcast<T, L>(bp[k], width, h1.data());
+        matvec<T, L>(mp[3 + k], width, fan_in, h0.data(), h1.data(), h1.data());
+        for (int64_t i = 0; i < width * L; ++i) h1[i] = activate<T, ACT>(h1[i]);
+        scatter<T, L>(h1.data(), width, lanes, sp[k] + row * width);
+        std::swap(h0, h1);
+        fan_in = width;
+      }
+      broadcast<T, L>(bp[hidden], nv, w.data());
+      matvec<T, L>(mp[3 + hidden], nv, fan_in, h0.data(), w.data(), w.data());
+      scatter<T, L>(w.data(), nv, lanes, wp + row * nv);
+      gather<T, L>(dxp + row * nx, nx, lanes, d.data());
+      matvec<T, L>(a, nx, nx, x.data(), d.data(), xn.data());    // x' = dx + A x + B1 w
+      matvec<T, L>(b1, nx, nv, w.data(), xn.data(), xn.data());
+      scatter<T, L>(xn.data(), nx, lanes, xp + (row + batch) * nx);
+      std::swap(x, xn);
+    }
+  });
+}
+
+template <typename T, int64_t L>
+void adjoint_lanes(const at::Tensor& g_xs, const at::Tensor& g_ws, const at::Tensor& g_final,
+                   const at::Tensor& A, const at::Tensor& B1, const at::Tensor& C1,
+                   const std::vector<at::Tensor>& weights,
+                   const std::vector<at::Tensor>& slopes, at::Tensor& lams, at::Tensor& g_w,
+                   at::Tensor& g_v, std::vector<at::Tensor>& g_z) {
+  const int64_t steps = g_xs.size(0), batch = g_xs.size(1), nx = g_xs.size(2);
+  const int64_t nv = g_ws.size(2);
+  const int64_t hidden = static_cast<int64_t>(weights.size()) - 1;
+  Mats mats;  // Aᵀ, B1ᵀ, C1ᵀ, then W_k (row-major, rows = inputs: g W_kᵀ is W_k g)
+  mats.add(A.t());
+  mats.add(B1.t());
+  mats.add(C1.t());
+  for (const auto& w : weights) mats.add(w);
+  const std::vector<const T*> mp = mats.ptrs<T>();
+  const T *a_t = mp[0], *b1_t = mp[1], *c1_t = mp[2];
+  const T *gxp = g_xs.data_ptr<T>(), *gwsp = g_ws.data_ptr<T>();
+  const T* gfp = g_final.data_ptr<T>();
+  T *lp = lams.data_ptr<T>(), *gwp = g_w.data_ptr<T>(), *gvp = g_v.data_ptr<T>();
+  std::vector<const T*> slp;
+  std::vector<T*> zp;
+  int64_t widest = nv;
+  for (const auto& s : slopes) {
+    slp.push_back(s.data_ptr<T>());
+    widest = std::max(widest, s.size(2));
+  }
+  for (auto& z : g_z) zp.push_back(z.data_ptr<T>());
+  for_each_block(batch, L, [&](int64_t b0, int64_t lanes) {
+    std::vector<T> lam(nx * L), lam_new(nx * L), d(std::max(nx, nv) * L);
+    std::vector<T> g0(widest * L), g1(widest * L), slope(widest * L);
+    gather<T, L>(gfp + b0 * nx, nx, lanes, lam.data());
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const int64_t row = t * batch + b0;
+      gather<T, L>(gwsp + row * nv, nv, lanes, d.data());
+      matvec<T, L>(b1_t, nv, nx, lam.data(), d.data(), g0.data());  // g^w = G^w + B1ᵀ λ
+      scatter<T, L>(g0.data(), nv, lanes, gwp + row * nv);
+      int64_t fan_out = nv;
+      for (int64_t k = hidden - 1; k >= 0; --k) {  // g^{z,k} = (W_{k+1} g) ⊙ σ'
+        const int64_t width = mats.rows[3 + k + 1];
+        matvec<T, L>(mp[3 + k + 1], width, fan_out, g0.data(), nullptr, g1.data());
+        gather<T, L>(slp[k] + row * width, width, lanes, slope.data());
+        for (int64_t i = 0; i < width * L; ++i) g1[i] *= slope[i];
+        scatter<T, L>(g1.data(), width, lanes, zp[k] + row * width);
+        std::swap(g0, g1);
+        fan_out = width;
+      }
+      matvec<T, L>(mp[3], nv, fan_out, g0.data(), nullptr, g1.data());  // g^v = W_0 g
+      scatter<T, L>(g1.data(), nv, lanes, gvp + row * nv);
+      gather<T, L>(gxp + row * nx, nx, lanes, d.data());  // λ_t = G^x + Aᵀλ + C1ᵀ g^v
+      matvec<T, L>(a_t, nx, nx, lam.data(), d.data(), lam_new.data());
+      matvec<T, L>(c1_t, nx, nv, g1.data(), lam_new.data(), lam_new.data());
+      scatter<T, L>(lam_new.data(), nx, lanes, lp + row * nx);
+      std::swap(lam, lam_new);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// ATen loops (wide layers)
+
+void forward_aten(const at::Tensor& dx, const at::Tensor& dv, const at::Tensor& A,
+                  const at::Tensor& B1, const at::Tensor& C1,
+                  const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
+                  Act act, at::Tensor& states, at::Tensor& vs, at::Tensor& ws,
+                  std::vector<at::Tensor>& acts) {
+  const int64_t steps = dx.size(0);
+  const int64_t hidden = static_cast<int64_t>(weights.size()) - 1;
+  const at::Tensor a_t = A.t(), b1_t = B1.t(), c1_t = C1.t();
+  for (int64_t t = 0; t < steps; ++t) {
+    const at::Tensor x = states.select(0, t);
+    at::Tensor h = vs.select(0, t);
+    at::cpu::addmm_out(h, dv.select(0, t), x, c1_t);           // v = x C1ᵀ + dv
+    for (int64_t k = 0; k < hidden; ++k) {
+      at::Tensor s = acts[k].select(0, t);
+      at::cpu::addmm_out(s, biases[k], h, weights[k]);          // s = σ(h W_k + b_k)
+      activate_(s, act);
+      h = s;
+    }
+    at::Tensor w = ws.select(0, t);
+    at::cpu::addmm_out(w, biases[hidden], h, weights[hidden]);  // w = h W_L + b_L
+    at::Tensor x_next = states.select(0, t + 1);
+    at::cpu::addmm_out(x_next, dx.select(0, t), x, a_t);        // x' = x Aᵀ + dx + w B1ᵀ
+    at::cpu::addmm_(x_next, w, b1_t);
+  }
+}
+
+void adjoint_aten(const at::Tensor& g_xs, const at::Tensor& g_ws, const at::Tensor& A,
+                  const at::Tensor& B1, const at::Tensor& C1,
+                  const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& slopes,
+                  at::Tensor& lams, at::Tensor& g_w, at::Tensor& g_v,
+                  std::vector<at::Tensor>& g_z) {
+  const int64_t steps = g_xs.size(0);
+  const int64_t hidden = static_cast<int64_t>(weights.size()) - 1;
+  std::vector<at::Tensor> weights_t;
+  for (const auto& w : weights) weights_t.push_back(w.t());
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const at::Tensor lam = lams.select(0, t + 1);
+    at::Tensor g = g_w.select(0, t);
+    at::cpu::addmm_out(g, g_ws.select(0, t), lam, B1);         // g^w = G^w + λ_{t+1} B1
+    for (int64_t k = hidden - 1; k >= 0; --k) {
+      at::Tensor z = g_z[k].select(0, t);
+      at::cpu::mm_out(z, g, weights_t[k + 1]);                  // g^{z,k} = (g W_{k+1}ᵀ) ⊙ σ'
+      at::cpu::mul_(z, slopes[k].select(0, t));
+      g = z;
+    }
+    at::Tensor gv = g_v.select(0, t);
+    at::cpu::mm_out(gv, g, weights_t[0]);                       // g^v = g^{z,0} W_0ᵀ
+    at::Tensor lam_t = lams.select(0, t);
+    at::cpu::addmm_out(lam_t, g_xs.select(0, t), lam, A);       // λ_t = G^x + λ A + g^v C1
+    at::cpu::addmm_(lam_t, gv, C1);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operators
+
+bool use_lanes(int64_t nv, const std::vector<int64_t>& widths, int64_t max_loop_width) {
+  if (nv > max_loop_width) return false;
+  for (int64_t w : widths)
+    if (w > max_loop_width) return false;
+  return true;
+}
+
+// Returns (states x_0..x_T (T+1,B,nx), vs (T,B,nv), ws (T,B,nv), [s^k (T,B,width_k)]).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_forward(
+    const at::Tensor& x0, const at::Tensor& dx_in, const at::Tensor& dv_in, const at::Tensor& A,
+    const at::Tensor& B1, const at::Tensor& C1, std::vector<at::Tensor> weights,
+    std::vector<at::Tensor> biases, std::string activation, int64_t max_loop_width) {
+  const Act act = parse_activation(activation);
+  TORCH_CHECK(dx_in.dim() == 3 && dv_in.dim() == 3, "r2dn_forward: drives must be (T, batch, n)");
+  const int64_t steps = dx_in.size(0), batch = dx_in.size(1), nx = dx_in.size(2);
+  const int64_t nv = dv_in.size(2);
+  const auto dtype = dx_in.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+              "r2dn_control kernels support float32 and float64, got ", dtype);
+  check_tensor(dx_in, "dx", dtype, {steps, batch, nx});
+  check_tensor(x0, "x0", dtype, {batch, nx});
+  check_tensor(dv_in, "dv", dtype, {steps, batch, nv});
+  check_tensor(A, "A", dtype, {nx, nx});
+  check_tensor(B1, "B1", dtype, {nx, nv});
+  check_tensor(C1, "C1", dtype, {nv, nx});
+  const std::vector<int64_t> widths = check_mlp(weights, nv, dtype);
+  TORCH_CHECK(biases.size() == weights.size(), "r2dn_forward: one bias per weight expected");
+  for (size_t k = 0; k < biases.size(); ++k)
+    check_tensor(biases[k], ("b_" + std::to_string(k)).c_str(), dtype, {weights[k].size(1)});
+  // Plain numbers out: no graph is recorded inside (the Python Function owns the autograd).
+  c10::NoGradGuard no_grad;
+  const at::Tensor dx = dx_in.contiguous(), dv = dv_in.contiguous();
+  const auto opts = dx.options();
+  at::Tensor states = at::empty({steps + 1, batch, nx}, opts);
+  at::Tensor vs = at::empty({steps, batch, nv}, opts);
+  at::Tensor ws = at::empty({steps, batch, nv}, opts);
+  std::vector<at::Tensor> acts;
+  for (int64_t width : widths) acts.push_back(at::empty({steps, batch, width}, opts));
+  states.select(0, 0).copy_(x0);
+  if (use_lanes(nv, widths, max_loop_width)) {
+    const at::Tensor x0c = x0.contiguous();
+    auto run = [&](auto zero) {
+      using T = decltype(zero);
+      constexpr int64_t L = std::is_same_v<T, float> ? 16 : 8;  // 64 bytes of lanes
+      auto go = [&](auto tag) {
+        forward_lanes<T, L, decltype(tag)::value>(x0c, dx, dv, A, B1, C1, weights, biases,
+                                                  states, vs, ws, acts);
+      };
+      switch (act) {
+        case Act::Relu: go(std::integral_constant<Act, Act::Relu>{}); break;
+        case Act::Tanh: go(std::integral_constant<Act, Act::Tanh>{}); break;
+        case Act::Sigmoid: go(std::integral_constant<Act, Act::Sigmoid>{}); break;
+        case Act::LeakyRelu: go(std::integral_constant<Act, Act::LeakyRelu>{}); break;
+        case Act::Identity: go(std::integral_constant<Act, Act::Identity>{}); break;
+      }
+    };
+    if (dtype == at::kFloat) run(float(0));
+    else run(double(0));
+  } else {
+    forward_aten(dx, dv, A, B1, C1, weights, biases, act, states, vs, ws, acts);
+  }
+  return {states, vs, ws, acts};
+}
+
+// Returns (λ_0..λ_T (T+1,B,nx), g^w (T,B,nv), g^v (T,B,nv), [g^{z,k} (T,B,width_k)]).
+// slopes[k] holds σ'(s^k) for every step (evaluated by the caller in one op per layer).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_adjoint(
+    const at::Tensor& g_xs_in, const at::Tensor& g_ws_in, const at::Tensor& g_final,
+    const at::Tensor& A, const at::Tensor& B1, const at::Tensor& C1,
+    std::vector<at::Tensor> weights, std::vector<at::Tensor> slopes_in, int64_t max_loop_width) {
+  TORCH_CHECK(g_xs_in.dim() == 3 && g_ws_in.dim() == 3,
+              "r2dn_adjoint: gradients must be (T, batch, n)");
+  const int64_t steps = g_xs_in.size(0), batch = g_xs_in.size(1), nx = g_xs_in.size(2);
+  const int64_t nv = g_ws_in.size(2);
+  const auto dtype = g_xs_in.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+              "r2dn_control kernels support float32 and float64, got ", dtype);
+  check_tensor(g_xs_in, "g_xs", dtype, {steps, batch, nx});
+  check_tensor(g_ws_in, "g_ws", dtype, {steps, batch, nv});
+  check_tensor(g_final, "g_final", dtype, {batch, nx});
+  check_tensor(A, "A", dtype, {nx, nx});
+  check_tensor(B1, "B1", dtype, {nx, nv});
+  check_tensor(C1, "C1", dtype, {nv, nx});
+  const std::vector<int64_t> widths = check_mlp(weights, nv, dtype);
+  const int64_t hidden = static_cast<int64_t>(widths.size());
+  TORCH_CHECK(static_cast<int64_t>(slopes_in.size()) == hidden,
+              "r2dn_adjoint: one slope tensor per hidden layer expected");
+  std::vector<at::Tensor> slopes;
+  for (int64_t k = 0; k < hidden; ++k) {
+    check_tensor(slopes_in[k], ("slope_" + std::to_string(k)).c_str(), dtype,
+                 {steps, batch, widths[k]});
+    slopes.push_back(slopes_in[k].contiguous());
+  }
+  c10::NoGradGuard no_grad;
+  const at::Tensor g_xs = g_xs_in.contiguous(), g_ws = g_ws_in.contiguous();
+  const auto opts = g_xs.options();
+  at::Tensor lams = at::empty({steps + 1, batch, nx}, opts);
+  at::Tensor g_w = at::empty({steps, batch, nv}, opts);
+  at::Tensor g_v = at::empty({steps, batch, nv}, opts);
+  std::vector<at::Tensor> g_z;
+  for (int64_t width : widths) g_z.push_back(at::empty({steps, batch, width}, opts));
+  lams.select(0, steps).copy_(g_final);
+  if (use_lanes(nv, widths, max_loop_width)) {
+    const at::Tensor gfc = g_final.contiguous();
+    if (dtype == at::kFloat)
+      adjoint_lanes<float, 16>(g_xs, g_ws, gfc, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
+    else
+      adjoint_lanes<double, 8>(g_xs, g_ws, gfc, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
+  } else {
+    adjoint_aten(g_xs, g_ws, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
+  }
+  return {lams, g_w, g_v, g_z};
+}
+
+}  // namespace
+
+// The REN operators own TORCH_LIBRARY(r2dn_control); these join the same namespace.
+// max_loop_width: the widest layer (nv or hidden) for which the hand-written lane loops run;
+// wider networks take the ATen loops (BLAS matmuls).
+TORCH_LIBRARY_FRAGMENT(r2dn_control, m) {
+  m.def("r2dn_forward(Tensor x0, Tensor dx, Tensor dv, Tensor A, Tensor B1, Tensor C1, "
+        "Tensor[] weights, Tensor[] biases, str activation, int max_loop_width) "
+        "-> (Tensor, Tensor, Tensor, Tensor[])");
+  m.def("r2dn_adjoint(Tensor g_xs, Tensor g_ws, Tensor g_final, Tensor A, Tensor B1, "
+        "Tensor C1, Tensor[] weights, Tensor[] slopes, int max_loop_width) "
+        "-> (Tensor, Tensor, Tensor, Tensor[])");
+}
+
+TORCH_LIBRARY_IMPL(r2dn_control, CPU, m) {
+  m.impl("r2dn_forward", &r2dn_forward);
+  m.impl("r2dn_adjoint", &r2dn_adjoint);
+}
+
+}  // namespace r2dn_kernels
