@@ -99,7 +99,8 @@ class SupplyRate:
     def lipschitz(cls, gamma: float, input_size: int, output_size: int) -> SupplyRate:
         """``Q = −I/γ, S = 0, R = γI``: incremental ℓ₂ gain at most γ."""
         gamma = _checks.positive_float("gamma", gamma)
-        ny, nu = output_size, input_size
+        nu = _checks.positive_int("input_size", input_size)
+        ny = _checks.positive_int("output_size", output_size)
         return cls.from_matrices(-torch.eye(ny, dtype=torch.float64) / gamma,
                                  torch.zeros(nu, ny, dtype=torch.float64),
                                  gamma * torch.eye(nu, dtype=torch.float64), nu, ny)

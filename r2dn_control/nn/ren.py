@@ -255,8 +255,6 @@ class LipschitzREN(GeneralREN):
 
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
                  gamma: float = 1.0, full_d22: bool = True, **kwargs) -> None:
-        for name, size in (("input_size", input_size), ("output_size", output_size)):
-            _checks.positive_int(name, size)
         supply = SupplyRate.lipschitz(gamma, input_size, output_size)
         self.gamma = float(gamma)
         self._setup(input_size, state_size, features, output_size, supply, full_d22, kwargs)

@@ -1,4 +1,4 @@
-// Activations and lane-block transposes shared by the C++ kernels (REN: ren_kernels.cpp,
+// Activations, lane-block transposes and the batch-block loop shared by the C++ kernels (REN: ren_kernels.cpp,
 // R2DN: r2dn_kernels.cpp).
 //
 // σ is evaluated without libm calls so that loops over lanes or features vectorise; σ' is
@@ -6,6 +6,7 @@
 
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -134,6 +135,19 @@ template <typename T, int64_t L>
 inline void scatter(const T* src, int64_t n, int64_t lanes, T* dst) {
   for (int64_t l = 0; l < lanes; ++l)
     for (int64_t i = 0; i < n; ++i) dst[l * n + i] = src[i * L + l];
+}
+
+// Runs body(first_row, rows) over the batch in blocks of lanes_per_block rows, blocks in
+// parallel: each block is independent through all time steps.
+template <typename F>
+void for_each_block(int64_t batch, int64_t lanes_per_block, const F& body) {
+  const int64_t blocks = (batch + lanes_per_block - 1) / lanes_per_block;
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t blk = first; blk < last; ++blk) {
+      const int64_t b0 = blk * lanes_per_block;
+      body(b0, std::min(lanes_per_block, batch - b0));
+    }
+  });
 }
 
 }  // namespace r2dn_kernels

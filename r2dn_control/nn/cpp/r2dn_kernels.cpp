@@ -143,17 +143,6 @@ inline void broadcast(const T* __restrict b, int64_t m, T* __restrict out) {
     for (int64_t l = 0; l < L; ++l) out[i * L + l] = b[i];
 }
 
-template <typename F>
-void for_each_block(int64_t batch, int64_t lanes_per_block, const F& body) {
-  const int64_t blocks = (batch + lanes_per_block - 1) / lanes_per_block;
-  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-    for (int64_t blk = first; blk < last; ++blk) {
-      const int64_t b0 = blk * lanes_per_block;
-      body(b0, std::min(lanes_per_block, batch - b0));
-    }
-  });
-}
-
 // Contiguous copies of small matrices (kept alive here), with their shapes.
 struct Mats {
   std::vector<at::Tensor> keep;

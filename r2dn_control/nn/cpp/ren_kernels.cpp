@@ -174,17 +174,6 @@ void check_shape(const at::Tensor& t, const char* name, std::vector<int64_t> sha
               " has shape ", t.sizes(), ", expected ", at::IntArrayRef(shape));
 }
 
-template <typename F>
-void for_each_block(int64_t batch, int64_t lanes_per_block, const F& body) {
-  const int64_t blocks = (batch + lanes_per_block - 1) / lanes_per_block;
-  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-    for (int64_t blk = first; blk < last; ++blk) {
-      const int64_t b0 = blk * lanes_per_block;
-      body(b0, std::min(lanes_per_block, batch - b0));
-    }
-  });
-}
-
 // Calls body.template operator()<T, L, A>() for the tensor's dtype and the activation.
 template <typename Body>
 void dispatch(at::ScalarType dtype, Act act, const Body& body) {
