@@ -18,6 +18,10 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from . import cpp, fused_ren
+from .fused_rollout import fused_rollout
+from .lbdn import ExplicitMLP
+
 
 class Network(Protocol):
     """The explicit nonlinearity ``w = φ(b)``: callable on row batches, castable with ``to``."""
@@ -112,10 +116,6 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
     x_T : Tensor
         Final state, shape (batch, nx).
     """
-    from . import fused_ren
-    from .fused_rollout import fused_rollout
-    from .lbdn import ExplicitMLP
-
     if method not in ("auto", "fused", "reference"):
         raise ValueError(f"method must be 'auto', 'fused' or 'reference', got {method!r}")
     fusable = model.D11 is None and isinstance(model.network, ExplicitMLP)
@@ -125,7 +125,7 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
     if method == "fused" and not (fusable or ren_fusable):
         raise ValueError("the fused rollout needs an R2DN (no D11) with an LBDN network, or a "
                          "REN on CPU float32/float64 tensors with the C++ kernels built "
-                         f"(r2dn_control.nn.cpp: {_cpp_status()})")
+                         f"(r2dn_control.nn.cpp: {cpp.status()})")
     steps, nu = u.shape[1], u.shape[2]
     # Time-major input terms so the loop reads contiguous (batch, n) slices.
     u_flat = u.transpose(0, 1).reshape(-1, nu)
@@ -141,12 +141,6 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
     xs, ws = xs.transpose(0, 1), ws.transpose(0, 1)
     y = xs @ model.C2.T + ws @ model.D21.T + u @ model.D22.T + model.by
     return y, x
-
-
-def _cpp_status() -> str:
-    from . import cpp
-
-    return cpp.status()
 
 
 def _loop(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
