@@ -31,6 +31,10 @@ CONFIGS = [
     ("gru", None, "encoder", 3e-3),
     ("gru", None, "zero", 3e-3),
     ("gru", None, "encoder", 1e-3),
+    # second round: what limits the R2DN
+    ("r2dn-random", 0.995, "encoder", 3e-3),
+    ("r2dn", 0.995, "encoder", 1e-2),
+    ("r2dn-medium", 0.995, "encoder", 3e-3),
 ]
 
 
@@ -49,7 +53,10 @@ def main() -> None:
         if args.only is not None and index not in args.only:
             continue
         kw = {} if rate is None else {"contraction_rate": rate}
-        model = sysid.default_model(1, 1, kind, seed=0, **kw)
+        if kind == "r2dn-random":
+            kw["init"] = "random"
+        size = "medium" if kind == "r2dn-medium" else "small"
+        model = sysid.default_model(1, 1, kind.split("-")[0], size, seed=0, **kw)
         start = time.perf_counter()
         res = sysid.fit(model, train, val=None, epochs=10_000, segment=256, lr=lr, washout=100,
                         x0=x0, seconds=args.seconds, progress=False, early_stopping=None,

@@ -7,7 +7,9 @@ column (on the first data row only) and the trailing comma of every line are dro
 
 Command line (the paper's configuration; one seed per call)::
 
-    python -m r2dn_control.sysid.f16 --model r2dn --out runs/f16-r2dn-0 --seed 0
+    python -m r2dn_control.sysid --model r2dn --out runs/f16-r2dn-0 --seed 0
+
+(``python -m r2dn_control.sysid.f16`` runs the same, with a harmless runpy warning.)
 
 The data folder comes from ``--data``, else ``$R2DN_F16_DIR``.
 """
@@ -169,7 +171,7 @@ def paper_nrmse(predictor, data: SequenceData, washout: int = 100) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m r2dn_control.sysid.f16",
+    parser = argparse.ArgumentParser(prog="python -m r2dn_control.sysid",
                                      description="Train one seed of the paper's F-16 experiment.")
     parser.add_argument("--model", choices=("r2dn", "ren", "gru"), default="r2dn")
     parser.add_argument("--out", required=True, help="run folder (checkpoint, history, results)")
