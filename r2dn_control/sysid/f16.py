@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="use only the first LIMIT samples of every file (smoke tests)")
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--evaluate-checkpoint", action="store_true",
+                        help="do not train: score the last epoch saved in OUT/checkpoint.pt "
+                             "(e.g. of a run still in progress) and write OUT/results-partial.json")
     args = parser.parse_args(argv)
 
     import torch
@@ -204,6 +207,24 @@ def main(argv: list[str] | None = None) -> int:
                             dt=DT)
     model = paper_model(args.model, args.seed)
     params = sum(p.numel() for p in model.parameters())
+    if args.evaluate_checkpoint:
+        from .checkpointing import CHECKPOINT, load_checkpoint
+        from .predictor import Predictor
+
+        blob = load_checkpoint(pathlib.Path(args.out) / CHECKPOINT)
+        model.load_state_dict(blob["model"])
+        predictor = Predictor(model.eval(), data.normalization)
+        rep = evaluate(predictor, test, washout=100)
+        times = [row["seconds"] for row in blob["history"]]
+        partial = {"model": args.model, "parameters": params, "epochs_done": len(times),
+                   "train_loss_last_epoch": blob["history"][-1]["train_loss"],
+                   "epoch_seconds_median": float(np.median(times[1:] if len(times) > 1 else times)),
+                   "test_paper_nrmse": paper_nrmse(predictor, test, 100),
+                   "test_nrmse": rep.nrmse, "test_rmse": rep.rmse,
+                   "test_nrmse_per_channel": rep.per_channel["nrmse"].tolist()}
+        pathlib.Path(args.out, "results-partial.json").write_text(json.dumps(partial, indent=1))
+        print(json.dumps(partial, indent=1))
+        return 0
     start = time.perf_counter()
     res = fit(model, train, val=False, epochs=args.epochs, segment=args.segment, lr=1e-3,
               schedule="step", milestones=(20, 40, 60), decay=0.1, clip_value=10.0, loss="paper",

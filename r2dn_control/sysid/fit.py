@@ -504,16 +504,22 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
         t0 = time.perf_counter()
         step_losses: list[float] = []
         skipped = 0
+
+        def step_and_check_time(total: Tensor, context: str) -> bool:
+            """Take (or skip) one step; True when the time budget is spent."""
+            nonlocal skipped, out_of_time
+            if take_step(total, context):
+                step_losses.append(float(total.detach()))  # noqa: B023 (called in-loop)
+            else:
+                skipped += 1
+            out_of_time = seconds is not None and time.perf_counter() - t_start > seconds
+            return out_of_time
+
         if not shuffle:
             init = _initial_states(estimator, x0, experiments, list(range(len(experiments))),
                                    model.state_size, experiments[0][0])
             for k, total in enumerate(tbptt_losses(model, experiments, segment, init, loss)):
-                if take_step(total, f"epoch {epoch + 1}, segment {k + 1}"):
-                    step_losses.append(float(total.detach()))
-                else:
-                    skipped += 1
-                if seconds is not None and time.perf_counter() - t_start > seconds:
-                    out_of_time = True
+                if step_and_check_time(total, f"epoch {epoch + 1}, segment {k + 1}"):
                     break
         else:
             u_w, y_w = windows
@@ -526,12 +532,7 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
                 y_hat, _ = model(u, xs)
                 count = len(idx) * (segment - skip) * train.ny
                 total = _step_loss(loss, y_hat, y, skip, count, segment - skip)
-                if take_step(total, f"epoch {epoch + 1}, batch {b + 1}"):
-                    step_losses.append(float(total.detach()))
-                else:
-                    skipped += 1
-                if seconds is not None and time.perf_counter() - t_start > seconds:
-                    out_of_time = True
+                if step_and_check_time(total, f"epoch {epoch + 1}, batch {b + 1}"):
                     break
         epoch_seconds = time.perf_counter() - t0
         model.eval()
