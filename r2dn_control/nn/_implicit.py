@@ -20,6 +20,9 @@ from torch import Tensor
 from ._algebra import eye_like
 from .iqc import SupplyRate
 
+#: Long-memory initialisation of both families: A = ᾱ(I − diag(e)), e ~ LONG_MEMORY_SPREAD·U(0,1).
+LONG_MEMORY_SPREAD = 0.05
+
 
 @dataclass(frozen=True)
 class IOBlock:

@@ -29,15 +29,21 @@ from torch import Tensor, nn
 
 from . import _checks
 from ._algebra import eye_like, gram, lecun_normal_
-from ._implicit import IOBlock, add_quadratic, implicit_model, long_memory_factor, lyapunov_metric
+from ._implicit import (
+    LONG_MEMORY_SPREAD,
+    IOBlock,
+    add_quadratic,
+    implicit_model,
+    long_memory_factor,
+    lyapunov_metric,
+)
 from .activations import get_activation
 from .base import RecurrentModel
 from .equilibrium import EquilibriumLayer
 from .explicit import ExplicitModel
 from .iqc import SupplyRate
-from .r2dn import ContractionFactor
+from .parametrizations import ContractionFactor, LipschitzBound, initial_gamma
 
-_LONG_MEMORY_SPREAD = 0.05
 # Gap added to the equilibrium block at long_memory init: H₂₂ ⪰ 2·_LAMBDA_MARGIN·I (math.md §2).
 _LAMBDA_MARGIN = 1e-4
 
@@ -106,7 +112,7 @@ class _REN(RecurrentModel):
     def _extra_h(self, io: IOBlock) -> Tensor:
         """H − H_X as a function of the other parameters (zero for the contracting family)."""
         size = 2 * self.state_size + self.features
-        if self.supply is None:
+        if self._supply is None:
             return io.C2.new_zeros(size, size)
         top_left, ncal, r1 = supply_terms(io, self._supply_on(io.C2.device))
         return add_quadratic(io.C2.new_zeros(size, size), top_left, ncal, r1)
@@ -124,7 +130,7 @@ class _REN(RecurrentModel):
         nx, nv, rate = self.state_size, self.features, self.contraction_rate
         f64 = {"dtype": torch.float64, "device": self.X.device}
         self.Y.copy_(torch.eye(nx, **f64))
-        a0 = rate * torch.diag(1.0 - _LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
+        a0 = rate * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
         d11_0 = torch.tril(lecun_normal_(torch.empty(nv, nv, **f64)), -1)
         sym = d11_0 + d11_0.T
         lam0 = 0.5 * torch.linalg.eigvalsh(sym).max() + _LAMBDA_MARGIN
@@ -214,17 +220,11 @@ class GeneralREN(_REN):
     With ``identity_output=True``: C₂ = I, D₂₁ = 0 and D₂₂ = −Q⁻¹Sᵀ.
     """
 
-    supply: SupplyRate
-
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
                  Q: object, S: object, R: object, full_d22: bool = True, **kwargs) -> None:
         supply = SupplyRate.from_matrices(Q, S, R, input_size, output_size)
-        self._setup(input_size, state_size, features, output_size, supply, full_d22, kwargs)
-
-    def _setup(self, input_size: int, state_size: int, features: int, output_size: int,
-               supply: SupplyRate, full_d22: bool, kwargs: dict) -> None:
         super().__init__(input_size, state_size, features, output_size, **kwargs)
-        self.supply = supply
+        self._supply = supply
         self.full_d22 = bool(full_d22) and not self.identity_output
         self.N22 = (ContractionFactor(self.output_size, self.input_size, self.eps, zero=True,
                                       **self._factory) if self.full_d22 else None)
@@ -241,12 +241,17 @@ class LipschitzREN(GeneralREN):
     r"""REN with incremental ℓ₂ gain at most γ: ``‖Δy‖₂ ≤ γ‖Δu‖₂ + (γΔx₀ᵀ𝒫Δx₀)^{1/2}``.
 
     The (Q,S,R) REN with ``Q = −I/γ, S = 0, R = γI``: ``D₂₂ = γN`` and
-    ``H = H_X + Γ_R + [C₂, D₂₁, 0]ᵀ[C₂, D₂₁, 0]/γ`` with ``R₁ = γI − D₂₂ᵀD₂₂/γ``.
+    ``H = H_X + Γ_R + [C₂, D₂₁, 0]ᵀ[C₂, D₂₁, 0]/γ`` with ``R₁ = γI − D₂₂ᵀD₂₂/γ``
+    (docs/theory.md §2).
 
     Parameters
     ----------
-    gamma : float
-        The prescribed Lipschitz bound γ > 0.
+    gamma : float or "learn"
+        The prescribed Lipschitz bound γ > 0, or ``"learn"``: γ = exp(ρ) with a scalar
+        parameter ρ (``lipschitz_bound.log_gamma``) trained with the rest; the bound holds for
+        the current value, :meth:`gamma_bound`.
+    gamma_init : float
+        Initial γ when ``gamma="learn"`` (ignored otherwise).
     full_d22 : bool
         Learn the feedthrough D₂₂ = γN (default); if False, D₂₂ = 0.
     **kwargs
@@ -254,13 +259,12 @@ class LipschitzREN(GeneralREN):
     """
 
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
-                 gamma: float = 1.0, full_d22: bool = True, **kwargs) -> None:
-        supply = SupplyRate.lipschitz(gamma, input_size, output_size)
-        self.gamma = float(gamma)
-        self._setup(input_size, state_size, features, output_size, supply, full_d22, kwargs)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", gamma={self.gamma}"
+                 gamma: float | str = 1.0, gamma_init: float = 1.0, full_d22: bool = True,
+                 **kwargs) -> None:
+        supply = SupplyRate.lipschitz(initial_gamma(gamma, gamma_init), input_size, output_size)
+        super().__init__(input_size, state_size, features, output_size,
+                         Q=supply.Q, S=supply.S, R=supply.R, full_d22=full_d22, **kwargs)
+        self.lipschitz_bound = LipschitzBound(gamma, gamma_init, **self._factory)
 
 
 class PassiveREN(_REN):
@@ -279,8 +283,6 @@ class PassiveREN(_REN):
         See :class:`ContractingREN`.
     """
 
-    supply: SupplyRate
-
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
                  input_passivity: float = 0.0, **kwargs) -> None:
         if input_size != output_size:
@@ -290,7 +292,7 @@ class PassiveREN(_REN):
             )
         supply = SupplyRate.passive(input_passivity, _checks.positive_int("input_size", input_size))
         super().__init__(input_size, state_size, features, output_size, **kwargs)
-        self.supply = supply
+        self._supply = supply
         self.input_passivity = float(input_passivity)
         nu, fk = self.input_size, self._factory
         self.X3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
