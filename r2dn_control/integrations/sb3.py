@@ -42,7 +42,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "pip install 'r2dn-control[rl]'"
     ) from error
 
-from .nn import LBDN, LipschitzR2DN
+from ..nn import LBDN, LipschitzR2DN
 
 
 class R2DNHistoryExtractor(BaseFeaturesExtractor):
