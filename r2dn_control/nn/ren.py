@@ -31,11 +31,12 @@ from . import _checks
 from ._algebra import eye_like, gram, lecun_normal_
 from ._implicit import (
     LONG_MEMORY_SPREAD,
-    IOBlock,
+    ImplicitIOBlock,
     add_quadratic,
     implicit_model,
     long_memory_factor,
     lyapunov_metric,
+    supply_terms,
 )
 from .activations import get_activation
 from .base import RecurrentModel
@@ -44,38 +45,10 @@ from .explicit import ExplicitModel
 from .iqc import SupplyRate
 from .parametrizations import ContractionFactor, LipschitzBound, initial_gamma
 
+__all__ = ["ContractingREN", "GeneralREN", "LipschitzREN", "PassiveREN", "supply_terms"]
+
 # Gap added to the equilibrium block at long_memory init: H₂₂ ⪰ 2·_LAMBDA_MARGIN·I (math.md §2).
 _LAMBDA_MARGIN = 1e-4
-
-
-def supply_terms(io: IOBlock, supply: SupplyRate) -> tuple[Tensor, Tensor, Tensor]:
-    r"""The (Q,S,R) terms of a REN, ``H = H_X + Γ_R − Γ_Q`` (math.md §2, [R] Eqs. 28–33).
-
-    With ``io.D12`` holding the *implicit* ``D̂₁₂``:
-
-    .. math::
-        \hat C_2 = (D_{22}^\top Q + S) C_2,\quad
-        \hat D_{21} = (D_{22}^\top Q + S) D_{21} - \hat D_{12}^\top,\quad
-        R_1 = R + S D_{22} + D_{22}^\top S^\top + D_{22}^\top Q D_{22},
-
-        \Gamma_Q = [C_2, D_{21}, 0]^\top Q [C_2, D_{21}, 0],\qquad
-        \Gamma_R = G_R^\top R_1^{-1} G_R,\qquad G_R = [\hat C_2, \hat D_{21}, \hat B_2^\top].
-
-    Returns ``(top_left, ncal, r1)`` for :func:`~r2dn_control.nn._implicit.add_quadratic`:
-    ``top_left = −[C₂, D₂₁]ᵀQ[C₂, D₂₁]`` (size nx+nv) and
-    ``ncal = [Ĉ₂ᵀ; D̂₂₁ᵀ; B̂₂]`` (N × nu). R₁ ≻ 0 must hold by construction of D₂₂.
-    """
-    dt, dev = io.C2.dtype, io.C2.device
-    q, s, r = (m.to(dtype=dt, device=dev) for m in (supply.Q, supply.S, supply.R))
-    d22 = io.D22
-    mix = d22.T @ q + s  # (nu, ny)
-    c2_hat = mix @ io.C2
-    d21_hat = mix @ io.D21 - io.D12.T
-    r1 = r + s @ d22 + d22.T @ s.T + d22.T @ q @ d22
-    out = torch.cat([io.C2, io.D21], dim=1)  # [C₂, D₂₁], the columns of Γ_Q without the zero
-    top_left = -(out.T @ q @ out)
-    ncal = torch.cat([c2_hat.T, d21_hat.T, io.B2_hat], dim=0)
-    return top_left, ncal, r1
 
 
 class _REN(RecurrentModel):
@@ -104,12 +77,12 @@ class _REN(RecurrentModel):
         """The feedthrough D₂₂ (ny×nu) in ``dtype``."""
         raise NotImplementedError
 
-    def _io(self, dtype: torch.dtype) -> IOBlock:
-        """I/O matrices in ``dtype``; the ``D12`` field holds the implicit D̂₁₂."""
-        return IOBlock(self.B2_hat.to(dtype), self.C2.to(dtype), self.D12_hat.to(dtype),
+    def _io(self, dtype: torch.dtype) -> ImplicitIOBlock:
+        """I/O matrices in ``dtype`` (B̂₂ and D̂₁₂ implicit)."""
+        return ImplicitIOBlock(self.B2_hat.to(dtype), self.C2.to(dtype), self.D12_hat.to(dtype),
                        self.D21.to(dtype), self._d22(dtype))
 
-    def _extra_h(self, io: IOBlock) -> Tensor:
+    def _extra_h(self, io: ImplicitIOBlock) -> Tensor:
         """H − H_X as a function of the other parameters (zero for the contracting family)."""
         size = 2 * self.state_size + self.features
         if self._supply is None:
@@ -141,7 +114,7 @@ class _REN(RecurrentModel):
         extra = self._extra_h(self._io(torch.float64))
         self.X.copy_(long_memory_factor(h0, extra, self.eps))
 
-    def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, IOBlock]:
+    def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, ImplicitIOBlock]:
         polar = None if self.polar_scale is None else self.polar_scale.to(dtype)
         io = self._io(dtype)
         return gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io), io
@@ -161,7 +134,7 @@ class _REN(RecurrentModel):
         A, B1, B2 = torch.split(torch.linalg.solve(e, torch.cat([f, b1_hat, io.B2_hat], 1)),
                                 [nx, nv, nu], dim=1)
         # Λ is diagonal: its inverse is a row scaling.
-        C1, D11, D12 = torch.split(torch.cat([c1_hat, d11_hat, io.D12], 1) / lam[:, None],
+        C1, D11, D12 = torch.split(torch.cat([c1_hat, d11_hat, io.D12_hat], 1) / lam[:, None],
                                    [nx, nv, nu], dim=1)
         return ExplicitModel(
             A=A, B1=B1, B2=B2, C1=C1, C2=io.C2, D12=D12, D21=io.D21, D22=io.D22,
