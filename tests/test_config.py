@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 
 import pytest
@@ -69,13 +70,18 @@ def test_failed_build_warns_once_and_falls_back(fresh_cpp_state, monkeypatch) ->
         cpp.build()
 
 
-def test_first_compilation_is_announced_at_warning(fresh_cpp_state, monkeypatch, caplog) -> None:
+def test_a_slow_load_is_announced_once_at_warning(fresh_cpp_state, monkeypatch, caplog) -> None:
+    """A load that outlasts ANNOUNCE_AFTER_S (a compilation) logs one WARNING; a fast one none."""
     from torch.utils import cpp_extension
 
-    monkeypatch.setattr(cpp, "_needs_compiling", lambda *args: True)
-    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: None)
+    monkeypatch.setattr(cpp, "ANNOUNCE_AFTER_S", 0.05)
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: time.sleep(0.5))
     with caplog.at_level(logging.WARNING, logger=cpp.__name__):
         assert cpp.build()
+        monkeypatch.setattr(cpp, "_state", {"loaded": None, "reason": "", "seconds": None})
+        monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: None)
+        assert cpp.build()
+        time.sleep(0.2)
     (record,) = [r for r in caplog.records if r.name == cpp.__name__]
     assert record.levelno == logging.WARNING
     assert "python -m r2dn_control.nn.cpp" in record.getMessage()

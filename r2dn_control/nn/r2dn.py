@@ -236,12 +236,10 @@ class LipschitzR2DN(GeneralR2DN):
 
     Parameters
     ----------
-    gamma : float or "learn"
-        The prescribed Lipschitz bound γ > 0, or ``"learn"``: γ = exp(ρ) with a scalar
-        parameter ρ (``lipschitz_bound.log_gamma``) trained with the rest; the bound holds for
-        the current value, :meth:`gamma_bound`.
-    gamma_init : float
-        Initial γ when ``gamma="learn"`` (ignored otherwise).
+    gamma, gamma_init : float or "learn", float
+        The prescribed bound γ > 0, or ``"learn"`` from ``gamma_init``
+        (:class:`~r2dn_control.nn.parametrizations.LipschitzBound`; current value
+        :meth:`gamma_bound`).
     full_d22 : bool
         Learn a feedthrough D₂₂ (extension of the paper's D₂₂ = 0).
     **kwargs

@@ -219,12 +219,10 @@ class LipschitzREN(GeneralREN):
 
     Parameters
     ----------
-    gamma : float or "learn"
-        The prescribed Lipschitz bound γ > 0, or ``"learn"``: γ = exp(ρ) with a scalar
-        parameter ρ (``lipschitz_bound.log_gamma``) trained with the rest; the bound holds for
-        the current value, :meth:`gamma_bound`.
-    gamma_init : float
-        Initial γ when ``gamma="learn"`` (ignored otherwise).
+    gamma, gamma_init : float or "learn", float
+        The prescribed bound γ > 0, or ``"learn"`` from ``gamma_init``
+        (:class:`~r2dn_control.nn.parametrizations.LipschitzBound`; current value
+        :meth:`gamma_bound`).
     full_d22 : bool
         Learn the feedthrough D₂₂ = γN (default); if False, D₂₂ = 0.
     **kwargs
