@@ -73,9 +73,14 @@ class _R2DN(RecurrentModel):
     def _io(self, dtype: torch.dtype) -> IOBlock:
         raise NotImplementedError
 
-    def _extra_h(self, C1: Tensor, B1_hat: Tensor, io: IOBlock) -> Tensor:
-        """H − H_X as a function of the other parameters."""
+    def _extra_h(self, io: IOBlock) -> Tensor:
+        """H − H_X as a function of the other parameters, in ``io``'s dtype (the same hook as
+        the REN's)."""
         raise NotImplementedError
+
+    def _lti_factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(C₁, B̂₁)`` in ``dtype``."""
+        return self.C1.to(dtype), self.B1_hat.to(dtype)
 
     # -- shared machinery -----------------------------------------------------------------
     def _init_long_memory(self) -> None:
@@ -88,14 +93,14 @@ class _R2DN(RecurrentModel):
         a0 = rate * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
         eye = torch.eye(nx, **f64)
         h0 = torch.cat([torch.cat([eye, a0.T], 1), torch.cat([a0, rate**2 * eye], 1)], 0)
-        extra = self._extra_h(self.C1.double(), self.B1_hat.double(), self._io(torch.float64))
+        extra = self._extra_h(self._io(torch.float64))
         self.X.copy_(long_memory_factor(h0, extra, self.eps))
 
     def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, IOBlock]:
-        C1, B1_hat = self.C1.to(dtype), self.B1_hat.to(dtype)
+        C1, B1_hat = self._lti_factors(dtype)
         polar = None if self.polar_scale is None else self.polar_scale.to(dtype)
         io = self._io(dtype)
-        h = gram(self.X.to(dtype), polar, self.eps) + self._extra_h(C1, B1_hat, io)
+        h = gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io)
         return h, C1, B1_hat, io
 
     def _build_explicit(self, dtype: torch.dtype, certificate: bool = True,
@@ -154,8 +159,9 @@ class ContractingR2DN(_R2DN):
         return IOBlock(self.B2.to(dtype), self.C2.to(dtype), self.D12.to(dtype),
                        self.D21.to(dtype), self.D22.to(dtype))
 
-    def _extra_h(self, C1: Tensor, B1_hat: Tensor, io: IOBlock) -> Tensor:
+    def _extra_h(self, io: IOBlock) -> Tensor:
         nx = self.state_size
+        C1, B1_hat = self._lti_factors(io.C2.dtype)
         zeros = C1.new_zeros(2 * nx, 2 * nx)
         ncal = torch.cat([C1.new_zeros(nx, self.features), B1_hat], 0)
         return add_quadratic(zeros, C1.T @ C1, ncal, None)
@@ -164,8 +170,9 @@ class ContractingR2DN(_R2DN):
 class _DissipativeR2DN(_R2DN):
     """Shared (Q,S,R) machinery: the supply rate on the right device and the H terms."""
 
-    def _extra_h(self, C1: Tensor, B1_hat: Tensor, io: IOBlock) -> Tensor:
+    def _extra_h(self, io: IOBlock) -> Tensor:
         nx = self.state_size
+        C1, B1_hat = self._lti_factors(io.C2.dtype)
         top_left, ncal, r1 = dissipative_terms(io, C1, B1_hat, self._supply_on(C1.device))
         return add_quadratic(C1.new_zeros(2 * nx, 2 * nx), top_left, ncal, r1)
 
