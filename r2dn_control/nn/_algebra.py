@@ -115,10 +115,13 @@ def full_precision_matmul(device: torch.device | str | None = None) -> Iterator[
     below "highest"), and on a CUDA ``device`` (or ``None``: unknown) the TF32 flags too. In
     the default configuration on the CPU it changes nothing.
     """
+    precision = torch.get_float32_matmul_precision()
     cuda = device is None or torch.device(device).type == "cuda"
+    if not cuda and precision == "highest":  # the CPU default: read nothing more, write nothing
+        yield
+        return
     cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
     cudnn_tf32 = torch.backends.cudnn.allow_tf32
-    precision = torch.get_float32_matmul_precision()
     if precision == "highest" and not (cuda and (cuda_tf32 or cudnn_tf32)):
         yield
         return
