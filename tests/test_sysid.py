@@ -317,7 +317,7 @@ def test_learned_gamma_with_penalty():
     data = linear_data(experiments=1, length=80)
     res = sysid.fit(model, data, val=False, epochs=2, segment=40, progress=False,
                     gamma_penalty=1e-3)
-    assert res.gamma == pytest.approx(float(model.gamma_bound()))
+    assert res.gamma == pytest.approx(float(model.gamma_bound().detach()))
     assert res.gamma_physical == pytest.approx(res.normalization.physical_gamma(res.gamma))
 
 
