@@ -262,21 +262,13 @@ def _write_history(out_dir: pathlib.Path, history: list[dict[str, float]]) -> No
                  lambda tmp: pathlib.Path(tmp).write_text(json.dumps(history, indent=1)))
 
 
-def _prepare_kernels(model: nn.Module, progress: bool) -> None:
-    """Build/load the C++ kernels now, saying so, instead of silently in the first forward."""
-    if not isinstance(model, RecurrentModel) or model.device.type != "cpu":
-        return
-    from ..nn import cpp
+def _prepare_kernels(model: nn.Module) -> None:
+    """Build/load the C++ kernels before training (the build announces itself), so the first
+    timed epoch does not silently include a compilation."""
+    if isinstance(model, RecurrentModel) and model.device.type == "cpu":
+        from ..nn import cpp
 
-    if cpp._state["loaded"] is not None:
-        return
-    start = time.perf_counter()
-    if progress:
-        tqdm.write("r2dn_control: loading the C++ CPU kernels (compiled once per machine, about "
-                   "a minute the first time; R2DN_DISABLE_CPP=1 skips them)...")
-    cpp.available()
-    if progress and time.perf_counter() - start > 1.0:
-        tqdm.write(f"r2dn_control: C++ kernels {cpp.status()}")
+        cpp.available()
 
 
 def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool = None, *,
@@ -392,7 +384,7 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
     out = None if out_dir is None else pathlib.Path(out_dir)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    _prepare_kernels(model, progress)
+    _prepare_kernels(model)
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
 
