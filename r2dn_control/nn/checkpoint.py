@@ -32,6 +32,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import tempfile
 import warnings
 from typing import Any
@@ -66,14 +67,17 @@ def to_plain(value: Any, where: str = "value") -> Any:
 
     Raises ``TypeError`` naming ``where`` for anything else (it could not be loaded back).
     """
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if isinstance(value, np.generic):  # before float: np.float64 subclasses float
+        return to_plain(value.item(), where)
+    if value is None or type(value) in (bool, int, float, str):
         return value
+    for plain in (bool, int, float, str):  # other subclasses (IntEnum, ...) as the base type
+        if isinstance(value, plain):
+            return plain(value)
     if isinstance(value, torch.dtype):
         return {"__dtype__": str(value).removeprefix("torch.")}
     if isinstance(value, torch.device):
         return str(value)
-    if isinstance(value, np.generic):
-        return to_plain(value.item(), where)
     if isinstance(value, (torch.Tensor, np.ndarray)):
         array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
         if array.dtype.kind in "biuf":
@@ -163,6 +167,11 @@ def save_model(model: RecurrentModel, path: str | os.PathLike, *, allow_nonfinit
     if not isinstance(model, RecurrentModel):
         raise TypeError(f"save_model expects a RecurrentModel, got {type(model).__name__}")
     name = registry_name(type(model))
+    varargs = [p.name for p in inspect.signature(type(model).__init__).parameters.values()
+               if p.kind is p.VAR_POSITIONAL]
+    if varargs and varargs[0] in model.init_kwargs:
+        raise TypeError(f"{type(model).__qualname__}.__init__ takes *{varargs[0]}: a checkpoint "
+                        "rebuilds a model from keyword arguments only, so name its parameters")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if not allow_nonfinite:
         for key, tensor in state.items():
@@ -171,6 +180,7 @@ def save_model(model: RecurrentModel, path: str | os.PathLike, *, allow_nonfinit
                                  "(pass allow_nonfinite=True to save them anyway)")
     kwargs = {k: v for k, v in model.init_kwargs.items() if k != "device"}
     kwargs["dtype"] = model.dtype  # the parameters' dtype now, e.g. after model.double()
+    kwargs["eps"] = model.eps  # fixed at construction from the dtype then: keep it, not recompute
     plain_kwargs = to_plain(kwargs, "constructor argument")
     plain_metadata = to_plain(metadata, "metadata")
     blob = {"format": FORMAT, "class": name, "kwargs": plain_kwargs, "state_dict": state,
@@ -257,8 +267,9 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # EOFError, OSError, UnpicklingError, KeyError, RuntimeError, ...
-        fail(f"the file is corrupt or not a torch checkpoint ({type(err).__name__}: "
-             f"{str(err).splitlines()[0] if str(err) else ''})", err)
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split(". ")[0].strip()
+        fail(f"the file is corrupt or not a torch checkpoint ({type(err).__name__}: {detail})",
+             err)
     if not isinstance(blob, dict) or blob.get("format") not in (FORMAT, LEGACY_FORMAT):
         found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
         fail(f"not an r2dn-control checkpoint (expected format {FORMAT!r}, got {found!r})")
