@@ -201,7 +201,7 @@ class RecurrentModel(nn.Module):
         return self._explicit(dtype, certificate=True)
 
     def _explicit(self, dtype: torch.dtype | None, certificate: bool) -> ExplicitModel:
-        target = self.dtype if dtype is None else dtype
+        target = self.dtype if dtype is None else _checks.model_dtype(dtype)
         if self._frozen is not None and target == self._frozen.A.dtype:
             return self._frozen
         with full_precision_matmul():

@@ -37,12 +37,15 @@ def _per_signal(name: str, value: object, size: int, allow_inf: bool = False) ->
 
 def _real_matrix(name: str, value: object, factory: dict) -> Tensor:
     """``value`` as a finite real 2-D tensor; complex, non-numeric or non-finite input raises."""
-    complex_input = value.is_complex() if isinstance(value, Tensor) else np.iscomplexobj(value)
-    if complex_input:
+    try:
+        array = value if isinstance(value, Tensor) else np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged nested lists
+        raise TypeError(f"{name} must be a real matrix, got a ragged {type(value).__name__}"
+                        ) from err
+    if array.is_complex() if isinstance(array, Tensor) else np.iscomplexobj(array):
         raise TypeError(f"{name} must be a real matrix, got a complex one")
     try:
-        matrix = torch.as_tensor(value if isinstance(value, Tensor) else np.asarray(value),
-                                 **factory)
+        matrix = torch.as_tensor(array, **factory)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(f"{name} must be a real matrix, got {type(value).__name__}") from err
     if matrix.dim() != 2:
