@@ -68,9 +68,9 @@ def classify(api: str, call: Callable[[], object], valid: bool,
         _record(api, outcome)
         assert clear, f"{api}: unclear {type(err).__name__}: {message}"
         return outcome
-    except Exception as err:  # noqa: BLE001 - the point is to see any other exception
+    except Exception as err:  # the point is to see any other exception
         _record(api, "unclear")
-        raise AssertionError(f"{api}: {type(err).__name__} instead of a clear error: {err}")
+        raise AssertionError(f"{api}: {type(err).__name__} instead of a clear error: {err}") from err
     ok = valid and bool(oracle(result))
     _record(api, "handled" if ok else "silent")
     assert ok, f"{api}: accepted {'a wrong result' if valid else 'an invalid input'}"
