@@ -396,3 +396,36 @@ def test_checkpoint(meta, corrupt, tmp_path_factory):
     # A flipped byte may fall in zip padding/unused bytes and leave everything intact: then
     # loading must give back exactly the saved model.
     classify("load_model", load, True, oracle)
+
+
+def _youla():
+    import control
+
+    from r2dn_control.control import YoulaController
+
+    t = control.ss(control.tf([0.3], [1, -1.3, 0.64], 1))
+    sys = control.ss(t.A, np.hstack([t.B, t.B]), np.vstack([t.C, t.C]), np.zeros((2, 2)), 1.0)
+    q = ContractingR2DN(1, 2, 3, 1, hidden=(3,), dtype=torch.float64)
+    controller = YoulaController(sys, q, K=np.zeros((1, 2)), L=np.zeros((2, 1)),
+                                 control_inputs=[1], measurements=[1])
+    return controller, LTIPlant.from_control(sys, dtype=torch.float64)
+
+
+YOULA, YOULA_PLANT = _youla()
+
+
+@FUZZ
+@given(w=tensors(st.one_of(near((2, 4, 1)))))
+def test_youla_closed_loop(w):
+    from r2dn_control.control import simulate_closed_loop
+
+    valid = (_is_real(w, torch.float64) and w.dim() == 3 and w.shape[-1] == 1
+             and w.shape[0] > 0 and w.shape[1] > 0)
+
+    def oracle(traj):
+        return (tuple(traj.outputs.shape) == (*w.shape[:2], 2)
+                and _finite_in_finite_out([w], [traj.outputs]))
+
+    with torch.no_grad():
+        classify("simulate_closed_loop", lambda: simulate_closed_loop(YOULA_PLANT, YOULA, w),
+                 valid, oracle)
