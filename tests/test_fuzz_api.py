@@ -281,6 +281,12 @@ def test_plant_forward_and_step(data):
                  lambda r: tuple(r[0].shape) == (*u.shape[:-1], 1))
         return
     valid, lead = _valid_sequence(u, x0, 1, 2, torch.float64)
+    if isinstance(u, torch.Tensor) and u.dim() == 3 and u.shape[0] == 0 and not valid:
+        # An empty batch (0, T, nu) is simulated as such: outputs (0, T, ny).
+        valid, lead = _valid_sequence(u.new_zeros(1, *u.shape[1:]), None, 1, 2, torch.float64)
+        valid = valid and (x0 is None or (_is_real(x0, torch.float64)
+                                          and tuple(x0.shape) == (0, 2)))
+        lead = (0, *lead[1:]) if valid else lead
     classify("LTIPlant.forward", lambda: PLANT(u, x0), valid,
              lambda r: tuple(r[0].shape) == (*lead, 1) and _finite_in_finite_out([u, x0], r))
 

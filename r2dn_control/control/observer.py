@@ -72,6 +72,8 @@ class Observer(nn.Module):
                 or u.shape[:-1] != y.shape[:-1]:
             got = None if u is None else tuple(u.shape)
             raise ValueError(f"u must have shape {(*y.shape[:-1], self.input_size)}, got {got}")
+        if u.dtype != y.dtype:
+            raise TypeError(f"u must have the dtype of y ({y.dtype}), got {u.dtype}")
         return torch.cat([y, u], -1)
 
     def step(self, x_hat: Tensor, y: Tensor, u: Tensor | None = None) -> Tensor:

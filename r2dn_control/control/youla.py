@@ -259,7 +259,8 @@ def simulate_closed_loop(plant: LTIPlant, controller: YoulaController,
                              f"time >= 1, got {tuple(disturbance.shape)}")
         batch, steps = disturbance.shape[:2]
     elif nw:
-        raise ValueError(f"the plant has {nw} disturbance input(s): pass disturbance")
+        raise ValueError(f"disturbance must be given, shape (batch, time, {nw}): the plant has "
+                         f"{nw} disturbance input(s), got None")
     else:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive int when there is no disturbance, "
