@@ -81,11 +81,12 @@ std::vector<int64_t> check_mlp(const std::vector<at::Tensor>& weights, int64_t n
 // ---------------------------------------------------------------------------------------------
 // Lane loops (small widths)
 //
-// The batch rows are independent trajectories: the batch is cut into blocks of L lanes (64
-// bytes) and each block runs all T steps on its own (at::parallel_for over blocks; no
-// synchronisation inside the time loop). Inside a block every vector is feature-major,
-// q[i * L + l], so each product below is, per output feature, an accumulator of L lanes kept in
-// registers, and σ is applied over fixed-length lane loops (vectorised, no libm call).
+// The batch rows are independent trajectories: the batch is cut into blocks of L lanes (128
+// bytes: 32 float32 or 16 float64 rows) and each block runs all T steps on its own
+// (at::parallel_for over blocks; no synchronisation inside the time loop). Inside a block every
+// vector is feature-major, q[i * L + l], so each product below is, per output feature, an
+// accumulator of L lanes kept in registers, and σ is applied over fixed-length lane loops
+// (vectorised, no libm call).
 
 // out (m × L) = init + M x for a row-major m × n matrix M and x (n × L), init (m × L); with
 // init = nullptr, out = M x. init may be out itself (row i of init is read before row i of out
