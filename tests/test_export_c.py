@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-
 from export_cases import CASES, IDS, build, relative_error
+
 from r2dn_control.export import c as c_export
 from r2dn_control.export import to_c
 from r2dn_control.export.files import sha256_file

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from export_cases import build
 from families import FAMILIES
+
 from r2dn_control.cli import main as cli_main
 from r2dn_control.export import CertificateError, recheck, to_c
 from r2dn_control.export import api as export_api

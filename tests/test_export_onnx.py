@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from export_cases import CASES, IDS, build, relative_error
+
 from r2dn_control.export import metric_checksum, to_onnx
 from r2dn_control.export.files import sha256_file
 

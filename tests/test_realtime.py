@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from families import FAMILIES, Sizes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from families import FAMILIES, Sizes
 from r2dn_control.nn import ContractingR2DN, ContractingREN
 
 ACTS = ["relu", "tanh", "sigmoid", "leaky_relu", "identity"]

@@ -111,7 +111,7 @@ static void NAME_affine(const NAME_real *restrict w, const NAME_real *restrict b
 static NAME_real NAME_act(NAME_real a) {{ return {act}; }}
 """)
     hidden = max([form.nv, *widths[:-1]]) if form.layers else form.nv
-    step = [f"void NAME_step(const NAME_real *u, NAME_real *x, NAME_real *y) {{",
+    step = ["void NAME_step(const NAME_real *u, NAME_real *x, NAME_real *y) {",
             f"  NAME_real zw[{nz + form.nv}];  /* [x, u, w] */",
             f"  NAME_real v[{form.nv}];",
             f"  NAME_real out[{form.ny + form.nx}];",
