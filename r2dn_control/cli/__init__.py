@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return certify_main(argv[1:])
     if argv[:1] == ["export"]:
-        from .export.cli import main as export_main
+        from ..export.cli import main as export_main
 
         return export_main(argv[1:])
     args = build_parser().parse_args(argv)
