@@ -47,26 +47,18 @@ def _inputs(model, dtype):
     return torch.randn(STEPS, model.input_size, generator=gen, dtype=dtype)
 
 
+@pytest.mark.parametrize(("precision", "tol"), [("float", 1e-5), ("double", 1e-12)])
 @pytest.mark.parametrize("case", IDS)
-def test_c_float_build_matches_torch_float32(builds, case):
-    model, exe, _, _ = builds[1][case]
-    u = _inputs(model, torch.float32)
+def test_c_build_matches_torch(builds, case, precision, tol):
+    """float build vs torch float32 (≤ 1e-5), double build of a float64 export vs float64."""
+    model32, exe32, model64, exe64 = builds[1][case]
+    model, exe = (model32, exe32) if precision == "float" else (model64, exe64)
+    u = _inputs(model, model.dtype)
     with torch.no_grad():
         y_ref, x_ref = model(u)
     y, xs = c_export.run_harness(exe, u.double().numpy(), model.output_size, model.state_size)
-    assert relative_error(y, y_ref) <= 1e-5
-    assert relative_error(xs[-1], x_ref) <= 1e-5
-
-
-@pytest.mark.parametrize("case", IDS)
-def test_c_double_build_matches_torch_float64(builds, case):
-    _, _, model, exe = builds[1][case]
-    u = _inputs(model, torch.float64)
-    with torch.no_grad():
-        y_ref, x_ref = model(u)
-    y, xs = c_export.run_harness(exe, u.numpy(), model.output_size, model.state_size)
-    assert relative_error(y, y_ref) <= 1e-12
-    assert relative_error(xs[-1], x_ref) <= 1e-12
+    assert relative_error(y, y_ref) <= tol
+    assert relative_error(xs[-1], x_ref) <= tol
 
 
 def test_c_source_is_dependency_free_and_carries_the_certificate(builds):
