@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import _checks
+from . import _checks, realtime
 from ._algebra import default_eps, frobenius, full_precision_matmul, lecun_normal_
 from .explicit import ExplicitModel, rollout
 from .iqc import SupplyRate
@@ -336,8 +336,10 @@ class RecurrentModel(nn.Module):
         """One time step: returns ``(y_t, x_{t+1})`` for ``x`` (batch, nx) and ``u`` (batch, nu).
 
         Unbatched ``x`` (nx,) and ``u`` (nu,) are accepted. Builds the explicit model each call
-        unless inside :meth:`frozen`.
+        unless inside :meth:`frozen`, where it takes the cached fast path of :meth:`compile_step`.
         """
+        if self._frozen is not None:
+            return realtime.frozen_step(self)(x, u)
         u = self._check_tensor("u", u)
         if u.dim() not in (1, 2) or u.shape[-1] != self.input_size:
             raise ValueError(
@@ -349,6 +351,11 @@ class RecurrentModel(nn.Module):
         x_b = self._batch_state(x, u_b.shape[0], batched, u_b)
         y, x_next = rollout(self._explicit(None, certificate=False), u_b, x_b, self.rollout_method)
         return (y[:, 0], x_next) if batched else (y[0, 0], x_next[0])
+
+    def compile_step(self, backend: str = "auto") -> realtime.CompiledStep:
+        """A low-overhead ``y, x_next = step(x, u)`` of the current weights (no gradients to
+        parameters; see :mod:`r2dn_control.nn.realtime`)."""
+        return realtime.compile_step(self, backend)
 
     def extra_repr(self) -> str:
         return (
