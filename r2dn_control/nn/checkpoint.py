@@ -96,6 +96,10 @@ def to_plain(value: Any, where: str = "value") -> Any:
     )
 
 
+#: The name r2dn_control.export uses (kept so its sidecar stays in step with checkpoints).
+_plain = to_plain
+
+
 def _check_plain(value: Any, where: str) -> None:
     """Raise ``ValueError`` unless ``value`` is a JSON-like primitive tree (or a dtype marker)."""
     if value is None or isinstance(value, (bool, int, float, str)):
