@@ -155,14 +155,14 @@ def test_solver_failure_is_inconclusive() -> None:
 def test_failed_revalidation_is_inconclusive() -> None:
     torch.manual_seed(0)
     model = LipschitzR2DN(2, 3, 3, 2, gamma=2.0, dtype=torch.float64)
-    real = sdp.solve
+    real = sdp.solve_gain
 
     def corrupt(*args, **kwargs):
         ans = real(*args, **kwargs)
         ans.metric = ans.metric * 0.5  # no longer a certificate
         return ans
 
-    with mock.patch.object(sdp, "solve", corrupt):
+    with mock.patch.object(sdp, "solve_gain", corrupt):
         res = certify.lipschitz(model, method="sdp")
     assert res.status == "inconclusive", res
 

@@ -7,7 +7,14 @@ Reads a model's explicit matrices; never trains. Entry points: :func:`contractio
 from .api import contraction, dissipativity, lipschitz
 from .closed_loop import ClosedLoop
 from .empirical import contraction_lower_bound, lipschitz_lower_bound
-from .lmi import StateSpaceBlocks, dissipation_matrix, min_eigenvalue, relative_margin, validate
+from .lmi import (
+    StateSpaceBlocks,
+    Validation,
+    dissipation_matrix,
+    min_eigenvalue,
+    relative_margin,
+    validate,
+)
 from .result import CERTIFIED, INCONCLUSIVE, NOT_CERTIFIED, CertificateResult
 from .target import Target, as_target
 
@@ -19,6 +26,7 @@ __all__ = [
     "ClosedLoop",
     "StateSpaceBlocks",
     "Target",
+    "Validation",
     "as_target",
     "contraction",
     "contraction_lower_bound",
