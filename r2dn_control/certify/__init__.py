@@ -15,6 +15,7 @@ from .lmi import (
     relative_margin,
     validate,
 )
+from .physical import in_physical_units
 from .result import CERTIFIED, INCONCLUSIVE, NOT_CERTIFIED, CertificateResult
 from .target import Target, as_target
 
@@ -32,6 +33,7 @@ __all__ = [
     "contraction_lower_bound",
     "dissipation_matrix",
     "dissipativity",
+    "in_physical_units",
     "lipschitz",
     "lipschitz_lower_bound",
     "min_eigenvalue",

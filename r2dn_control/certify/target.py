@@ -151,6 +151,9 @@ def _from_recurrent(model: RecurrentModel) -> Target:
     with torch.no_grad():
         e = model.explicit(torch.float64)
     e = e.to(device=torch.device("cpu"))
+    # Parameters used as-is (e.g. C₁) still require grad: detach, so that the adversarial
+    # lower bounds never write gradients into the model.
+    e = replace(e, **{k: v.detach() for k, v in e.matrices().items()})
     blocks = StateSpaceBlocks.from_explicit(e)
     supply = None
     if model.supply is not None:
