@@ -201,6 +201,11 @@ def test_cli_usage_error_exits_2_without_traceback(checkpoint, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main([str(checkpoint), "--method", "nope"])
     assert exc.value.code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_entry_point_missing_file() -> None:
+    """A fresh interpreter (imports torch, cvxpy: ~25 s on the shared machine)."""
     # The installed entry point: a missing file is exit 2 with one line on stderr.
     proc = subprocess.run([sys.executable, "-m", "r2dn_control.cli", "certify", "/nonexistent"],
                           capture_output=True, text=True, timeout=300)
