@@ -1,4 +1,4 @@
-"""Certificates: the incremental LMIs of math.md §4 checked in float64.
+"""Certificates: the incremental LMIs of docs/theory.md §4 checked in float64.
 
 Reads a model's explicit matrices; never trains. Entry points: :func:`contraction`,
 :func:`lipschitz`, :func:`dissipativity` (see ``docs/certificates.md``).

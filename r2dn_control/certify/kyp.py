@@ -1,6 +1,6 @@
 r"""The structured (KYP) route for a scalar multiplier: Riccati equations instead of an SDP.
 
-math.md §4 "Frequency-domain route". For a 1-Lipschitz φ (R2DN) the multiplier is a scalar, and
+docs/theory.md §4 "Frequency-domain route". For a 1-Lipschitz φ (R2DN) the multiplier is a scalar, and
 both LMIs are instances of the discrete bounded-real lemma (BRL) for an LTI system
 (Â, B̂, Ĉ, D̂): ``‖Ĉ(zI − Â)⁻¹B̂ + D̂‖_∞ ≤ 1`` iff some X ⪰ 0 satisfies
 
@@ -30,7 +30,7 @@ Each BRL test solves the stabilizing solution of the Riccati equation
 by the structure-preserving doubling algorithm (only n×n products and one LU per step, no
 2n×2n eigenvalue problem). ``Ĉ`` is augmented with ``√ε I`` so the certificate is strict and 𝒫
 is positive definite. Nothing here is trusted: every returned (𝒫, λ) is re-validated as the
-LMI of math.md §4 in float64 by the caller.
+LMI of docs/theory.md §4 in float64 by the caller.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-r"""The tight tier: the LMIs of math.md §4 as SDPs in cvxpy, after conditioning.
+r"""The tight tier: the LMIs of docs/theory.md §4 as SDPs in cvxpy, after conditioning.
 
-Conditioning (math.md §4): (1) Gramian balancing of the state, (2) for a diagonal multiplier,
+Conditioning (docs/theory.md §4): (1) Gramian balancing of the state, (2) for a diagonal multiplier,
 variables scaled by the implied Λ, (3) preconditioning with the implied metric when known.
 The solver is always named explicitly: MOSEK when installed, else Clarabel; SCS for LMIs larger
 than :data:`LARGE_LMI` or when Clarabel fails. The solver's answer is only a candidate: the

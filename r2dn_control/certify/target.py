@@ -146,7 +146,7 @@ def _blocks_simulator(ss: StateSpaceBlocks, network: Callable[[Tensor], Tensor] 
 
 
 def _from_recurrent(model: RecurrentModel) -> Target:
-    # The direct-to-explicit algebra runs in float64 whatever the parameter dtype (math.md §6):
+    # The direct-to-explicit algebra runs in float64 whatever the parameter dtype (docs/theory.md §6):
     # a float32 model is verified through its exact float64 explicit model.
     with torch.no_grad():
         e = model.explicit(torch.float64)
