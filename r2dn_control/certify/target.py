@@ -210,6 +210,8 @@ def as_target(obj: object, dtype: torch.dtype | None = None) -> Target:
 
 
 def _convert(obj: object) -> Target:
+    """Objects with a ``to_target()`` method (e.g. :class:`~.closed_loop.ClosedLoop`) convert
+    themselves, so this module needs no import of theirs."""
     if isinstance(obj, Target):
         return obj
     if isinstance(obj, RecurrentModel):
