@@ -75,7 +75,7 @@ def exact_contraction_lmi(blocks, metric, lam, rate):
     return m
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(radius=st.floats(0.05, 0.999), theta=st.floats(0.0, 3.1), rate_shift=st.sampled_from(
     [-1e-9, 0.0, 1e-12, 1e-9, 1e-4]), seed=st.integers(0, 2**16))
 def test_certified_means_the_exact_lmi_holds(radius, theta, rate_shift, seed) -> None:
@@ -256,7 +256,7 @@ def test_in_physical_units_maps_physical_inputs_to_physical_outputs() -> None:
     assert torch.allclose(y_phys, y_norm * torch.tensor(y_std, dtype=torch.float64), atol=1e-12)
     gamma = certify.lipschitz(phys)
     assert gamma.certified
-    assert gamma.bound >= certify.lipschitz_lower_bound(phys, steps=8, iters=20)
+    assert gamma.bound >= certify.lipschitz_lower_bound(phys, steps=5, iters=10, batch=4)
     with pytest.raises(ValueError, match="u_std"):
         certify.in_physical_units(model, [1.0], y_std)
     with pytest.raises(ValueError, match="positive"):
