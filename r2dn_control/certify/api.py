@@ -33,7 +33,7 @@ from .target import Target, as_target
 
 METHODS = ("auto", "implied", "kyp", "sdp")
 #: Relative inflations tried when a bound sits exactly on the LMI's boundary (strict check).
-INFLATIONS = (0.0, 1e-12, 1e-9, 1e-7, 1e-5)
+INFLATIONS = (0.0, 1e-12, 1e-9, 1e-7, 1e-5, 1e-4, 1e-3)
 
 
 @dataclass

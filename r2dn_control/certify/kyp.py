@@ -48,7 +48,7 @@ from .lmi import StateSpaceBlocks
 #: Regularization ``ε`` (relative to the scale of Ĉ) added as ``√ε I`` rows to Ĉ.
 REGULARIZATION = 1e-10
 #: Larger ε tried when a certificate's margin is below float64's rounding bound.
-RETRY_REGULARIZATIONS = (1e-8, 1e-6)
+RETRY_REGULARIZATIONS = (1e-8, 1e-6, 1e-4)
 
 
 @dataclass

@@ -221,21 +221,26 @@ def lipschitz_supply(gamma: float, nu: int, ny: int) -> tuple[np.ndarray, np.nda
     return -np.eye(ny) / gamma, np.zeros((nu, ny)), gamma * np.eye(nu)
 
 
-def rounding_bound(terms: list[Term], size: int) -> float:
+def rounding_bound(terms: list[Term], size: int, norm: float) -> float:
     r"""An upper bound on ``|λ_min(fl(M)) − λ_min(M)|`` plus the eigensolver's error.
 
-    Each entry of a product ``Lᵀ·mid·R`` with inner dimension k is computed with error at most
-    ``γ_k (|L|ᵀ|mid||R|)_ij`` (γ_k = ku/(1 − ku)); the sum of the terms and the symmetrization
-    add a few more roundings. With ``|E| ≤ γ·|M|_abs`` entrywise, ‖E‖₂ ≤ γ‖|M|_abs‖_F. The
-    symmetric eigensolver is backward stable: its λ_min is exact for ``fl(M) + F`` with
-    ‖F‖₂ ≤ p(n)·u·‖fl(M)‖₂, taken here as ``4n·u·‖|M|_abs‖_F``.
+    Each entry of a product ``Lᵀ·mid·R`` with inner dimensions k is computed with error at
+    most ``γ_k (|L|ᵀ|mid||R|)_ij`` (γ_k = ku/(1 − ku)); the sum of the terms and the
+    symmetrization add a few more roundings. With ``|E| ≤ γ·|M|_abs`` entrywise (|M|_abs
+    symmetrized), ‖E‖₂ ≤ γ‖|M|_abs‖₂ ≤ γ·(max row sum of |M|_abs). The symmetric eigensolver
+    is backward stable: its λ_min is exact for ``fl(M) + F`` with ‖F‖₂ ≤ p(n)·u·‖fl(M)‖₂,
+    taken here as ``4n·u·norm`` with ``norm`` ≥ ‖fl(M)‖₂ (the largest computed |λ|, inflated).
     """
     inner = max((t.left.shape[0] + (0 if t.mid is None or getattr(t.mid, "ndim", 0) == 0
                                     else t.right.shape[0]) for t in terms), default=0)
     k = inner + len(terms) + 4
     gamma_k = k * UNIT_ROUNDOFF / (1 - k * UNIT_ROUNDOFF)
-    scale = float(np.linalg.norm(magnitude(terms))) if terms else 0.0
-    return (gamma_k + EIGEN_ERROR_FACTOR * size * UNIT_ROUNDOFF) * scale * (1 + 1e-6)
+    if not terms:
+        return 0.0
+    mag = magnitude(terms)
+    row_sums = float((0.5 * (mag + mag.T)).sum(axis=1).max()) if mag.size else 0.0
+    eig = EIGEN_ERROR_FACTOR * size * UNIT_ROUNDOFF * norm
+    return (gamma_k * row_sums + eig) * (1 + 1e-6)
 
 
 @dataclass(frozen=True)
@@ -265,8 +270,9 @@ class Validation:
 def _metric_check(metric: np.ndarray, strict: bool) -> str:
     if not metric.size:
         return ""
-    lam = min_eigenvalue(metric)
-    err = EIGEN_ERROR_FACTOR * metric.shape[0] * UNIT_ROUNDOFF * float(np.linalg.norm(metric))
+    eigs = np.linalg.eigvalsh(metric)
+    lam = float(eigs[0])
+    err = EIGEN_ERROR_FACTOR * metric.shape[0] * UNIT_ROUNDOFF * float(np.abs(eigs).max()) * 1.01
     if strict and not lam > err:
         return f"metric not positive definite (λ_min(𝒫) = {lam:.3e}, rounding bound {err:.1e})"
     if not strict and lam < -err:
@@ -293,8 +299,10 @@ def validate(ss: StateSpaceBlocks, metric: np.ndarray, multiplier: np.ndarray | 
     reason = _metric_check(metric, strict=supply is None)
     terms = lmi_terms(ss, metric, mult, rate=rate, supply=sup)
     m = assemble(terms)
-    lam = min_eigenvalue(m)
-    err = rounding_bound(terms, m.shape[0])
+    eigs = np.linalg.eigvalsh(m) if m.size else np.array([math.inf])
+    lam = float(eigs[0])
+    norm = float(np.abs(eigs[[0, -1]]).max()) * (1 + 1e-6) if m.size else 0.0
+    err = rounding_bound(terms, m.shape[0], norm)
     margin = lam / max(1.0, float(np.abs(metric).max()) if metric.size else 1.0)
     if not reason and not lam > err:
         reason = f"λ_min(M) = {lam:.3e} does not exceed the float64 rounding bound {err:.1e}"
