@@ -6,6 +6,8 @@ demo
     Fit a Lipschitz R2DN to a simulated nonlinear system and print its guarantees.
 certify CHECKPOINT
     Verify the contraction / Lipschitz / (Q,S,R) certificates of a saved model.
+export CHECKPOINT --format onnx|c --out DIR
+    Export a saved model (ONNX or plain C) with its re-checked certificate.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     certify = sub.add_parser("certify", help="verify a checkpoint's certificates",
                              add_help=False)
     certify.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("export", help="export a checkpoint as ONNX or C", add_help=False)
     return parser
 
 
@@ -33,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..certify.cli import main as certify_main
 
         return certify_main(argv[1:])
+    if argv[:1] == ["export"]:
+        from ..export.cli import main as export_main
+
+        return export_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from .. import demo
