@@ -266,6 +266,10 @@ class Validation:
     error: float = math.nan
     reason: str = ""
 
+    def __iter__(self):
+        """``holds, margin = validate(...)`` (the earlier tuple form) still unpacks."""
+        return iter((self.holds, self.margin))
+
 
 def _metric_check(metric: np.ndarray, strict: bool) -> str:
     if not metric.size:
