@@ -13,6 +13,7 @@ with its graph cut, and every epoch restarts from zero state with fresh disturba
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,11 +46,13 @@ class PolicyGradientHistory:
     """Costs logged by :func:`train_policy_gradient`.
 
     ``train`` has one value per optimizer step (segment); ``test`` one value before every
-    epoch and one at the end (when a test disturbance is given).
+    epoch and one at the end (when a test disturbance is given); ``epoch_seconds`` the wall
+    time of each epoch's training (drawing disturbances, rollouts, steps; not the test cost).
     """
 
     train: list[float] = field(default_factory=list)
     test: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
 
 
 def _evaluate(plant, controller: YoulaController, disturbance: Tensor, cost: Cost) -> float:
@@ -117,11 +120,12 @@ def train_policy_gradient(
     for epoch in bar:
         if test_disturbance is not None:
             history.test.append(_evaluate(plant, controller, test_disturbance, cost))
+        epoch_start = time.perf_counter()
         w = disturbances(epoch) if callable(disturbances) else disturbances
         w = w.to(dtype=plant.A.dtype, device=plant.A.device)
         state = None
-        for start in range(0, w.shape[1], segment):
-            traj = simulate_closed_loop(plant, controller, w[:, start:start + segment],
+        for offset in range(0, w.shape[1], segment):
+            traj = simulate_closed_loop(plant, controller, w[:, offset:offset + segment],
                                         state=state)
             loss = cost(traj)
             optimizer.zero_grad(set_to_none=True)
@@ -133,6 +137,7 @@ def train_policy_gradient(
             history.train.append(float(loss.detach()))
         if scheduler is not None:
             scheduler.step()
+        history.epoch_seconds.append(time.perf_counter() - epoch_start)
         bar.set_postfix(cost=history.train[-1] if history.train else float("nan"))
     if test_disturbance is not None:
         history.test.append(_evaluate(plant, controller, test_disturbance, cost))
@@ -152,6 +157,7 @@ def fit_observer(
     patience: int = 10,
     seed: int = 0,
     progress: bool = True,
+    epoch_seconds: list[float] | None = None,
 ) -> list[float]:
     """Fit an observer with the one-step correctness loss (experiments.md §2).
 
@@ -164,6 +170,8 @@ def fit_observer(
     observer : Observer
     x, x_next, y, u : Tensor
         Row batches (N, ·) of true states, next states, measurements and known inputs.
+    epoch_seconds : list, optional
+        If given, the wall time of each epoch is appended to it.
 
     Returns
     -------
@@ -181,6 +189,7 @@ def fit_observer(
     losses: list[float] = []
     bar = tqdm(range(epochs), desc="observer", disable=not progress)
     for _ in bar:
+        start = time.perf_counter()
         total = 0.0
         for k in order:
             idx = chunks[k].to(x.device)
@@ -191,5 +200,7 @@ def fit_observer(
             total += float(loss.detach())
         losses.append(total / batches)
         plateau.step(losses[-1])
+        if epoch_seconds is not None:
+            epoch_seconds.append(time.perf_counter() - start)
         bar.set_postfix(loss=losses[-1])
     return losses
