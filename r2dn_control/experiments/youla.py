@@ -98,7 +98,7 @@ class YoulaConfig:
 
 
 _QUICK = dict(state_size=6, r2dn_features=16, r2dn_hidden=(24, 24), ren_features=40,
-              epochs=8, batch=32, horizon=400, segment=100, lr=1e-2, lr_decay_epochs=6,
+              epochs=6, batch=32, horizon=300, segment=100, lr=1e-2, lr_decay_epochs=5,
               test_batch=32)
 _TEST = dict(state_size=3, r2dn_features=4, r2dn_hidden=(4,), ren_features=4, epochs=2,
              batch=4, horizon=40, segment=20, test_batch=4, lr_decay_epochs=1)
@@ -230,7 +230,7 @@ def certify_q(config: YoulaConfig, controller: YoulaController, progress: bool =
 
     The closed loop (Q with the nominal system ũ → ỹ, states of Q, plant and estimate) can
     contract no faster than Q itself or the base loop (spectral radius ρ of its state matrix),
-    so its rate is checked at ``r + 0.01 (1 − r)``, ``r = max(Q's certified rate, ρ)``: one
+    so its rate is checked at ``r + 0.1 (1 − r)``, ``r = max(Q's certified rate, ρ)``: one
     float64-validated LMI instead of a bisection. That LMI is a dense SDP; beyond
     :data:`CLOSED_LOOP_SDP_SIZE` states plus features it is not attempted (status
     "inconclusive", message says so).
@@ -243,7 +243,7 @@ def certify_q(config: YoulaConfig, controller: YoulaController, progress: bool =
     bar.update()
     nominal = controller.base.youla_system()
     floor = max(results["Q contraction"].bound or 1.0, spectral_radius(nominal.A))
-    rate = min(1.0, floor + 0.01 * (1.0 - floor))
+    rate = min(1.0, floor + 0.1 * (1.0 - floor))
     size = q.state_size + q.features + nominal.nstates
     if size <= CLOSED_LOOP_SDP_SIZE:
         loop = certify.ClosedLoop(q, nominal[: q.input_size, :])
