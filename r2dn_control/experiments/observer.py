@@ -162,17 +162,19 @@ def plot_estimate(truth: torch.Tensor, estimate: torch.Tensor, twin: ReactionDif
     plt = pyplot()
     steps = truth.shape[0]
     extent = (0, steps * twin.dt * twin.sub_steps, 0, twin.dx * (twin.sites - 1))
-    fig, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True)
+    fig, grid = plt.subplots(4, 2, figsize=(8, 9), gridspec_kw={"width_ratios": (40, 1)})
+    axes, bars = grid[:, 0], grid[:, 1]
     panels = ((truth, "true state ξ(z, t)", "viridis", (0, 1)),
               (estimate, f"{family.upper()} estimate ξ̂(z, t) from ξ̂₀ = 0", "viridis", (0, 1)),
               ((estimate - truth).abs(), "estimation error |ξ̂ − ξ|", "magma", None))
-    for ax, (data, title, cmap, lim) in zip(axes, panels):
+    for ax, bar, (data, title, cmap, lim) in zip(axes, bars, panels):
         kw = {} if lim is None else {"vmin": lim[0], "vmax": lim[1]}
         image = ax.imshow(data.T.numpy(), aspect="auto", origin="lower", extent=extent,
                           cmap=cmap, **kw)
         ax.set_title(title)
         ax.set_ylabel("position z")
-        fig.colorbar(image, ax=ax)
+        fig.colorbar(image, cax=bar)
+        ax.set_xticklabels([])
     t = np.arange(steps) * twin.dt * twin.sub_steps
     site = twin.sites // 4
     axes[3].plot(t, truth[:, site].numpy(), color="k", label=f"true ξ(z = {site * twin.dx:g})")
@@ -181,6 +183,7 @@ def plot_estimate(truth: torch.Tensor, estimate: torch.Tensor, twin: ReactionDif
     axes[3].set_xlabel("time t")
     axes[3].legend(loc="upper right")
     axes[3].grid(alpha=0.3)
-    fig.colorbar(image, ax=axes[3]).remove()  # keep the trace aligned with the maps
+    axes[3].set_xlim(extent[0], extent[1])
+    bars[3].axis("off")
     fig.suptitle(f"Reaction-diffusion observer ({family.upper()}): test NRMSE {score:.3g}")
     save_figure(fig, path)
