@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .experiments import describe
+    from ..experiments import describe
 
     parser = _Parser(prog="r2dn-control",
                      description="Provably stable recurrent networks (R2DN, REN) for control: "
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "folder inside the given folders) and print the table.")
     compare.add_argument("runs", nargs="+", help="run folders or folders containing them")
 
-    from . import demo
+    from .. import demo
 
     demo.add_arguments(sub.add_parser("demo", help="10-second identification demo"))
     sub.add_parser("certify", help="verify a checkpoint's certificates (see certify --help)",
@@ -103,7 +103,7 @@ def _check_checkpoint(argv: list[str]) -> None:
     known, _ = pre.parse_known_args(argv)
     if known.checkpoint is None or "-h" in argv or "--help" in argv:
         return  # the certify parser reports usage itself
-    from .nn.checkpoint import load_model
+    from ..nn.checkpoint import load_model
 
     try:
         load_model(known.checkpoint)
@@ -122,8 +122,8 @@ def _check_checkpoint(argv: list[str]) -> None:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from .experiments import run_experiment
-    from .experiments.compare import compare, load_metrics
+    from ..experiments import run_experiment
+    from ..experiments.compare import compare, load_metrics
 
     if args.threads < 1:
         raise UsageError(f"r2dn-control run: error: --threads must be >= 1, got {args.threads}")
@@ -144,12 +144,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .experiments.common import ExperimentError
+    from ..experiments.common import ExperimentError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["certify"]:
-            from .certify.cli import main as certify_main
+            from ..certify.cli import main as certify_main
 
             _check_checkpoint(argv[1:])
             return certify_main(argv[1:])
@@ -157,12 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "compare":
-            from .experiments.compare import compare
+            from ..experiments.compare import compare
 
             print(compare(args.runs))
             return 0
         if args.command == "demo":
-            from . import demo
+            from .. import demo
 
             return demo.main(args)
         raise AssertionError(f"unhandled command {args.command}")  # argparse rejects others
