@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,plot,rl]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot,rl,export]"
 	touch $@
 
 setup: $(VENV)/.installed

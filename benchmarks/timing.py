@@ -28,6 +28,24 @@ def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device,
     return statistics.median(timed() for _ in range(repeats))
 
 
+def median_wall_and_cpu(fn: Callable[[], object], repeats: int,
+                        warmup: int = 1) -> tuple[float, float]:
+    """Median wall time and median process CPU time of ``fn`` (CPU work) over ``repeats`` calls.
+
+    On a shared machine the CPU time (``time.process_time``: every thread of this process) is
+    the robust figure: time spent preempted by other processes does not count.
+    """
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        cpu.append(time.process_time() - start_cpu)
+        wall.append(time.perf_counter() - start)
+    return statistics.median(wall), statistics.median(cpu)
+
+
 def run_sequence(model: nn.Module, u: torch.Tensor) -> torch.Tensor:
     """Outputs of an r2dn-control model or a torch RNN (+ linear head) on ``u``."""
     out = model(u)

@@ -271,7 +271,8 @@ def test_r2dn_kernel_equals_torch_and_reference(r2dn_loop, activation, cls, hidd
     torch.manual_seed(0)
     model = cls(2, 3, 4, 2, hidden=hidden, activation=activation, output_layer=output_layer,
                 dtype=F64)
-    # 19 = two full float64 lane blocks of 8 and a partial one of 3.
+    # 19 = a full float64 lane block of 16 and a partial one of 3 (widths 4…6: row groups of 3
+    # and a remainder).
     u = torch.randn(19, 7, 2, dtype=F64, requires_grad=True)
     x0 = torch.randn(19, 3, dtype=F64, requires_grad=True)
     y_c, x_c, g_c = _outputs_and_grads(model, u, x0, "fused")
@@ -311,7 +312,7 @@ def test_r2dn_kernel_passes_gradcheck(r2dn_loop) -> None:
 def test_r2dn_float32_kernel_matches_float32_torch(r2dn_loop) -> None:
     torch.manual_seed(0)
     model = ContractingR2DN(1, 2, 16, 1, hidden=(8, 8), activation="tanh")
-    # 37 = two float32 lane blocks of 16 and a partial one
+    # 37 = a float32 lane block of 32 and a partial one of 5
     u = torch.randn(37, 30, 1, requires_grad=True)
     x0 = torch.zeros(37, 2, requires_grad=True)
     y_fast, _, g_fast = _outputs_and_grads(model, u, x0, "fused")

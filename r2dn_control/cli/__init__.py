@@ -10,6 +10,8 @@ compare RUNS...
     speed-up, certified bounds.
 certify CHECKPOINT
     Verify the contraction / Lipschitz / (Q,S,R) certificates of a saved model (float64 LMIs).
+export CHECKPOINT --format onnx|c --out DIR
+    Export a saved model (ONNX or plain C) with its re-checked certificate.
 demo
     Identify a Duffing oscillator with a Lipschitz R2DN in a few seconds.
 
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(sub.add_parser("demo", help="10-second identification demo"))
     sub.add_parser("certify", help="verify a checkpoint's certificates (see certify --help)",
                    add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("export", help="export a checkpoint as ONNX or C (see export --help)",
+                   add_help=False)
     return parser
 
 
@@ -153,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _check_checkpoint(argv[1:])
             return certify_main(argv[1:])
+        if argv[:1] == ["export"]:
+            from ..export.cli import main as export_main
+
+            return export_main(argv[1:])
         args = build_parser().parse_args(argv)
         if args.command == "run":
             return _run(args)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..train.guard import check_finite, check_on_nonfinite, guarded_step
 from .observer import Observer
 from .youla import ClosedLoopTrajectory, YoulaController, simulate_closed_loop
 
@@ -74,6 +75,7 @@ def train_policy_gradient(
     test_disturbance: Tensor | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     progress: bool = True,
+    on_nonfinite: str = "raise",
 ) -> PolicyGradientHistory:
     """Train the controller's Q by backpropagating ``cost`` through the closed loop.
 
@@ -103,6 +105,9 @@ def train_policy_gradient(
         Replaces the default Adam (then ``lr``/``lr_decay_epochs`` only set the schedule).
     progress : bool
         Show a tqdm progress bar.
+    on_nonfinite : {"raise", "skip"}
+        A NaN/inf cost or gradient raises ``NonFiniteError`` (parameters untouched) or skips
+        that segment's step; non-finite disturbances raise ``ValueError``.
 
     Returns
     -------
@@ -110,6 +115,7 @@ def train_policy_gradient(
     """
     if segment < 1 or epochs < 0:
         raise ValueError(f"segment must be ≥ 1 and epochs ≥ 0, got {segment}, {epochs}")
+    check_on_nonfinite(on_nonfinite)
     params = [p for p in controller.parameters() if p.requires_grad]
     optimizer = optimizer or torch.optim.Adam(params, lr=lr)
     scheduler = None
@@ -123,6 +129,7 @@ def train_policy_gradient(
         epoch_start = time.perf_counter()
         w = disturbances(epoch) if callable(disturbances) else disturbances
         w = w.to(dtype=plant.A.dtype, device=plant.A.device)
+        check_finite(f"the disturbances of epoch {epoch}", w)
         state = None
         for offset in range(0, w.shape[1], segment):
             traj = simulate_closed_loop(plant, controller, w[:, offset:offset + segment],
@@ -130,9 +137,8 @@ def train_policy_gradient(
             loss = cost(traj)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_value_(params, grad_clip)
-            optimizer.step()
+            guarded_step(optimizer, loss, params, on_nonfinite=on_nonfinite, clip_value=grad_clip,
+                         context=f"policy gradient, epoch {epoch}, step {offset}")
             state = traj.final.detach()  # truncated BPTT: keep the state, cut the graph
             history.train.append(float(loss.detach()))
         if scheduler is not None:
@@ -158,6 +164,7 @@ def fit_observer(
     seed: int = 0,
     progress: bool = True,
     epoch_seconds: list[float] | None = None,
+    on_nonfinite: str = "raise",
 ) -> list[float]:
     """Fit an observer with the one-step correctness loss (experiments.md §2).
 
@@ -169,7 +176,10 @@ def fit_observer(
     ----------
     observer : Observer
     x, x_next, y, u : Tensor
-        Row batches (N, ·) of true states, next states, measurements and known inputs.
+        Row batches (N, ·) of true states, next states, measurements and known inputs;
+        must be finite (``ValueError`` otherwise).
+    on_nonfinite : {"raise", "skip"}
+        A NaN/inf loss or gradient raises ``NonFiniteError`` or skips that chunk's step.
     epoch_seconds : list, optional
         If given, the wall time of each epoch is appended to it.
 
@@ -181,6 +191,10 @@ def fit_observer(
     n = x.shape[0]
     if not all(t.shape[0] == n for t in (x_next, y) + (() if u is None else (u,))):
         raise ValueError("x, x_next, y (and u) must have the same number of rows")
+    check_on_nonfinite(on_nonfinite)
+    for name, value in (("x", x), ("x_next", x_next), ("y", y), ("u", u)):
+        if value is not None:
+            check_finite(name, value)
     batches = max(1, min(batches, n))
     order = torch.randperm(batches, generator=torch.Generator().manual_seed(seed)).tolist()
     chunks = torch.arange(n).tensor_split(batches)
@@ -196,7 +210,8 @@ def fit_observer(
             loss = observer.loss(x[idx], x_next[idx], y[idx], None if u is None else u[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            guarded_step(optimizer, loss, observer.parameters(), on_nonfinite=on_nonfinite,
+                         context=f"observer, epoch {len(losses)}, chunk {k}")
             total += float(loss.detach())
         losses.append(total / batches)
         plateau.step(losses[-1])

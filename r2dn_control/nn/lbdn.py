@@ -216,7 +216,8 @@ class LBDN(nn.Module):
         self.in_features = _checks.positive_int("in_features", in_features)
         self.out_features = _checks.positive_int("out_features", out_features)
         self.hidden = _checks.positive_ints("hidden", hidden)
-        gamma = _checks.positive_float("gamma", gamma)
+        gamma = _checks.scale_in_range("gamma", _checks.positive_float("gamma", gamma),
+                                       _checks.model_dtype(dtype or torch.get_default_dtype()))
         self.output_layer = _checks.choice("output_layer", output_layer, ("linear", "sandwich"))
         self.activation = get_activation(activation)
         self.activation_name = activation
@@ -278,9 +279,6 @@ class LBDN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Evaluate f on ``x`` of shape (..., in_features)."""
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"LBDN expected input with last dimension {self.in_features}, got shape "
-                f"{tuple(x.shape)}"
-            )
+        weight = self.layers[0].weight
+        _checks.feature_tensor("x", x, self.in_features, weight.dtype, weight.device)
         return self.explicit()(x)

@@ -81,48 +81,44 @@ std::vector<int64_t> check_mlp(const std::vector<at::Tensor>& weights, int64_t n
 // ---------------------------------------------------------------------------------------------
 // Lane loops (small widths)
 //
-// The batch rows are independent trajectories: the batch is cut into blocks of L lanes (64
-// bytes) and each block runs all T steps on its own (at::parallel_for over blocks; no
-// synchronisation inside the time loop). Inside a block every vector is feature-major,
-// q[i * L + l], so each product below is, per output feature, an accumulator of L lanes kept in
-// registers, and σ is applied over fixed-length lane loops (vectorised, no libm call).
+// The batch rows are independent trajectories: the batch is cut into blocks of L lanes (128
+// bytes: 32 float32 or 16 float64 rows) and each block runs all T steps on its own
+// (at::parallel_for over blocks; no synchronisation inside the time loop). Inside a block every
+// vector is feature-major, q[i * L + l], so each product below is, per output feature, an
+// accumulator of L lanes kept in registers, and σ is applied over fixed-length lane loops
+// (vectorised, no libm call).
 
 // out (m × L) = init + M x for a row-major m × n matrix M and x (n × L), init (m × L); with
 // init = nullptr, out = M x. init may be out itself (row i of init is read before row i of out
-// is written, and no other row). Four output rows at a time: four independent FMA chains hide
-// the FMA latency, and each load of x_k serves all four.
+// is written, and no other row). R output rows at a time: R·L/(vector width) independent FMA
+// chains hide the FMA latency, and each load of x_k serves all R rows, each broadcast of a
+// matrix entry all L lanes. R is chosen so that the accumulators fill about 12 of the 16 AVX2
+// registers: 4 rows of 64-byte lane blocks, 3 rows of 128-byte ones (measured: the 128-byte
+// blocks do half the matrix loads per FMA; see fused_rollout.md).
+template <typename T, int64_t L>
+constexpr int64_t rows_per_block() {
+  return L * static_cast<int64_t>(sizeof(T)) >= 128 ? 3 : 4;
+}
+
 template <typename T, int64_t L>
 inline void matvec(const T* __restrict M, int64_t m, int64_t n, const T* __restrict x,
                    const T* init, T* out) {
+  constexpr int64_t R = rows_per_block<T, L>();
   int64_t i = 0;
-  for (; i + 4 <= m; i += 4) {
-    T a0[L], a1[L], a2[L], a3[L];
-    for (int64_t l = 0; l < L; ++l) {
-      a0[l] = init ? init[i * L + l] : T(0);
-      a1[l] = init ? init[(i + 1) * L + l] : T(0);
-      a2[l] = init ? init[(i + 2) * L + l] : T(0);
-      a3[l] = init ? init[(i + 3) * L + l] : T(0);
-    }
-    const T* __restrict m0 = M + i * n;
-    const T* __restrict m1 = m0 + n;
-    const T* __restrict m2 = m1 + n;
-    const T* __restrict m3 = m2 + n;
+  for (; i + R <= m; i += R) {
+    T acc[R][L];
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t l = 0; l < L; ++l) acc[r][l] = init ? init[(i + r) * L + l] : T(0);
+    const T* __restrict mi = M + i * n;
     for (int64_t k = 0; k < n; ++k) {
-      const T c0 = m0[k], c1 = m1[k], c2 = m2[k], c3 = m3[k];
       const T* __restrict xk = x + k * L;
-      for (int64_t l = 0; l < L; ++l) {
-        a0[l] += c0 * xk[l];
-        a1[l] += c1 * xk[l];
-        a2[l] += c2 * xk[l];
-        a3[l] += c3 * xk[l];
+      for (int64_t r = 0; r < R; ++r) {
+        const T c = mi[r * n + k];
+        for (int64_t l = 0; l < L; ++l) acc[r][l] += c * xk[l];
       }
     }
-    for (int64_t l = 0; l < L; ++l) {
-      out[i * L + l] = a0[l];
-      out[(i + 1) * L + l] = a1[l];
-      out[(i + 2) * L + l] = a2[l];
-      out[(i + 3) * L + l] = a3[l];
-    }
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t l = 0; l < L; ++l) out[(i + r) * L + l] = acc[r][l];
   }
   for (; i < m; ++i) {
     T acc[L];
@@ -375,7 +371,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_for
     const at::Tensor x0c = x0.contiguous();
     auto run = [&](auto zero) {
       using T = decltype(zero);
-      constexpr int64_t L = std::is_same_v<T, float> ? 16 : 8;  // 64 bytes of lanes
+      constexpr int64_t L = std::is_same_v<T, float> ? 32 : 16;  // 128 bytes of lanes
       auto go = [&](auto tag) {
         forward_lanes<T, L, decltype(tag)::value>(x0c, dx, dv, A, B1, C1, weights, biases,
                                                   states, vs, ws, acts);
@@ -437,9 +433,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_adj
   if (use_lanes(nv, widths, max_loop_width)) {
     const at::Tensor gfc = g_final.contiguous();
     if (dtype == at::kFloat)
-      adjoint_lanes<float, 16>(g_xs, g_ws, gfc, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
+      adjoint_lanes<float, 32>(g_xs, g_ws, gfc, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
     else
-      adjoint_lanes<double, 8>(g_xs, g_ws, gfc, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
+      adjoint_lanes<double, 16>(g_xs, g_ws, gfc, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
   } else {
     adjoint_aten(g_xs, g_ws, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
   }
