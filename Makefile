@@ -21,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/r2dn-control demo
+	$(BIN)/r2dn-control run youla --quick --model both
 
 test: setup
 	$(BIN)/python -m pytest -q
