@@ -116,7 +116,8 @@ fig, ax = plt.subplots(figsize=(6.5, 3.4))
 ax.semilogy(t, base_error.mean(0), "0.6", label="untrained contracting model")
 ax.semilogy(t, error.mean(0), "C0", label="trained observer")
 ax.fill_between(t, error.min(0).values, error.max(0).values, color="C0", alpha=0.2)
-ax.set(xlabel="time [s]", ylabel=r"$\|\hat x_t - x_t\|$", title="estimation error (mean and range over 8 runs)")
+ax.set(xlabel="time [s]", ylabel=r"$\|\hat x_t - x_t\|$",
+       title="estimation error (mean and range over 8 runs)")
 ax.legend()
 show(fig, "error")
 print(f"mean error: start {error[:, 0].mean():.3f}, last second {error[:, -100:].mean():.4f} "

@@ -80,7 +80,8 @@ fit = fit_sequences(model, u_train, y_train, max_steps=80 if QUICK else 1500, lr
                     progress=False)
 with torch.no_grad():
     y_hat = model(u_test)[0]
-print(f"{fit.steps} steps in {fit.seconds:.1f} s, test NRMSE {nrmse(y_hat, y_test, washout=50):.3f}")
+print(f"{fit.steps} steps in {fit.seconds:.1f} s, "
+      f"test NRMSE {nrmse(y_hat, y_test, washout=50):.3f}")
 
 # %%
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 2]})
@@ -133,7 +134,8 @@ with torch.no_grad():
     y_b, _ = model(u_b, x0=x_b)
 dx0 = x_a - x_b
 lhs = (y_a - y_b).flatten(1).norm(dim=1)
-rhs = gamma * (u_a - u_b).flatten(1).norm(dim=1) + (gamma * torch.einsum("bi,ij,bj->b", dx0, P, dx0)).sqrt()
+transient = (gamma * torch.einsum("bi,ij,bj->b", dx0, P, dx0)).sqrt()
+rhs = gamma * (u_a - u_b).flatten(1).norm(dim=1) + transient
 print(f"largest ratio lhs/rhs over {pairs} pairs: {(lhs / rhs).max():.3f} (must be ≤ 1)")
 
 fig, ax = plt.subplots(figsize=(4.6, 4.2))
@@ -141,7 +143,8 @@ ax.loglog(rhs, lhs, "o", ms=4, label="pairs of trajectories")
 low_end, top = float(lhs.min()) * 0.5, float(rhs.max()) * 1.5
 ax.plot([low_end, top], [low_end, top], "k--", lw=1, label="the bound (equality)")
 ax.set(xlabel=r"$\gamma\|\Delta u\|_2 + \sqrt{\gamma\,\Delta x_0^\top\mathcal{P}\Delta x_0}$",
-       ylabel=r"$\|\Delta y\|_2$", title="every pair lies below the line", xlim=(low_end, top), ylim=(low_end, top))
+       ylabel=r"$\|\Delta y\|_2$", title="every pair lies below the line",
+       xlim=(low_end, top), ylim=(low_end, top))
 ax.legend()
 show(fig, "bound")
 
@@ -166,7 +169,9 @@ Pc = torch.as_tensor(rate.P, dtype=dtype)
 dist = torch.einsum("ti,ij,tj->t", dx, Pc, dx).sqrt()
 fig, ax = plt.subplots(figsize=(6.5, 3.4))
 ax.semilogy(t, dist, label=r"$\|\Delta x_t\|_\mathcal{P}$")
-ax.semilogy(t, float(dist[0]) * rate.bound ** np.arange(len(t)), "k--", label=rf"$\bar\alpha^k\,\|\Delta x_0\|_\mathcal{{P}}$ (k samples), $\bar\alpha$ = {rate.bound:.4f}")
+envelope = float(dist[0]) * rate.bound ** np.arange(len(t))
+ax.semilogy(t, envelope, "k--",
+            label=rf"$\bar\alpha^k\,\|\Delta x_0\|_\mathcal{{P}}$, $\bar\alpha$ = {rate.bound:.4f}")
 ax.set(xlabel="time [s]", title="two initial states, one input")
 ax.legend()
 show(fig, "contraction")

@@ -33,9 +33,9 @@ import gymnasium
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from r2dn_control.envs import BoxInFluidEnv
 
 from r2dn_control import certify
-from r2dn_control.envs import BoxInFluidEnv
 from r2dn_control.nn import LBDN
 
 QUICK = os.environ.get("QUICK", "0") not in ("", "0")
@@ -64,10 +64,10 @@ policy = LBDN(3, 1, (32, 32), gamma=20.0)
 optimizer = torch.optim.Adam(policy.parameters(), 1e-3 if not QUICK else 3e-3)
 gen = torch.Generator().manual_seed(0)
 returns = []
-for epoch in range(40 if QUICK else 250):
+for _epoch in range(40 if QUICK else 250):
     x0 = twin.sample_initial_state(80, generator=gen)      # at rest, random goals
     mlp = policy.explicit()
-    rollout = twin.rollout(lambda obs, state: (mlp(obs), None), x0, steps=200)
+    rollout = twin.rollout(lambda obs, state, mlp=mlp: (mlp(obs), None), x0, steps=200)
     loss = -rollout.rewards.sum(1).mean()
     optimizer.zero_grad()
     loss.backward()

@@ -91,8 +91,9 @@ horizon = 200 if QUICK else 800
 test_w = step_disturbances(32, horizon, generator=gen, dtype=dtype)
 with torch.no_grad():
     open_loop = simulate_closed_loop(plant, controller, test_w, noise=False)  # Q = 0 at init
+batch = 16 if QUICK else 64
 history = train_policy_gradient(
-    controller, plant, lambda epoch: step_disturbances(16 if QUICK else 64, horizon, generator=gen, dtype=dtype),
+    controller, plant, lambda epoch: step_disturbances(batch, horizon, generator=gen, dtype=dtype),
     cost, epochs=8 if QUICK else 80, segment=50 if QUICK else 200, lr=2e-2 if QUICK else 5e-3,
     lr_decay_epochs=None if QUICK else 60, test_disturbance=test_w, progress=False)
 print(f"test cost {history.test[0]:.3f} (no control) -> {history.test[-1]:.3f}")
