@@ -55,6 +55,16 @@ def random_supply(nu: int, ny: int, rng: np.random.Generator):
     return q, s, 0.5 * (r + r.T)
 
 
+def _lipschitz_kwargs(kw: dict, rng: np.random.Generator) -> None:
+    """A drawn γ, or for ``gamma="learn"`` a drawn initial γ (the suite then perturbs ρ = log γ
+    with the other parameters, so the guarantee is checked at the model's current γ)."""
+    drawn = float(rng.choice([0.1, 1.0, 5.0]))
+    if kw.get("gamma") == "learn":
+        kw.setdefault("gamma_init", drawn)
+    else:
+        kw.setdefault("gamma", drawn)
+
+
 def _r2dn(cls, **extra) -> Builder:
     def build(sz: Sizes, rng: np.random.Generator, common: dict) -> RecurrentModel:
         kw = dict(extra)
@@ -62,7 +72,7 @@ def _r2dn(cls, **extra) -> Builder:
             q, s, r = random_supply(sz.nu, sz.ny, rng)
             kw.update(Q=q, S=s, R=r)
         if cls is LipschitzR2DN:
-            kw.setdefault("gamma", float(rng.choice([0.1, 1.0, 5.0])))
+            _lipschitz_kwargs(kw, rng)
         return cls(sz.nu, sz.nx, sz.nv, sz.ny, hidden=sz.hidden, **kw, **common)
 
     return build
@@ -72,6 +82,7 @@ FAMILIES: list[Family] = [
     Family("ContractingR2DN", _r2dn(ContractingR2DN)),
     Family("LipschitzR2DN", _r2dn(LipschitzR2DN)),
     Family("LipschitzR2DN-fullD22", _r2dn(LipschitzR2DN, full_d22=True)),
+    Family("LipschitzR2DN-learnedγ", _r2dn(LipschitzR2DN, gamma="learn", full_d22=True)),
     Family("GeneralR2DN", _r2dn(GeneralR2DN)),
     Family("GeneralR2DN-fullD22", _r2dn(GeneralR2DN, full_d22=True)),
     Family("PassiveR2DN", _r2dn(PassiveR2DN, input_passivity=0.3), square_io=True),
@@ -87,7 +98,7 @@ def _ren(cls, **extra) -> Builder:
             q, s, r = random_supply(sz.nu, sz.ny, rng)
             kw.update(Q=q, S=s, R=r)
         if cls is LipschitzREN:
-            kw.setdefault("gamma", float(rng.choice([0.1, 1.0, 5.0])))
+            _lipschitz_kwargs(kw, rng)
         return cls(sz.nu, sz.nx, sz.nv, sz.ny, **kw, **common)
 
     return build
@@ -97,6 +108,7 @@ FAMILIES += [
     Family("ContractingREN", _ren(ContractingREN)),
     Family("LipschitzREN", _ren(LipschitzREN)),
     Family("LipschitzREN-zeroD22", _ren(LipschitzREN, full_d22=False)),
+    Family("LipschitzREN-learnedγ", _ren(LipschitzREN, gamma="learn")),
     Family("GeneralREN", _ren(GeneralREN)),
     Family("PassiveREN", _ren(PassiveREN, input_passivity=0.3), square_io=True),
 ]

@@ -228,10 +228,11 @@ def r2dn_loop(request, monkeypatch) -> str:
 
     The pure-torch loops are patched to fail, so a test passes only if the kernel ran.
     """
+    from r2dn_control import config
     from r2dn_control.nn import fused_rollout as fr
 
     if request.param == "aten":
-        monkeypatch.setattr(fr, "CPP_LOOP_WIDTH", 0)
+        monkeypatch.setitem(config.defaults, "nn.cpp.loop_width", 0)
 
     def not_here(*args, **kwargs):
         raise AssertionError("the pure-torch loop ran although the C++ kernel applies")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from r2dn_control.cli.distributed import main
 from r2dn_control.control import Observer
 from r2dn_control.control.training import fit_observer
 from r2dn_control.nn import ContractingR2DN, LipschitzR2DN
@@ -26,7 +27,6 @@ from r2dn_control.train.distributed import (
     DistributedLoss,
     fit_sequences_distributed,
     init_distributed,
-    main,
     shard,
 )
 
@@ -211,11 +211,14 @@ def test_distributed_loss_rejects_missing_method():
         DistributedLoss(torch.nn.Linear(1, 1), "nope")
 
 
-def test_cli_help_runs_without_launcher():
-    run = subprocess.run([sys.executable, "-m", "r2dn_control.train.distributed", "--help"],
+@pytest.mark.parametrize("module", ["r2dn_control.cli.distributed",
+                                    "r2dn_control.train.distributed"])
+def test_cli_help_runs_without_launcher(module):
+    """The CLI lives in r2dn_control.cli.distributed; the old module path still runs it."""
+    run = subprocess.run([sys.executable, "-m", module, "--help"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert "torchrun --nproc_per_node=N -m r2dn_control.train.distributed" in run.stdout
+    assert "torchrun --nproc_per_node=N -m r2dn_control.cli.distributed" in run.stdout
 
 
 if __name__ == "__main__":

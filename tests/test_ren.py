@@ -23,7 +23,7 @@ from r2dn_control.nn import (
     PassiveREN,
     rollout,
 )
-from r2dn_control.nn._implicit import IOBlock
+from r2dn_control.nn._implicit import ImplicitIOBlock
 from r2dn_control.nn.equilibrium import solve_equilibrium
 from r2dn_control.nn.iqc import SupplyRate
 from r2dn_control.nn.ren import supply_terms
@@ -180,16 +180,16 @@ def test_implied_certificate_needs_the_diagonal_multiplier() -> None:
 def test_supply_terms_reduce_to_the_lipschitz_formulas(gamma: float) -> None:
     g = torch.Generator().manual_seed(0)
     nx, nv, nu, ny = 2, 3, 2, 3
-    io = IOBlock(*(torch.randn(*s, dtype=F64, generator=g)
-                   for s in [(nx, nu), (ny, nx), (nv, nu), (ny, nv)]),
-                 D22=0.1 * torch.randn(ny, nu, dtype=F64, generator=g))
+    io = ImplicitIOBlock(*(torch.randn(*s, dtype=F64, generator=g)
+                           for s in [(nx, nu), (ny, nx), (nv, nu), (ny, nv)]),
+                         D22=0.1 * torch.randn(ny, nu, dtype=F64, generator=g))
     top_left, ncal, r1 = supply_terms(io, SupplyRate.lipschitz(gamma, nu, ny))
     torch.testing.assert_close(r1, gamma * torch.eye(nu, dtype=F64) - io.D22.T @ io.D22 / gamma)
     out = torch.cat([io.C2, io.D21], 1)
     torch.testing.assert_close(top_left, out.T @ out / gamma)
     # Ĉ₂ = D₂₂ᵀQC₂ = −D₂₂ᵀC₂/γ, D̂₂₁ = −D₂₂ᵀD₂₁/γ − D̂₁₂ᵀ, then B̂₂.
     want = torch.cat([(-io.D22.T @ io.C2 / gamma).T,
-                      (-io.D22.T @ io.D21 / gamma - io.D12.T).T, io.B2_hat], 0)
+                      (-io.D22.T @ io.D21 / gamma - io.D12_hat.T).T, io.B2_hat], 0)
     torch.testing.assert_close(ncal, want)
 
 

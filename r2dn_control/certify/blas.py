@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -51,10 +52,22 @@ def _loaded_openblas() -> list[tuple[object, object]]:
     return found
 
 
+_cache: dict[str, object] = {"modules": -1, "pools": []}
+
+
+def _openblas_pools() -> list[tuple[object, object]]:
+    """:func:`_loaded_openblas`, rescanned only when a module was imported since the last scan
+    (shared libraries arrive with imports), so each bisection step does not reopen OpenBLAS."""
+    if _cache["modules"] != len(sys.modules):
+        _cache["pools"] = _loaded_openblas()
+        _cache["modules"] = len(sys.modules)
+    return _cache["pools"]  # type: ignore[return-value]
+
+
 @contextmanager
 def blas_threads(n: int = 1) -> Iterator[None]:
     """Run the block with at most ``n`` OpenBLAS threads, restoring the previous counts."""
-    pools = _loaded_openblas()
+    pools = _openblas_pools()
     previous = [get() for get, _ in pools]
     try:
         for (_, put), old in zip(pools, previous):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .lmi import StateSpaceBlocks
-from .target import Target
+from .target import Target, as_target
 
 
 class ClosedLoop:
@@ -36,8 +36,6 @@ class ClosedLoop:
 
     def __init__(self, model: object, plant) -> None:
         import control
-
-        from .target import as_target
 
         if not isinstance(plant, control.StateSpace) or not control.isdtime(plant, strict=True):
             raise TypeError(f"plant must be a discrete-time control.StateSpace, got {plant!r}")
@@ -75,7 +73,7 @@ class ClosedLoop:
         return StateSpaceBlocks(state[:, s], state[:, w], state[:, e], v_row[:, s], out[:, s],
                                 v_row[:, w], v_row[:, e], out[:, w], out[:, e])
 
-    def target(self) -> Target:
+    def to_target(self) -> Target:
         """The closed loop as a :class:`Target` (with a simulator when D_p = 0)."""
         blocks = self.blocks()
         kind = self.model.nonlinearity

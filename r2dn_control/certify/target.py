@@ -169,15 +169,18 @@ def _from_statespace(sys) -> Target:
 
 
 def as_target(obj: object) -> Target:
-    """Convert a supported object to a :class:`Target` (see the module docstring)."""
-    from .closed_loop import ClosedLoop
+    """Convert a supported object to a :class:`Target` (see the module docstring).
 
+    Objects with a ``to_target()`` method (e.g. :class:`~.closed_loop.ClosedLoop`) convert
+    themselves, so this module needs no import of theirs.
+    """
     if isinstance(obj, Target):
         return obj
     if isinstance(obj, RecurrentModel):
         return _from_recurrent(obj)
-    if isinstance(obj, ClosedLoop):
-        return obj.target()
+    to_target = getattr(obj, "to_target", None)
+    if callable(to_target):
+        return to_target()
     if isinstance(obj, ExplicitModel):
         e = obj.to(dtype=torch.float64, device=torch.device("cpu"))
         return Target(StateSpaceBlocks.from_explicit(e),

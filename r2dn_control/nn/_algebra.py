@@ -104,15 +104,27 @@ def lecun_normal_(t: Tensor, fan_in: int | None = None) -> Tensor:
 
 
 @contextlib.contextmanager
-def full_precision_matmul() -> Iterator[None]:
+def full_precision_matmul(device: torch.device | str | None = None) -> Iterator[None]:
     """Disable TF32 / reduced-precision float32 matmuls inside the block, then restore.
 
     The direct-to-explicit map runs in float64 (unaffected by TF32), but any float32 matmul in
     it would lose ~10 bits on Ampere+ GPUs with TF32 on, and the certificate with them.
+
+    torch's switches are process-wide, not thread-local, so the block writes them only when one
+    is not already at full precision: the float32 matmul precision (CPU backends may use bf16
+    below "highest"), and on a CUDA ``device`` (or ``None``: unknown) the TF32 flags too. In
+    the default configuration on the CPU it changes nothing.
     """
+    precision = torch.get_float32_matmul_precision()
+    cuda = device is None or torch.device(device).type == "cuda"
+    if not cuda and precision == "highest":  # the CPU default: read nothing more, write nothing
+        yield
+        return
     cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
     cudnn_tf32 = torch.backends.cudnn.allow_tf32
-    precision = torch.get_float32_matmul_precision()
+    if precision == "highest" and not (cuda and (cuda_tf32 or cudnn_tf32)):
+        yield
+        return
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")

@@ -20,17 +20,33 @@ from torch import Tensor
 from ._algebra import eye_like
 from .iqc import SupplyRate
 
+#: Long-memory initialisation of both families: A = ᾱ(I − diag(e)), e ~ LONG_MEMORY_SPREAD·U(0,1).
+LONG_MEMORY_SPREAD = 0.05
+
 
 @dataclass(frozen=True)
 class IOBlock:
-    """The input/output matrices of a dissipative model (column convention).
+    """The input/output matrices of an R2DN (column convention).
 
-    ``B2_hat`` is implicit (divided by E later); the others are explicit.
+    ``B2_hat`` is implicit (divided by E later); the others are explicit. The REN's block,
+    whose D̂₁₂ is implicit too, is :class:`ImplicitIOBlock`.
     """
 
     B2_hat: Tensor
     C2: Tensor
     D12: Tensor
+    D21: Tensor
+    D22: Tensor
+
+
+@dataclass(frozen=True)
+class ImplicitIOBlock:
+    """The input/output matrices of a REN: ``B2_hat`` and ``D12_hat`` are implicit (divided by
+    E and Λ later); ``C2, D21, D22`` are explicit."""
+
+    B2_hat: Tensor
+    C2: Tensor
+    D12_hat: Tensor
     D21: Tensor
     D22: Tensor
 
@@ -48,7 +64,7 @@ def dissipative_terms(io: IOBlock, C1: Tensor, B1_hat: Tensor, supply: SupplyRat
                      \hat B_1 & \hat B_2 \end{bmatrix}.
 
     Returns ``(top_left, ncal, r1)`` with ``top_left = C₁ᵀC₁ − C₂ᵀQC₂``; the caller adds
-    ``blkdiag(top_left, 0) + 𝒩 R₁⁻¹ 𝒩ᵀ``.
+    ``blkdiag(top_left, 0) + 𝒩 R₁⁻¹ 𝒩ᵀ``. The REN counterpart is :func:`supply_terms`.
     """
     dt, dev = C1.dtype, C1.device
     q, s, r = (m.to(dtype=dt, device=dev) for m in (supply.Q, supply.S, supply.R))
@@ -65,6 +81,37 @@ def dissipative_terms(io: IOBlock, C1: Tensor, B1_hat: Tensor, supply: SupplyRat
         torch.cat([B1_hat, io.B2_hat], 1),
     ], 0)
     top_left = C1.T @ C1 - io.C2.T @ q @ io.C2
+    return top_left, ncal, r1
+
+
+def supply_terms(io: ImplicitIOBlock, supply: SupplyRate) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The (Q,S,R) terms of a REN, ``H = H_X + Γ_R − Γ_Q`` (docs/theory.md §2, [R] Eqs. 28–33).
+
+    The REN counterpart of :func:`dissipative_terms` (diagonal multiplier Λ, implicit
+    ``D̂₁₂ = io.D12_hat``):
+
+    .. math::
+        \hat C_2 = (D_{22}^\top Q + S) C_2,\quad
+        \hat D_{21} = (D_{22}^\top Q + S) D_{21} - \hat D_{12}^\top,\quad
+        R_1 = R + S D_{22} + D_{22}^\top S^\top + D_{22}^\top Q D_{22},
+
+        \Gamma_Q = [C_2, D_{21}, 0]^\top Q [C_2, D_{21}, 0],\qquad
+        \Gamma_R = G_R^\top R_1^{-1} G_R,\qquad G_R = [\hat C_2, \hat D_{21}, \hat B_2^\top].
+
+    Returns ``(top_left, ncal, r1)`` for :func:`add_quadratic`:
+    ``top_left = −[C₂, D₂₁]ᵀQ[C₂, D₂₁]`` (size nx+nv) and
+    ``ncal = [Ĉ₂ᵀ; D̂₂₁ᵀ; B̂₂]`` (N × nu). R₁ ≻ 0 must hold by construction of D₂₂.
+    """
+    dt, dev = io.C2.dtype, io.C2.device
+    q, s, r = (m.to(dtype=dt, device=dev) for m in (supply.Q, supply.S, supply.R))
+    d22 = io.D22
+    mix = d22.T @ q + s  # (nu, ny)
+    c2_hat = mix @ io.C2
+    d21_hat = mix @ io.D21 - io.D12_hat.T
+    r1 = r + s @ d22 + d22.T @ s.T + d22.T @ q @ d22
+    out = torch.cat([io.C2, io.D21], dim=1)  # [C₂, D₂₁], the columns of Γ_Q without the zero
+    top_left = -(out.T @ q @ out)
+    ncal = torch.cat([c2_hat.T, d21_hat.T, io.B2_hat], dim=0)
     return top_left, ncal, r1
 
 

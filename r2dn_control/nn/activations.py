@@ -53,6 +53,14 @@ DERIVATIVE_FROM_OUTPUT: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def activation_name(activation: object) -> str | None:
+    """The name of ``activation`` in :data:`ACTIVATIONS` (by identity), or None."""
+    for name, fn in ACTIVATIONS.items():
+        if fn is activation:
+            return name
+    return None
+
+
 def get_activation(name: str) -> Activation:
     """Return the activation called ``name``; raise ``ValueError`` naming the choices."""
     if not isinstance(name, str) or name not in ACTIVATIONS:

@@ -57,11 +57,26 @@ class RecurrentModel(nn.Module):
     ----
     ``y, x_T = model(u, x0=None)`` with ``u`` of shape (batch, time, nu) (or (time, nu)),
     ``x0`` of shape (batch, nx) (or (nx,)); ``y`` has shape (batch, time, ny).
+
+    Efficient implementation (a fused backend of :data:`~r2dn_control.nn.explicit.BACKENDS`
+    where one applies, see :attr:`rollout_method`) equivalent to the following, with
+    ``m = model.explicit()`` and ``φ = m.network`` (docs/theory.md §2–§3)::
+
+        x = x0
+        for t in range(T):
+            w = φ(x @ m.C1.T + u[:, t] @ m.D12.T + m.bv)
+            y[:, t] = x @ m.C2.T + w @ m.D21.T + u[:, t] @ m.D22.T + m.by
+            x = x @ m.A.T + w @ m.B1.T + u[:, t] @ m.B2.T + m.bx
+        return y, x
+
+    (:func:`~r2dn_control.nn.explicit.reference_loop` is this loop, public.)
     """
 
-    supply: SupplyRate | None = None
+    #: The fixed supply rate of a dissipative family (None: contracting); read :attr:`supply`.
+    _supply: SupplyRate | None = None
     init_kwargs: dict[str, Any]
-    #: Passed to :func:`~r2dn_control.nn.explicit.rollout`: "auto", "fused" or "reference".
+    #: Passed to :func:`~r2dn_control.nn.explicit.rollout`: "auto", "fused", "reference" or a
+    #: backend name of :data:`~r2dn_control.nn.explicit.BACKENDS`.
     rollout_method: str = "auto"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -163,13 +178,51 @@ class RecurrentModel(nn.Module):
             if self.polar_scale is not None:  # makes p²/nrm(X)² = 1: H_X = XᵀX + εI at init
                 self.polar_scale.copy_(frobenius(self.X, self.eps))
 
+    # ------------------------------------------------------------------ supply rate and γ
+    @property
+    def supply(self) -> SupplyRate | None:
+        """The (Q,S,R) supply rate the model is dissipative for (None for contracting models).
+
+        With a learned γ it is built at the current γ (a detached, validated copy).
+        """
+        if self.learns_gamma:
+            return SupplyRate.lipschitz(self.gamma, self.input_size,
+                                        self.output_size)
+        return self._supply
+
+    def gamma_bound(self) -> Tensor | None:
+        """The current prescribed Lipschitz bound γ as a 0-d float64 tensor; None unless the
+        family is a Lipschitz one.
+
+        Differentiable in the model's parameters when ``gamma="learn"`` (usable in a penalty);
+        a constant otherwise. The incremental ℓ₂-gain guarantee holds with exactly this γ.
+        """
+        bound = self._modules.get("lipschitz_bound")
+        return None if bound is None else bound.value(self.device)
+
+    @property
+    def learns_gamma(self) -> bool:
+        """Whether γ is a trained parameter (``gamma="learn"``)."""
+        bound = self._modules.get("lipschitz_bound")
+        return bound is not None and bound.learns
+
+    @property
+    def gamma(self) -> float | None:
+        """The current Lipschitz bound γ as a float (None unless a Lipschitz family)."""
+        value = self.gamma_bound()
+        return None if value is None else float(value.detach())
+
     def _supply_on(self, device: torch.device) -> SupplyRate:
-        """The supply rate's float64 matrices on ``device`` (cached per device)."""
-        if self.supply is None:
+        """The supply rate's float64 matrices on ``device`` (cached per device when fixed;
+        rebuilt from the current γ, differentiably, when learned)."""
+        if self.learns_gamma:
+            return self._modules["lipschitz_bound"].supply(self.input_size, self.output_size,
+                                                           device)
+        if self._supply is None:
             raise RuntimeError(f"{type(self).__name__} has no supply rate")
         cache = self.__dict__.setdefault("_supply_cache", {})
         if device not in cache:
-            cache[device] = self.supply.to(device)
+            cache[device] = self._supply.to(device)
         return cache[device]
 
     # ------------------------------------------------------------------ explicit model
@@ -207,7 +260,7 @@ class RecurrentModel(nn.Module):
         target = self.dtype if dtype is None else dtype
         if self._frozen is not None and target == self._frozen.A.dtype:
             return self._frozen
-        with full_precision_matmul():
+        with full_precision_matmul(self.device):
             exact = self._build_explicit(torch.float64, certificate, network_dtype=target)
         return exact if target == torch.float64 else exact.to(dtype=target)
 

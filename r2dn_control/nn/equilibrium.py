@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from .activations import Activation
+from . import cpp
+from .activations import Activation, activation_name
 
 
 def solve_equilibrium(D11: Tensor, b: Tensor, activation: Activation) -> Tensor:
@@ -54,9 +55,6 @@ def solve_equilibrium(D11: Tensor, b: Tensor, activation: Activation) -> Tensor:
 
 def _kernel_activation(activation: Activation, *tensors: Tensor) -> str | None:
     """The activation's name when the C++ kernels apply to ``tensors`` (CPU, float32/64)."""
-    from . import cpp
-    from .fused_ren import activation_name
-
     name = activation_name(activation)
     return name if name is not None and cpp.usable(*tensors) else None
 
@@ -66,8 +64,6 @@ def _solve_inplace(D11: Tensor, b: Tensor, activation: Activation) -> Tensor:
     preallocated buffer filled column by column."""
     name = _kernel_activation(activation, b, D11)
     if name is not None:
-        from . import cpp
-
         return cpp.ops().equilibrium_forward(D11, b, name)
     w = torch.empty_like(b)
     for i in range(D11.shape[0]):
@@ -103,8 +99,6 @@ class _Equilibrium(torch.autograd.Function):
         lower = torch.tril(D11, -1)
         name = _kernel_activation(ctx.activation, w, D11, grad_w)
         if name is not None:  # the same adjoint solve, in C++ (σ' from the output w)
-            from . import cpp
-
             grad_b = cpp.ops().equilibrium_adjoint(D11, w, grad_w.contiguous(), name)
             grad_d11 = torch.tril(grad_b.T @ w, -1) if ctx.needs_input_grad[1] else None
             return (grad_b if ctx.needs_input_grad[0] else None), grad_d11, None

@@ -12,6 +12,7 @@ Code uses batch rows, e.g. ``x_next = x @ A.T + w @ B1.T + u @ B2.T + bx``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
@@ -88,64 +89,45 @@ class ExplicitModel:
         return replace(self, network=self.network.to(dtype=dtype, device=device), **moved)
 
 
-def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
-            ) -> tuple[Tensor, Tensor]:
-    """Simulate the explicit model on a batch of input sequences.
+RecurrentPart = tuple[Tensor, Tensor, Tensor]
 
-    The input terms ``B₂u + bₓ``, ``D₁₂u + b_v`` and ``D₂₂u + b_y`` are computed for all time
-    steps in one matmul each; the time loop holds only the recurrent part; the outputs are
-    computed after the loop in one matmul.
 
-    Parameters
+@dataclass(frozen=True)
+class RolloutBackend:
+    """One way to run the recurrent part of :func:`rollout`.
+
+    Attributes
     ----------
-    model : ExplicitModel
-    u : Tensor
-        Inputs, shape (batch, time, nu).
-    x0 : Tensor
-        Initial states, shape (batch, nx).
-    method : {"auto", "fused", "reference"}
-        ``"fused"``: the hand-written adjoint of :mod:`r2dn_control.nn.fused_rollout` (R2DN
-        with an LBDN network), or for a REN the C++ time loop of
-        :mod:`r2dn_control.nn.fused_ren` (CPU float32/float64, kernels built); ``"reference"``:
-        a plain loop differentiated by autograd; ``"auto"`` picks fused where it applies.
-
-    Returns
-    -------
-    y : Tensor
-        Outputs y₀ … y_{T−1}, shape (batch, time, ny); ``y_t`` uses ``x_t`` (before the update).
-    x_T : Tensor
-        Final state, shape (batch, nx).
+    name : str
+        The ``method`` that selects it.
+    applies : callable
+        ``applies(model, u, x0) -> bool``: whether ``run`` can handle these arguments. Must be
+        cheap and side-effect free except that a C++ backend may load its kernels.
+    run : callable
+        ``run(model, x0, drive_x, drive_v) -> (xs, ws, x_T)`` with time-major
+        ``drive_x = B₂u + bₓ`` (T, B, nx), ``drive_v = D₁₂u + b_v`` (T, B, nv); returns the
+        states x₀ … x_{T−1} (T, B, nx), the features w₀ … w_{T−1} (T, B, nv) and x_T (B, nx).
+    fused : bool
+        A hand-written-adjoint backend (selected by ``method="fused"``).
     """
-    if method not in ("auto", "fused", "reference"):
-        raise ValueError(f"method must be 'auto', 'fused' or 'reference', got {method!r}")
-    fusable = model.D11 is None and isinstance(model.network, ExplicitMLP)
-    # The REN kernel is CPU-only: other devices and dtypes take the reference loop.
-    ren_fusable = (not fusable and method != "reference"
-                   and fused_ren.can_fuse(model.network, u, x0, model.A, model.B1, model.C1))
-    if method == "fused" and not (fusable or ren_fusable):
-        raise ValueError("the fused rollout needs an R2DN (no D11) with an LBDN network, or a "
-                         "REN on CPU float32/float64 tensors with the C++ kernels built "
-                         f"(r2dn_control.nn.cpp: {cpp.status()})")
-    steps, nu = u.shape[1], u.shape[2]
-    # Time-major input terms so the loop reads contiguous (batch, n) slices.
-    u_flat = u.transpose(0, 1).reshape(-1, nu)
-    drive_x = torch.addmm(model.bx, u_flat, model.B2.T).view(steps, -1, model.A.shape[0])
-    drive_v = torch.addmm(model.bv, u_flat, model.D12.T).view(steps, -1, model.C1.shape[0])
-    if fusable and method != "reference":
-        xs, ws, x = fused_rollout(model.network, x0, drive_x, drive_v, model.A, model.B1, model.C1)
-    elif ren_fusable:
-        xs, ws, x = fused_ren.fused_ren_rollout(model.network, x0, drive_x, drive_v, model.A,
-                                                model.B1, model.C1)
-    else:
-        xs, ws, x = _loop(model, x0, drive_x, drive_v)
-    xs, ws = xs.transpose(0, 1), ws.transpose(0, 1)
-    y = xs @ model.C2.T + ws @ model.D21.T + u @ model.D22.T + model.by
-    return y, x
+
+    name: str
+    applies: Callable[[ExplicitModel, Tensor, Tensor], bool]
+    run: Callable[[ExplicitModel, Tensor, Tensor, Tensor], RecurrentPart]
+    fused: bool = True
 
 
-def _loop(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
-          ) -> tuple[Tensor, Tensor, Tensor]:
-    """The reference time loop (autograd differentiates it); time-major outputs."""
+def reference_loop(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
+                   ) -> RecurrentPart:
+    """The reference time loop (autograd differentiates it); time-major outputs.
+
+    Every other backend computes exactly this (to round-off)::
+
+        x = x0
+        for t in range(T):
+            w = network(x @ C1.T + drive_v[t])
+            x = x @ A.T + w @ B1.T + drive_x[t]
+    """
     a_t, b1_t, c1_t = model.A.T, model.B1.T, model.C1.T
     network = model.network
     states, features = [], []
@@ -156,3 +138,101 @@ def _loop(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
         features.append(w)
         x = torch.addmm(torch.addmm(drive_x[t], x, a_t), w, b1_t)
     return torch.stack(states), torch.stack(features), x
+
+
+def _r2dn_applies(model: ExplicitModel, u: Tensor, x0: Tensor) -> bool:
+    return model.D11 is None and isinstance(model.network, ExplicitMLP)
+
+
+def _r2dn_run(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
+              ) -> RecurrentPart:
+    return fused_rollout(model.network, x0, drive_x, drive_v, model.A, model.B1, model.C1)
+
+
+def _ren_applies(model: ExplicitModel, u: Tensor, x0: Tensor) -> bool:
+    # The REN kernel is CPU-only: other devices and dtypes take the reference loop.
+    return fused_ren.can_fuse(model.network, u, x0, model.A, model.B1, model.C1)
+
+
+def _ren_run(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
+             ) -> RecurrentPart:
+    return fused_ren.fused_ren_rollout(model.network, x0, drive_x, drive_v, model.A, model.B1,
+                                       model.C1)
+
+
+#: The rollout backends in order of preference; ``method="auto"`` takes the first that applies.
+#: ``"reference"`` applies to everything and comes last.
+BACKENDS: dict[str, RolloutBackend] = {
+    backend.name: backend for backend in (
+        RolloutBackend("fused_r2dn", _r2dn_applies, _r2dn_run),
+        RolloutBackend("fused_ren", _ren_applies, _ren_run),
+        RolloutBackend("reference", lambda model, u, x0: True, reference_loop, fused=False),
+    )
+}
+METHODS = ("auto", "fused", *BACKENDS)
+
+
+def select_backend(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
+                   ) -> RolloutBackend:
+    """The backend :func:`rollout` uses for ``method`` (see there); raises ``ValueError`` if
+    the requested one does not apply."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if method in BACKENDS:
+        backend = BACKENDS[method]
+        if not backend.applies(model, u, x0):
+            raise ValueError(f"rollout backend {method!r} does not apply to this model/input")
+        return backend
+    for backend in BACKENDS.values():
+        if (method == "auto" or backend.fused) and backend.applies(model, u, x0):
+            return backend
+    raise ValueError("the fused rollout needs an R2DN (no D11) with an LBDN network, or a "
+                     "REN on CPU float32/float64 tensors with the C++ kernels built "
+                     f"(r2dn_control.nn.cpp: {cpp.status()})")
+
+
+def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
+            ) -> tuple[Tensor, Tensor]:
+    """Simulate the explicit model on a batch of input sequences.
+
+    The input terms ``B₂u + bₓ``, ``D₁₂u + b_v`` and ``D₂₂u + b_y`` are computed for all time
+    steps in one matmul each; the time loop (one of :data:`BACKENDS`, all equal to
+    :func:`reference_loop`) holds only the recurrent part; the outputs are computed after the
+    loop in one matmul.
+
+    Parameters
+    ----------
+    model : ExplicitModel
+    u : Tensor
+        Inputs, shape (batch, time, nu).
+    x0 : Tensor
+        Initial states, shape (batch, nx).
+    method : {"auto", "fused", "fused_r2dn", "fused_ren", "reference"}
+        ``"fused_r2dn"``: the hand-written adjoint of :mod:`r2dn_control.nn.fused_rollout`
+        (R2DN with an LBDN network); ``"fused_ren"``: the C++ time loop of
+        :mod:`r2dn_control.nn.fused_ren` (REN, CPU float32/float64, kernels built);
+        ``"reference"``: :func:`reference_loop`, differentiated by autograd; ``"fused"``: the
+        fused backend that applies (error if none); ``"auto"``: the first backend that applies.
+
+    Returns
+    -------
+    y : Tensor
+        Outputs y₀ … y_{T−1}, shape (batch, time, ny); ``y_t`` uses ``x_t`` (before the update).
+    x_T : Tensor
+        Final state, shape (batch, nx).
+    """
+    backend = select_backend(model, u, x0, method)
+    steps, nu = u.shape[1], u.shape[2]
+    # Time-major input terms so the loop reads contiguous (batch, n) slices.
+    u_flat = u.transpose(0, 1).reshape(-1, nu)
+    drive_x = torch.addmm(model.bx, u_flat, model.B2.T).view(steps, -1, model.A.shape[0])
+    drive_v = torch.addmm(model.bv, u_flat, model.D12.T).view(steps, -1, model.C1.shape[0])
+    xs, ws, x = backend.run(model, x0, drive_x, drive_v)
+    xs, ws = xs.transpose(0, 1), ws.transpose(0, 1)
+    y = xs @ model.C2.T + ws @ model.D21.T + u @ model.D22.T + model.by
+    return y, x
+
+
+def reference_rollout(model: ExplicitModel, u: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`rollout` with ``method="reference"`` (the plain loop autograd differentiates)."""
+    return rollout(model, u, x0, "reference")

@@ -17,16 +17,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import cpp
-from .activations import ACTIVATIONS
+from .activations import ACTIVATIONS, activation_name
 from .equilibrium import EquilibriumLayer
 
-
-def activation_name(activation: object) -> str | None:
-    """The name of ``activation`` in :data:`~r2dn_control.nn.activations.ACTIVATIONS`, or None."""
-    for name, fn in ACTIVATIONS.items():
-        if fn is activation:
-            return name
-    return None
+__all__ = ["activation_name", "can_fuse", "fused_ren_rollout"]
 
 
 def can_fuse(network: object, *tensors: Tensor) -> bool:

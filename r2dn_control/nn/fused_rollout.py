@@ -10,11 +10,11 @@ reference path (:func:`r2dn_control.nn.explicit.reference_rollout`) to 1e-10 in 
 
 On CPU float32/float64 tensors, when the C++ kernels are built (:mod:`.cpp`), both time loops
 run in C++ (``torch.ops.r2dn_control.r2dn_forward`` / ``r2dn_adjoint``): hand-vectorised loops
-over blocks of batch rows when every width is at most :data:`CPP_LOOP_WIDTH`, else torch's CPU
-kernels called in this file's order, in both cases without per-op Python and dispatcher
-overhead. Elsewhere (CUDA, other dtypes, ``R2DN_DISABLE_CPP=1``, no compiler, inside
-``cpp.suspended()``) the Python loops below run. σ' and the weight gradients are a few large
-ops and stay in torch either way.
+over blocks of batch rows when every width is at most the ``nn.cpp.loop_width`` setting
+(:mod:`r2dn_control.config`), else torch's CPU kernels called in this file's order, in both
+cases without per-op Python and dispatcher overhead. Elsewhere (CUDA, other dtypes,
+``R2DN_DISABLE_CPP=1``, no compiler, inside ``cpp.suspended()``) the Python loops below run.
+σ' and the weight gradients are a few large ops and stay in torch either way.
 """
 
 from __future__ import annotations
@@ -25,16 +25,14 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .. import config
 from . import cpp
 from .activations import DERIVATIVE_FROM_OUTPUT, INPLACE
 from .lbdn import ExplicitMLP
 
-# Widest layer (nv or hidden) for which the C++ kernel runs its hand-written lane loops; wider
-# networks run its ATen loop. Measured (2-core EPYC, batch 64, T = 128, six hidden layers): the
-# lane loops beat the ATen loop at every width tried (8 … 256) on one thread and up to 96 on two;
-# at 128 on two threads they broke even (lane forward faster, ATen adjoint faster), hence the
-# limit. See fused_rollout.md.
-CPP_LOOP_WIDTH = 128
+# The widest layer (nv or hidden) for which the C++ kernel runs its hand-written lane loops is
+# the setting ``nn.cpp.loop_width`` of r2dn_control.config (measured there); wider networks run
+# its ATen loop.
 
 
 class _FusedR2DNRollout(torch.autograd.Function):
@@ -48,7 +46,7 @@ class _FusedR2DNRollout(torch.autograd.Function):
                 C1: Tensor, activation: str, n_weights: int, *params: Tensor):
         weights, biases = params[:n_weights], params[n_weights:]
         ctx.use_cpp = cpp.usable(x0, drive_x, drive_v, A, B1, C1, *params)
-        ctx.loop_width = CPP_LOOP_WIDTH
+        ctx.loop_width = config.defaults["nn.cpp.loop_width"]
         if ctx.use_cpp:
             states, vs, ws, acts = cpp.ops().r2dn_forward(
                 x0, drive_x, drive_v, A, B1, C1, list(weights), list(biases), activation,

@@ -106,6 +106,22 @@ class SupplyRate:
                                  gamma * torch.eye(nu, dtype=torch.float64), nu, ny)
 
     @classmethod
+    def lipschitz_tensor(cls, gamma: Tensor, input_size: int, output_size: int) -> SupplyRate:
+        """``Q = −I/γ, S = 0, R = γI`` from a positive 0-d float64 tensor γ, differentiable in γ.
+
+        Not validated (no eigen-decompositions): γ > 0 is the caller's construction, e.g.
+        γ = exp(ρ) in :class:`~r2dn_control.nn.parametrizations.LipschitzBound`. The Cholesky
+        factors are closed-form: ``L_Q = I/√γ``, ``L_R = √γ I``.
+        """
+        if not isinstance(gamma, Tensor) or gamma.dim() != 0 or gamma.dtype != torch.float64:
+            raise TypeError(f"gamma must be a 0-d float64 tensor, got {gamma!r}")
+        f64 = {"dtype": torch.float64, "device": gamma.device}
+        eye_u, eye_y = torch.eye(input_size, **f64), torch.eye(output_size, **f64)
+        root = torch.sqrt(gamma)
+        return cls(-eye_y / gamma, torch.zeros(input_size, output_size, **f64), gamma * eye_u,
+                   eye_y / root, root * eye_u)
+
+    @classmethod
     def passive(cls, input_passivity: float, size: int) -> SupplyRate:
         """``Q = 0, S = I, R = −2νI``: incrementally input-passive with index ν ≥ 0."""
         if isinstance(input_passivity, bool) or not isinstance(input_passivity, (int, float)):

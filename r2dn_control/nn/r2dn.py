@@ -26,15 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from . import _checks
-from ._algebra import (
-    contraction,
-    contraction_size,
-    eye_like,
-    gram,
-    lecun_normal_,
-    zero_contraction_params,
-)
+from ._algebra import eye_like, gram, lecun_normal_
 from ._implicit import (
+    LONG_MEMORY_SPREAD,
     IOBlock,
     add_quadratic,
     dissipative_terms,
@@ -46,36 +40,9 @@ from .base import RecurrentModel
 from .explicit import ExplicitModel
 from .iqc import SupplyRate
 from .lbdn import LBDN
+from .parametrizations import ContractionFactor, LipschitzBound, initial_gamma
 
-_LONG_MEMORY_SPREAD = 0.05
-
-
-class ContractionFactor(nn.Module):
-    """Direct parameters ``(X, Y, Z)`` of a matrix N (rows×cols) with ‖N‖ < 1.
-
-    See :func:`r2dn_control.nn._algebra.contraction`.
-    """
-
-    def __init__(self, rows: int, cols: int, eps: float, zero: bool = False, **factory) -> None:
-        super().__init__()
-        self.rows, self.cols, self.eps = rows, cols, eps
-        (d, _), z_shape = contraction_size(rows, cols)
-        self.X = nn.Parameter(lecun_normal_(torch.empty(d, d, **factory)))
-        self.Y = nn.Parameter(lecun_normal_(torch.empty(d, d, **factory)))
-        self.Z = nn.Parameter(lecun_normal_(torch.empty(*z_shape, **factory), fan_in=d))
-        if zero:
-            self.set_zero()
-
-    def set_zero(self) -> None:
-        """Make N = 0 exactly."""
-        with torch.no_grad():
-            self.X.copy_(zero_contraction_params(self.X.shape[0], self.eps, self.X.dtype))
-            self.Y.zero_()
-            self.Z.zero_()
-
-    def matrix(self, dtype: torch.dtype) -> Tensor:
-        return contraction(self.X.to(dtype), self.Y.to(dtype), self.Z.to(dtype),
-                           self.rows, self.cols, self.eps)
+__all__ = ["ContractingR2DN", "ContractionFactor", "GeneralR2DN", "LipschitzR2DN", "PassiveR2DN"]
 
 
 class _R2DN(RecurrentModel):
@@ -106,9 +73,14 @@ class _R2DN(RecurrentModel):
     def _io(self, dtype: torch.dtype) -> IOBlock:
         raise NotImplementedError
 
-    def _extra_h(self, C1: Tensor, B1_hat: Tensor, io: IOBlock) -> Tensor:
-        """H − H_X as a function of the other parameters."""
+    def _extra_h(self, io: IOBlock) -> Tensor:
+        """H − H_X as a function of the other parameters, in ``io``'s dtype (the same hook as
+        the REN's)."""
         raise NotImplementedError
+
+    def _lti_factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(C₁, B̂₁)`` in ``dtype``."""
+        return self.C1.to(dtype), self.B1_hat.to(dtype)
 
     # -- shared machinery -----------------------------------------------------------------
     def _init_long_memory(self) -> None:
@@ -118,17 +90,17 @@ class _R2DN(RecurrentModel):
         self.B1_hat.zero_()
         self.C1.zero_()
         self.Y.copy_(torch.eye(nx, **f64))
-        a0 = rate * torch.diag(1.0 - _LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
+        a0 = rate * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
         eye = torch.eye(nx, **f64)
         h0 = torch.cat([torch.cat([eye, a0.T], 1), torch.cat([a0, rate**2 * eye], 1)], 0)
-        extra = self._extra_h(self.C1.double(), self.B1_hat.double(), self._io(torch.float64))
+        extra = self._extra_h(self._io(torch.float64))
         self.X.copy_(long_memory_factor(h0, extra, self.eps))
 
     def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, IOBlock]:
-        C1, B1_hat = self.C1.to(dtype), self.B1_hat.to(dtype)
+        C1, B1_hat = self._lti_factors(dtype)
         polar = None if self.polar_scale is None else self.polar_scale.to(dtype)
         io = self._io(dtype)
-        h = gram(self.X.to(dtype), polar, self.eps) + self._extra_h(C1, B1_hat, io)
+        h = gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io)
         return h, C1, B1_hat, io
 
     def _build_explicit(self, dtype: torch.dtype, certificate: bool = True,
@@ -136,7 +108,7 @@ class _R2DN(RecurrentModel):
         nx, nv = self.state_size, self.features
         h, C1, B1_hat, io = self._h_matrix(dtype)
         e, f, p = implicit_model(h, self.Y.to(dtype), self.contraction_rate, nx)
-        if self.supply is None:  # contracting family: B2 is free (not divided by E)
+        if self._supply is None:  # contracting family: B2 is free (not divided by E)
             A, B1 = torch.split(torch.linalg.solve(e, torch.cat([f, B1_hat], 1)), [nx, nv], dim=1)
             B2 = io.B2_hat
         else:
@@ -187,8 +159,9 @@ class ContractingR2DN(_R2DN):
         return IOBlock(self.B2.to(dtype), self.C2.to(dtype), self.D12.to(dtype),
                        self.D21.to(dtype), self.D22.to(dtype))
 
-    def _extra_h(self, C1: Tensor, B1_hat: Tensor, io: IOBlock) -> Tensor:
+    def _extra_h(self, io: IOBlock) -> Tensor:
         nx = self.state_size
+        C1, B1_hat = self._lti_factors(io.C2.dtype)
         zeros = C1.new_zeros(2 * nx, 2 * nx)
         ncal = torch.cat([C1.new_zeros(nx, self.features), B1_hat], 0)
         return add_quadratic(zeros, C1.T @ C1, ncal, None)
@@ -197,10 +170,9 @@ class ContractingR2DN(_R2DN):
 class _DissipativeR2DN(_R2DN):
     """Shared (Q,S,R) machinery: the supply rate on the right device and the H terms."""
 
-    supply: SupplyRate
-
-    def _extra_h(self, C1: Tensor, B1_hat: Tensor, io: IOBlock) -> Tensor:
+    def _extra_h(self, io: IOBlock) -> Tensor:
         nx = self.state_size
+        C1, B1_hat = self._lti_factors(io.C2.dtype)
         top_left, ncal, r1 = dissipative_terms(io, C1, B1_hat, self._supply_on(C1.device))
         return add_quadratic(C1.new_zeros(2 * nx, 2 * nx), top_left, ncal, r1)
 
@@ -230,12 +202,8 @@ class GeneralR2DN(_DissipativeR2DN):
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
                  Q: object, S: object, R: object, full_d22: bool = False, **kwargs) -> None:
         supply = SupplyRate.from_matrices(Q, S, R, input_size, output_size)
-        self._setup(input_size, state_size, features, output_size, supply, full_d22, kwargs)
-
-    def _setup(self, input_size: int, state_size: int, features: int, output_size: int,
-               supply: SupplyRate, full_d22: bool, kwargs: dict) -> None:
         super().__init__(input_size, state_size, features, output_size, **kwargs)
-        self.supply = supply
+        self._supply = supply
         self.full_d22 = bool(full_d22) and not self.identity_output
         nx, nv, nu, ny = self.state_size, self.features, self.input_size, self.output_size
         fk = self._factory
@@ -273,12 +241,14 @@ class LipschitzR2DN(GeneralR2DN):
     ``‖Δy‖₂ ≤ γ‖Δu‖₂ + (γΔx₀ᵀ𝒫Δx₀)^{1/2}``.
 
     The (Q,S,R) R2DN with ``Q = −I/γ, S = 0, R = γI``: ``D₁₂ = √γN₁₂``, ``D₂₁ = √γN₂₁``,
-    ``D₂₂ = γN₂₂`` (0 unless ``full_d22``).
+    ``D₂₂ = γN₂₂`` (0 unless ``full_d22``), docs/theory.md §3.
 
     Parameters
     ----------
-    gamma : float
-        The prescribed Lipschitz bound γ > 0.
+    gamma, gamma_init : float or "learn", float
+        The prescribed bound γ > 0, or ``"learn"`` from ``gamma_init``
+        (:class:`~r2dn_control.nn.parametrizations.LipschitzBound`; current value
+        :meth:`gamma_bound`).
     full_d22 : bool
         Learn a feedthrough D₂₂ (extension of the paper's D₂₂ = 0).
     **kwargs
@@ -286,13 +256,12 @@ class LipschitzR2DN(GeneralR2DN):
     """
 
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
-                 gamma: float = 1.0, full_d22: bool = False, **kwargs) -> None:
-        supply = SupplyRate.lipschitz(gamma, input_size, output_size)
-        self.gamma = float(gamma)
-        self._setup(input_size, state_size, features, output_size, supply, full_d22, kwargs)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", gamma={self.gamma}"
+                 gamma: float | str = 1.0, gamma_init: float = 1.0, full_d22: bool = False,
+                 **kwargs) -> None:
+        supply = SupplyRate.lipschitz(initial_gamma(gamma, gamma_init), input_size, output_size)
+        super().__init__(input_size, state_size, features, output_size,
+                         Q=supply.Q, S=supply.S, R=supply.R, full_d22=full_d22, **kwargs)
+        self.lipschitz_bound = LipschitzBound(gamma, gamma_init, **self._factory)
 
 
 class PassiveR2DN(_DissipativeR2DN):
@@ -319,7 +288,7 @@ class PassiveR2DN(_DissipativeR2DN):
             )
         supply = SupplyRate.passive(input_passivity, _checks.positive_int("input_size", input_size))
         super().__init__(input_size, state_size, features, output_size, **kwargs)
-        self.supply = supply
+        self._supply = supply
         self.input_passivity = float(input_passivity)
         nx, nv, nu, ny = self.state_size, self.features, self.input_size, self.output_size
         fk = self._factory

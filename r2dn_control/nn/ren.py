@@ -29,47 +29,26 @@ from torch import Tensor, nn
 
 from . import _checks
 from ._algebra import eye_like, gram, lecun_normal_
-from ._implicit import IOBlock, add_quadratic, implicit_model, long_memory_factor, lyapunov_metric
+from ._implicit import (
+    LONG_MEMORY_SPREAD,
+    ImplicitIOBlock,
+    add_quadratic,
+    implicit_model,
+    long_memory_factor,
+    lyapunov_metric,
+    supply_terms,
+)
 from .activations import get_activation
 from .base import RecurrentModel
 from .equilibrium import EquilibriumLayer
 from .explicit import ExplicitModel
 from .iqc import SupplyRate
-from .r2dn import ContractionFactor
+from .parametrizations import ContractionFactor, LipschitzBound, initial_gamma
 
-_LONG_MEMORY_SPREAD = 0.05
+__all__ = ["ContractingREN", "GeneralREN", "LipschitzREN", "PassiveREN", "supply_terms"]
+
 # Gap added to the equilibrium block at long_memory init: H₂₂ ⪰ 2·_LAMBDA_MARGIN·I (math.md §2).
 _LAMBDA_MARGIN = 1e-4
-
-
-def supply_terms(io: IOBlock, supply: SupplyRate) -> tuple[Tensor, Tensor, Tensor]:
-    r"""The (Q,S,R) terms of a REN, ``H = H_X + Γ_R − Γ_Q`` (math.md §2, [R] Eqs. 28–33).
-
-    With ``io.D12`` holding the *implicit* ``D̂₁₂``:
-
-    .. math::
-        \hat C_2 = (D_{22}^\top Q + S) C_2,\quad
-        \hat D_{21} = (D_{22}^\top Q + S) D_{21} - \hat D_{12}^\top,\quad
-        R_1 = R + S D_{22} + D_{22}^\top S^\top + D_{22}^\top Q D_{22},
-
-        \Gamma_Q = [C_2, D_{21}, 0]^\top Q [C_2, D_{21}, 0],\qquad
-        \Gamma_R = G_R^\top R_1^{-1} G_R,\qquad G_R = [\hat C_2, \hat D_{21}, \hat B_2^\top].
-
-    Returns ``(top_left, ncal, r1)`` for :func:`~r2dn_control.nn._implicit.add_quadratic`:
-    ``top_left = −[C₂, D₂₁]ᵀQ[C₂, D₂₁]`` (size nx+nv) and
-    ``ncal = [Ĉ₂ᵀ; D̂₂₁ᵀ; B̂₂]`` (N × nu). R₁ ≻ 0 must hold by construction of D₂₂.
-    """
-    dt, dev = io.C2.dtype, io.C2.device
-    q, s, r = (m.to(dtype=dt, device=dev) for m in (supply.Q, supply.S, supply.R))
-    d22 = io.D22
-    mix = d22.T @ q + s  # (nu, ny)
-    c2_hat = mix @ io.C2
-    d21_hat = mix @ io.D21 - io.D12.T
-    r1 = r + s @ d22 + d22.T @ s.T + d22.T @ q @ d22
-    out = torch.cat([io.C2, io.D21], dim=1)  # [C₂, D₂₁], the columns of Γ_Q without the zero
-    top_left = -(out.T @ q @ out)
-    ncal = torch.cat([c2_hat.T, d21_hat.T, io.B2_hat], dim=0)
-    return top_left, ncal, r1
 
 
 class _REN(RecurrentModel):
@@ -98,15 +77,15 @@ class _REN(RecurrentModel):
         """The feedthrough D₂₂ (ny×nu) in ``dtype``."""
         raise NotImplementedError
 
-    def _io(self, dtype: torch.dtype) -> IOBlock:
-        """I/O matrices in ``dtype``; the ``D12`` field holds the implicit D̂₁₂."""
-        return IOBlock(self.B2_hat.to(dtype), self.C2.to(dtype), self.D12_hat.to(dtype),
+    def _io(self, dtype: torch.dtype) -> ImplicitIOBlock:
+        """I/O matrices in ``dtype`` (B̂₂ and D̂₁₂ implicit)."""
+        return ImplicitIOBlock(self.B2_hat.to(dtype), self.C2.to(dtype), self.D12_hat.to(dtype),
                        self.D21.to(dtype), self._d22(dtype))
 
-    def _extra_h(self, io: IOBlock) -> Tensor:
+    def _extra_h(self, io: ImplicitIOBlock) -> Tensor:
         """H − H_X as a function of the other parameters (zero for the contracting family)."""
         size = 2 * self.state_size + self.features
-        if self.supply is None:
+        if self._supply is None:
             return io.C2.new_zeros(size, size)
         top_left, ncal, r1 = supply_terms(io, self._supply_on(io.C2.device))
         return add_quadratic(io.C2.new_zeros(size, size), top_left, ncal, r1)
@@ -124,7 +103,7 @@ class _REN(RecurrentModel):
         nx, nv, rate = self.state_size, self.features, self.contraction_rate
         f64 = {"dtype": torch.float64, "device": self.X.device}
         self.Y.copy_(torch.eye(nx, **f64))
-        a0 = rate * torch.diag(1.0 - _LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
+        a0 = rate * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
         d11_0 = torch.tril(lecun_normal_(torch.empty(nv, nv, **f64)), -1)
         sym = d11_0 + d11_0.T
         lam0 = 0.5 * torch.linalg.eigvalsh(sym).max() + _LAMBDA_MARGIN
@@ -135,7 +114,7 @@ class _REN(RecurrentModel):
         extra = self._extra_h(self._io(torch.float64))
         self.X.copy_(long_memory_factor(h0, extra, self.eps))
 
-    def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, IOBlock]:
+    def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, ImplicitIOBlock]:
         polar = None if self.polar_scale is None else self.polar_scale.to(dtype)
         io = self._io(dtype)
         return gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io), io
@@ -155,7 +134,7 @@ class _REN(RecurrentModel):
         A, B1, B2 = torch.split(torch.linalg.solve(e, torch.cat([f, b1_hat, io.B2_hat], 1)),
                                 [nx, nv, nu], dim=1)
         # Λ is diagonal: its inverse is a row scaling.
-        C1, D11, D12 = torch.split(torch.cat([c1_hat, d11_hat, io.D12], 1) / lam[:, None],
+        C1, D11, D12 = torch.split(torch.cat([c1_hat, d11_hat, io.D12_hat], 1) / lam[:, None],
                                    [nx, nv, nu], dim=1)
         return ExplicitModel(
             A=A, B1=B1, B2=B2, C1=C1, C2=io.C2, D12=D12, D21=io.D21, D22=io.D22,
@@ -216,17 +195,11 @@ class GeneralREN(_REN):
     With ``identity_output=True``: C₂ = I, D₂₁ = 0 and D₂₂ = −Q⁻¹Sᵀ.
     """
 
-    supply: SupplyRate
-
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
                  Q: object, S: object, R: object, full_d22: bool = True, **kwargs) -> None:
         supply = SupplyRate.from_matrices(Q, S, R, input_size, output_size)
-        self._setup(input_size, state_size, features, output_size, supply, full_d22, kwargs)
-
-    def _setup(self, input_size: int, state_size: int, features: int, output_size: int,
-               supply: SupplyRate, full_d22: bool, kwargs: dict) -> None:
         super().__init__(input_size, state_size, features, output_size, **kwargs)
-        self.supply = supply
+        self._supply = supply
         self.full_d22 = bool(full_d22) and not self.identity_output
         self.N22 = (ContractionFactor(self.output_size, self.input_size, self.eps, zero=True,
                                       **self._factory) if self.full_d22 else None)
@@ -243,12 +216,15 @@ class LipschitzREN(GeneralREN):
     r"""REN with incremental ℓ₂ gain at most γ: ``‖Δy‖₂ ≤ γ‖Δu‖₂ + (γΔx₀ᵀ𝒫Δx₀)^{1/2}``.
 
     The (Q,S,R) REN with ``Q = −I/γ, S = 0, R = γI``: ``D₂₂ = γN`` and
-    ``H = H_X + Γ_R + [C₂, D₂₁, 0]ᵀ[C₂, D₂₁, 0]/γ`` with ``R₁ = γI − D₂₂ᵀD₂₂/γ``.
+    ``H = H_X + Γ_R + [C₂, D₂₁, 0]ᵀ[C₂, D₂₁, 0]/γ`` with ``R₁ = γI − D₂₂ᵀD₂₂/γ``
+    (docs/theory.md §2).
 
     Parameters
     ----------
-    gamma : float
-        The prescribed Lipschitz bound γ > 0.
+    gamma, gamma_init : float or "learn", float
+        The prescribed bound γ > 0, or ``"learn"`` from ``gamma_init``
+        (:class:`~r2dn_control.nn.parametrizations.LipschitzBound`; current value
+        :meth:`gamma_bound`).
     full_d22 : bool
         Learn the feedthrough D₂₂ = γN (default); if False, D₂₂ = 0.
     **kwargs
@@ -256,13 +232,12 @@ class LipschitzREN(GeneralREN):
     """
 
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
-                 gamma: float = 1.0, full_d22: bool = True, **kwargs) -> None:
-        supply = SupplyRate.lipschitz(gamma, input_size, output_size)
-        self.gamma = float(gamma)
-        self._setup(input_size, state_size, features, output_size, supply, full_d22, kwargs)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", gamma={self.gamma}"
+                 gamma: float | str = 1.0, gamma_init: float = 1.0, full_d22: bool = True,
+                 **kwargs) -> None:
+        supply = SupplyRate.lipschitz(initial_gamma(gamma, gamma_init), input_size, output_size)
+        super().__init__(input_size, state_size, features, output_size,
+                         Q=supply.Q, S=supply.S, R=supply.R, full_d22=full_d22, **kwargs)
+        self.lipschitz_bound = LipschitzBound(gamma, gamma_init, **self._factory)
 
 
 class PassiveREN(_REN):
@@ -281,8 +256,6 @@ class PassiveREN(_REN):
         See :class:`ContractingREN`.
     """
 
-    supply: SupplyRate
-
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
                  input_passivity: float = 0.0, **kwargs) -> None:
         if input_size != output_size:
@@ -292,7 +265,7 @@ class PassiveREN(_REN):
             )
         supply = SupplyRate.passive(input_passivity, _checks.positive_int("input_size", input_size))
         super().__init__(input_size, state_size, features, output_size, **kwargs)
-        self.supply = supply
+        self._supply = supply
         self.input_passivity = float(input_passivity)
         nu, fk = self.input_size, self._factory
         self.X3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))

@@ -1,11 +1,14 @@
 """Build-on-first-use C++ CPU kernels (``torch.ops.r2dn_control.*``) with a pure-torch fallback.
 
-The sources beside this file are compiled once per machine with the system C++ compiler through
-:func:`torch.utils.cpp_extension.load` and cached in torch's extensions directory
-(``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes only load
-the cached library. When no compiler is found, the build fails, or ``R2DN_DISABLE_CPP=1`` is
-set, :func:`available` returns False (once, silently: no warning) and callers take their
-pure-torch path. :func:`status` says why.
+The sources beside this file are compiled once per machine with the system C++ compiler
+(``-O3 -march=native``) through :func:`torch.utils.cpp_extension.load` and cached in torch's
+extensions directory (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later
+processes only load the cached library. The first compilation (about a minute) is announced by
+one WARNING log line; prebuild with ``python -m r2dn_control.nn.cpp`` or :func:`build`. When no
+compiler is found or the build fails, :func:`available` returns False, one ``RuntimeWarning``
+says why, and callers take their pure-torch path. Disabled (``R2DN_DISABLE_CPP=1`` or
+``r2dn_control.config.set_defaults("nn.cpp", disable=True)``) it returns False silently.
+:func:`status` says why.
 
 Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.md`` and
 ``r2dn_control/nn/fused_rollout.md``):
@@ -36,7 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-DISABLE_ENV = "R2DN_DISABLE_CPP"
+from ... import config
+
+DISABLE_ENV = config.DISABLE_CPP_ENV
 SOURCES = tuple(pathlib.Path(__file__).with_name(name)
                 for name in ("ren_kernels.cpp", "r2dn_kernels.cpp"))
 _LOG = logging.getLogger(__name__)
@@ -61,6 +66,20 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
+def _library_name() -> str:
+    return f"r2dn_control_kernels_{_cpu_tag()}"
+
+
+#: A load that takes longer than this (seconds) is compiling: announce it. Loading a cached
+#: build takes well under a second; torch recompiles whenever the sources changed, which a
+#: file check here cannot see reliably (the cache is shared by every checkout on the machine).
+ANNOUNCE_AFTER_S = 2.0
+_ANNOUNCEMENT = (
+    "r2dn_control: compiling the C++ CPU kernels once for this machine (about a minute; later "
+    "processes load the cached build). Prebuild with `python -m r2dn_control.nn.cpp`, or "
+    "disable them with %s=1 or r2dn_control.config.set_defaults('nn.cpp', disable=True).")
+
+
 def _build() -> None:
     from torch.utils import cpp_extension
 
@@ -69,45 +88,76 @@ def _build() -> None:
         raise RuntimeError(f"no C++ compiler ({compiler!r} not on PATH)")
     if not cpp_extension.is_ninja_available():
         raise RuntimeError("ninja is not available (torch.utils.cpp_extension needs it)")
-    # torch's loader may warn (compiler ABI check, missing CUDA); the fallback is silent by
-    # design, and a working build needs no warning either.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cpp_extension.load(
-            name=f"r2dn_control_kernels_{_cpu_tag()}",
-            sources=[str(s) for s in SOURCES],
-            extra_cflags=["-O3", "-march=native", "-std=c++17"],
-            is_python_module=False,
-            verbose=False,
-        )
+    # torch's loader may warn (compiler ABI check, missing CUDA): not actionable for users; a
+    # failure is reported by available() and the first compilation by the timer below.
+    announce = threading.Timer(ANNOUNCE_AFTER_S, _LOG.warning, (_ANNOUNCEMENT, DISABLE_ENV))
+    announce.daemon = True
+    announce.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cpp_extension.load(
+                name=_library_name(),
+                sources=[str(s) for s in SOURCES],
+                extra_cflags=["-O3", "-march=native", "-std=c++17"],
+                is_python_module=False,
+                verbose=False,
+            )
+    finally:
+        announce.cancel()
 
 
 def available() -> bool:
     """Whether the C++ kernels are loaded (building them on the first call).
 
-    Returns False without raising or warning when ``R2DN_DISABLE_CPP=1``, inside
-    :func:`suspended`, or when the build failed (see :func:`status`).
+    Returns False without raising when disabled (``R2DN_DISABLE_CPP=1`` or the
+    ``nn.cpp.disable`` setting of :mod:`r2dn_control.config`), inside :func:`suspended`, or
+    when the build failed (then one ``RuntimeWarning`` per process; see :func:`status`).
     """
-    if getattr(_suspended, "depth", 0):
+    if getattr(_suspended, "depth", 0) or config.defaults["nn.cpp.disable"] is True:
         return False
     loaded = _state["loaded"]
     if loaded is not None:
         return bool(loaded)
     with _lock:
         if _state["loaded"] is None:
-            if os.environ.get(DISABLE_ENV, "0") not in ("", "0"):
+            if config.cpp_disabled():
                 _state.update(loaded=False, reason=f"disabled by {DISABLE_ENV}")
             else:
-                start = time.perf_counter()
-                try:
-                    _build()
-                except Exception as error:  # any build/load failure means: use pure torch
-                    _state.update(loaded=False, reason=f"build failed: {error}")
-                    _LOG.info("r2dn_control C++ kernels unavailable: %s", error)
-                else:
-                    _state.update(loaded=True, reason="loaded")
-                _state["seconds"] = time.perf_counter() - start
+                _load()
     return bool(_state["loaded"])
+
+
+def _load() -> None:
+    """Build/load once (caller holds the lock); on failure record why and warn once."""
+    start = time.perf_counter()
+    try:
+        _build()
+    except Exception as error:  # any build/load failure means: use pure torch
+        _state.update(loaded=False, reason=f"build failed: {error}")
+        _LOG.warning("r2dn_control C++ kernels unavailable: %s", error)
+        warnings.warn(f"r2dn_control: the C++ CPU kernels could not be built ({error}); using "
+                      f"the slower pure-torch paths. Set {DISABLE_ENV}=1 to skip the attempt.",
+                      RuntimeWarning, stacklevel=4)
+    else:
+        _state.update(loaded=True, reason="loaded")
+    _state["seconds"] = time.perf_counter() - start
+
+
+def build() -> bool:
+    """Compile (or load the cached) kernels now instead of on the first forward.
+
+    Ignores ``R2DN_DISABLE_CPP`` and the ``nn.cpp.disable`` setting (an explicit request).
+    Returns True when the kernels are loaded; raises ``RuntimeError`` with the reason if the
+    build failed.
+    """
+    with _lock:
+        if not _state["loaded"]:
+            _state.update(loaded=None)
+            _load()
+    if not _state["loaded"]:
+        raise RuntimeError(f"r2dn_control C++ kernels: {status()}")
+    return True
 
 
 def status() -> str:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r2dn-control", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    from . import demo
+    from .. import demo
 
     demo.add_arguments(sub.add_parser("demo", help="end-to-end identification demo"))
     certify = sub.add_parser("certify", help="verify a checkpoint's certificates",
@@ -30,12 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["certify"]:
-        from .certify.cli import main as certify_main
+        from ..certify.cli import main as certify_main
 
         return certify_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from . import demo
+        from .. import demo
 
         return demo.main(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects others

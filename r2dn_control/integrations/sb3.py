@@ -38,11 +38,11 @@ try:
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "r2dn_control.sb3 needs stable-baselines3; install it with "
+        "r2dn_control.integrations.sb3 needs stable-baselines3; install it with "
         "pip install 'r2dn-control[rl]'"
     ) from error
 
-from .nn import LBDN, LipschitzR2DN
+from ..nn import LBDN, LipschitzR2DN
 
 
 class R2DNHistoryExtractor(BaseFeaturesExtractor):
