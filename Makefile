@@ -46,6 +46,9 @@ notebooks: $(VENV)/.installed-docs
 	for nb in notebooks/*.py; do \
 		$(BIN)/jupytext --quiet --to ipynb --output build/notebooks/$$(basename $$nb .py).ipynb $$nb || exit 1; \
 	done
+	# Compile (or load) the C++ kernels once, outside the per-notebook timeout; a failed build
+	# only means the pure-torch path runs.
+	-$(BIN)/python -m r2dn_control.nn.cpp
 	cd build/notebooks && QUICK=1 OMP_NUM_THREADS=1 MPLBACKEND=Agg ../../$(BIN)/python -m pytest \
 		--nbmake --nbmake-timeout=$(NOTEBOOK_TIMEOUT) -p no:cacheprovider -q *.ipynb
 
