@@ -10,7 +10,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench docs notebooks clean
+.PHONY: setup demo test lint typecheck bench docs notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check r2dn_control envs tests benchmarks
+
+# Static types of the package (configuration: [tool.mypy] in pyproject.toml).
+typecheck: setup
+	$(BIN)/mypy r2dn_control
 
 docs: $(VENV)/.installed-docs
 	$(BIN)/mkdocs build --strict

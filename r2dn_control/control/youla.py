@@ -20,6 +20,7 @@ closed loop stable; training Q changes the performance, never the stability
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -128,7 +129,7 @@ class YoulaController(nn.Module):
             )
         self.base = base
         self.Q = Q
-        fk = {"dtype": Q.dtype, "device": Q.device}
+        fk: dict[str, Any] = {"dtype": Q.dtype, "device": Q.device}
         for name in ("A", "B", "C", "K", "L"):
             self.register_buffer(name, torch.as_tensor(getattr(base, name), **fk))
         limit = None if input_limit is None else torch.as_tensor(input_limit, **fk).reshape(-1)

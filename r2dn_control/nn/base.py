@@ -134,7 +134,7 @@ class RecurrentModel(nn.Module):
             )
         self.activation_name = activation
         self.batch_first = bool(batch_first)
-        self._factory = {"dtype": dtype, "device": device}
+        self._factory: dict[str, Any] = {"dtype": dtype, "device": device}
         self._frozen: ExplicitModel | None = None
 
     # ------------------------------------------------------------------ direct parameters

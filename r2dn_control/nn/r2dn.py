@@ -21,6 +21,7 @@ gives a model with ``ᾱ²𝒫 − C₁ᵀC₁ ⪰ … `` i.e. the certificate o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -86,7 +87,7 @@ class _R2DN(RecurrentModel):
     def _init_long_memory(self) -> None:
         """A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = C₁ = 0 and Y = I (math.md §3)."""
         nx, rate = self.state_size, self.contraction_rate
-        f64 = {"dtype": torch.float64, "device": self.X.device}
+        f64: dict[str, Any] = {"dtype": torch.float64, "device": self.X.device}
         self.B1_hat.zero_()
         self.C1.zero_()
         self.Y.copy_(torch.eye(nx, **f64))

@@ -24,6 +24,8 @@ The implied certificate (math.md §4) is 𝒫 = EᵀP⁻¹E with the diagonal mu
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -101,7 +103,7 @@ class _REN(RecurrentModel):
         H₀ is scaled by c ≥ 1 if the I/O terms need room, which leaves A, D₁₁ unchanged.
         """
         nx, nv, rate = self.state_size, self.features, self.contraction_rate
-        f64 = {"dtype": torch.float64, "device": self.X.device}
+        f64: dict[str, Any] = {"dtype": torch.float64, "device": self.X.device}
         self.Y.copy_(torch.eye(nx, **f64))
         a0 = rate * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
         d11_0 = torch.tril(lecun_normal_(torch.empty(nv, nv, **f64)), -1)

@@ -12,6 +12,8 @@ Shapes follow the recurrent models: ``y, x_T = plant(u, x0)`` with ``u`` of shap
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -35,7 +37,7 @@ def _per_signal(name: str, value: object, size: int, allow_inf: bool = False) ->
     return vec
 
 
-def _real_matrix(name: str, value: object, factory: dict) -> Tensor:
+def _real_matrix(name: str, value: object, factory: dict[str, Any]) -> Tensor:
     """``value`` as a finite real 2-D tensor; complex, non-numeric or non-finite input raises."""
     try:
         array = value if isinstance(value, Tensor) else np.asarray(value)
@@ -89,7 +91,7 @@ class LTIPlant(nn.Module):
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a real floating torch.dtype, got {dtype!r}")
-        fk = {"dtype": dtype, "device": device}
+        fk: dict[str, Any] = {"dtype": dtype, "device": device}
         a, b, c, d = (_real_matrix(name, m, fk) for name, m in zip("ABCD", (A, B, C, D)))
         nx = a.shape[0]
         if a.dim() != 2 or a.shape != (nx, nx):
