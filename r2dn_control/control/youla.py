@@ -202,6 +202,27 @@ class YoulaController(nn.Module):
         return torch.stack(inputs, 1), state
 
 
+def _check_loop(plant: LTIPlant, controller: YoulaController) -> None:
+    """Raise unless ``plant`` can be closed with ``controller``: matching inputs/outputs,
+    dtype and device, and no feedthrough from u to the measurements."""
+    nu = controller.sizes[0]
+    nw = len(controller.disturbance_inputs)
+    if plant.input_size != nu + nw or plant.output_size != controller.base.plant_outputs:
+        raise ValueError(
+            f"the plant has {plant.input_size} inputs and {plant.output_size} outputs, but the "
+            f"controller was designed for {nu + nw} inputs and {controller.base.plant_outputs} "
+            "outputs"
+        )
+    if plant.A.dtype != controller.A.dtype or plant.A.device != controller.A.device:
+        raise TypeError(f"plant ({plant.A.dtype}, {plant.A.device}) and controller "
+                        f"({controller.A.dtype}, {controller.A.device}) must share dtype and "
+                        "device")
+    feedthrough = plant.D[controller._measure][:, controller.control_inputs]
+    if bool(torch.any(feedthrough != 0)):
+        raise ValueError("the simulated plant has feedthrough from u to the measurements "
+                         "(D_yu ≠ 0)")
+
+
 def simulate_closed_loop(plant: LTIPlant, controller: YoulaController,
                          disturbance: Tensor | None = None, *, steps: int | None = None,
                          state: ClosedLoopState | None = None, batch: int | None = None,
@@ -233,22 +254,9 @@ def simulate_closed_loop(plant: LTIPlant, controller: YoulaController,
     -------
     ClosedLoopTrajectory
     """
+    _check_loop(plant, controller)
     nu = controller.sizes[0]
     nw = len(controller.disturbance_inputs)
-    if plant.input_size != nu + nw or plant.output_size != controller.base.plant_outputs:
-        raise ValueError(
-            f"the plant has {plant.input_size} inputs and {plant.output_size} outputs, but the "
-            f"controller was designed for {nu + nw} inputs and {controller.base.plant_outputs} "
-            "outputs"
-        )
-    if plant.A.dtype != controller.A.dtype or plant.A.device != controller.A.device:
-        raise TypeError(f"plant ({plant.A.dtype}, {plant.A.device}) and controller "
-                        f"({controller.A.dtype}, {controller.A.device}) must share dtype and "
-                        "device")
-    feedthrough = plant.D[controller._measure][:, controller.control_inputs]
-    if bool(torch.any(feedthrough != 0)):
-        raise ValueError("the simulated plant has feedthrough from u to the measurements "
-                         "(D_yu ≠ 0)")
     if disturbance is not None:
         if not isinstance(disturbance, Tensor):
             raise TypeError(f"disturbance must be a torch.Tensor, got {type(disturbance).__name__}")
