@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..nn.base import RecurrentModel
+
 
 class Observer(nn.Module):
     """State estimator ``x̂⁺ = f(x̂, y, u)`` built on a contracting model with identity output.
@@ -37,7 +39,7 @@ class Observer(nn.Module):
         The model is not built with identity output, or its input size leaves no measurement.
     """
 
-    def __init__(self, model: nn.Module, input_size: int = 0) -> None:
+    def __init__(self, model: RecurrentModel, input_size: int = 0) -> None:
         super().__init__()
         if not getattr(model, "identity_output", False):
             raise ValueError("the observer model must be built with identity_output=True "

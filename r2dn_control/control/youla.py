@@ -107,6 +107,17 @@ class YoulaController(nn.Module):
         controller is not stabilizing.
     """
 
+    # Buffers (registered in __init__), declared for type checkers.
+    A: Tensor
+    B: Tensor
+    C: Tensor
+    K: Tensor
+    L: Tensor
+    input_limit: Tensor | None
+    _assemble: Tensor
+    _measure: Tensor
+
+
     def __init__(self, plant: object, Q: nn.Module, K: object = "lqr", L: object = "kalman", *,
                  input_limit: object = None, **design: object) -> None:
         super().__init__()

@@ -81,6 +81,16 @@ class LTIPlant(nn.Module):
         Dtype and device of the matrices (default: torch's default dtype, CPU).
     """
 
+    # Buffers (registered in __init__), declared for type checkers.
+    A: Tensor
+    B: Tensor
+    C: Tensor
+    D: Tensor
+    input_limit: Tensor | None
+    process_noise: Tensor | None
+    measurement_noise: Tensor | None
+
+
     def __init__(self, A: object, B: object, C: object, D: object, *, dt: float | bool = True,
                  input_limit: object = None, process_noise: object = None,
                  measurement_noise: object = None, generator: torch.Generator | int | None = None,
@@ -110,8 +120,9 @@ class LTIPlant(nn.Module):
                                   ("measurement_noise", measurement_noise, ny)):
             vec = _per_signal(name, value, size, allow_inf=name == "input_limit")
             self.register_buffer(name, None if vec is None else vec.to(**fk))
-        if input_limit is not None and not bool(torch.all(self.input_limit > 0)):
-            raise ValueError(f"input_limit must be positive, got {self.input_limit.tolist()}")
+        limit = self.input_limit
+        if limit is not None and not bool(torch.all(limit > 0)):
+            raise ValueError(f"input_limit must be positive, got {limit.tolist()}")
         if generator is not None and not isinstance(generator, (torch.Generator, int)):
             raise TypeError(f"generator must be a torch.Generator or an int seed, "
                             f"got {type(generator).__name__}")
