@@ -160,6 +160,27 @@ class RecurrentModel(nn.Module):
         """Family-specific long-memory initialisation of the direct parameters."""
         raise NotImplementedError
 
+    @staticmethod
+    def _passive_supply(family: str, input_size: int, output_size: int,
+                        input_passivity: float) -> SupplyRate:
+        """The supply ``Q = 0, S = I, R = −2νI`` of a passive family (checked before the
+        model is built: it needs ``input_size == output_size``)."""
+        if input_size != output_size:
+            raise ValueError(
+                f"{family} needs input_size == output_size, got "
+                f"input_size={input_size}, output_size={output_size}"
+            )
+        return SupplyRate.passive(input_passivity, _checks.positive_int("input_size", input_size))
+
+    def _add_passivity_parameters(self, supply: SupplyRate, input_passivity: float) -> None:
+        """Keep the passive supply and ν, and add the free ``X₃, Y₃`` (nu×nu) of the passive
+        feedthrough ``D₂₂`` (docs/theory.md §2, §3)."""
+        self._supply = supply
+        self.input_passivity = float(input_passivity)
+        nu, fk = self.input_size, self._factory
+        self.X3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
+        self.Y3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
+
     def _finish_init(self) -> None:
         """Apply ``init_output_zero`` and ``init``, then set the polar magnitude p = nrm(X).
 
