@@ -29,8 +29,12 @@ $(VENV)/.installed-docs: $(VENV)/.installed setup.cfg
 demo: setup
 	$(BIN)/r2dn-control run youla --quick --model both
 
+# Extra pytest arguments, e.g. PYTEST_ARGS="-n 2 --dist loadgroup" (pytest-xdist, in the dev
+# extra; each worker runs conftest's one-thread setting). Serial by default: on the shared
+# 2-core machine two workers were not faster on the slice measured.
+PYTEST_ARGS ?=
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check r2dn_control envs tests benchmarks
