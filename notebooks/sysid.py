@@ -98,7 +98,7 @@ print("normalised training data: u std", np.round(np.concatenate(normalized.u).s
 # (docs/theory.md §5).
 
 # %%
-budget = dict(epochs=4 if QUICK else 60, seconds=12 if QUICK else 600, segment=256,
+budget = dict(epochs=10 if QUICK else 60, seconds=12 if QUICK else 600, segment=256,
               washout=100, x0="encoder", lr=3e-3, progress=False)
 model = sysid.default_model(train.nu, train.ny, seed=0)
 res = sysid.fit(model, train, val=None, **budget)
@@ -183,6 +183,5 @@ print("normalised:", gamma_n)
 print("physical:  ", gamma_p)
 if gamma_n.bound is not None:
     simple = gamma_n.bound * norm.y_std.max() / norm.u_std.min()
-    print(f"γ̃ = {gamma_n.bound:.4g} (normalised), γ = {gamma_p.bound:.4g} (physical, "
-          f"{y_names[0].split('[')[-1][:-1]} per {u_names[0].split('[')[-1][:-1]}, LMI), "
-          f"simple bound {simple:.4g}")
+    print(f"γ̃ = {gamma_n.bound:.4g} (normalised), γ = {gamma_p.bound:.4g} (physical units: "
+          f"{', '.join(y_names)} per {', '.join(u_names)}; LMI), simple bound {simple:.4g}")
