@@ -171,10 +171,8 @@ class ContractingR2DN(_R2DN):
     _io_enters_h = False
 
     def _extra_h(self, io: IOBlock, C1: Tensor, B1_hat: Tensor) -> Tensor:
-        nx = self.state_size
-        zeros = C1.new_zeros(2 * nx, 2 * nx)
-        ncal = torch.cat([C1.new_zeros(nx, self.features), B1_hat], 0)
-        return add_quadratic(zeros, C1.T @ C1, ncal, None)
+        """``blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)`` (:func:`add_quadratic` with 𝒩 = [0; B̂₁], R₁ = I)."""
+        return torch.block_diag(C1.T @ C1, B1_hat @ B1_hat.T)
 
 
 class _DissipativeR2DN(_R2DN):
