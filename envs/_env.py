@@ -149,6 +149,8 @@ class TwinEnv(gym.Env[np.ndarray, np.ndarray]):
         expected = self.action_space.shape
         if isinstance(action, torch.Tensor):
             action = action.detach().cpu().numpy()
+        if np.iscomplexobj(action):
+            raise TypeError(f"{type(self).__name__}: action must be real, got a complex value")
         try:
             array = np.asarray(action, dtype=np.float64)
         except (TypeError, ValueError) as error:
@@ -167,6 +169,8 @@ class TwinEnv(gym.Env[np.ndarray, np.ndarray]):
         return array
 
     def _given_state(self, state: Any) -> np.ndarray:
+        if np.iscomplexobj(state):
+            raise TypeError(f"{type(self).__name__}: options['state'] must be real, got complex")
         array = np.asarray(state, dtype=np.float64)
         expected = (self.twin.state_size,)
         if array.shape != expected:

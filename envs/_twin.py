@@ -15,6 +15,7 @@ twin is used directly, batched and in any dtype, for backpropagation through the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,34 @@ def as_controller(model: nn.Module | Controller) -> Controller:
     return model
 
 
+def _real_batch(owner: str, name: str, value: object, size: int, batch: int | None) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{owner}: {name} must be a real floating-point tensor, "
+                        f"got dtype {value.dtype}")
+    rows = "B" if batch is None else batch
+    if value.dim() != 2 or value.shape[1] != size or (batch is not None and value.shape[0] != batch):
+        raise ValueError(f"{owner}: {name} must have shape ({rows}, {size}), "
+                         f"got {tuple(value.shape)}")
+    return value
+
+
+def _checked(method: Callable, name: str) -> Callable:
+    @functools.wraps(method)
+    def checked(self: TorchTwin, state: Tensor, action: Tensor, *args: Any, **kw: Any) -> Tensor:
+        owner = f"{type(self).__name__}.{name}"
+        state = _real_batch(owner, "state", state, self.state_size, None)
+        batch = state.shape[0]
+        _real_batch(owner, "action", action, self.action_size, batch)
+        exogenous = args[0] if args else kw.get("exogenous")
+        if exogenous is not None:
+            _real_batch(owner, "exogenous", exogenous, self.exogenous_size, batch)
+        return method(self, state, action, *args, **kw)
+
+    return checked
+
+
 class TorchTwin(nn.Module):
     """Base class: batched torch dynamics of one environment.
 
@@ -93,6 +122,14 @@ class TorchTwin(nn.Module):
     action_size: int
     observation_size: int
     exogenous_size: int = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every subclass's step and reward check their arguments first (shapes, batch, dtype),
+        # so a batch of 4 actions never broadcasts against 3 states.
+        super().__init_subclass__(**kwargs)
+        for method in ("step", "reward"):
+            if method in cls.__dict__:
+                setattr(cls, method, _checked(cls.__dict__[method], method))
 
     def __init__(
         self,

@@ -58,16 +58,22 @@ class Observer(nn.Module):
         return self.model.state_size
 
     def _stack(self, y: Tensor, u: Tensor | None) -> Tensor:
-        if y.shape[-1] != self.measurement_size:
-            raise ValueError(f"y must have last dimension {self.measurement_size}, got shape "
-                             f"{tuple(y.shape)}")
+        for name, value in (("y", y), ("u", u)):
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if y is None or y.dim() == 0 or y.shape[-1] != self.measurement_size:
+            got = None if y is None else tuple(y.shape)
+            raise ValueError(f"y must have shape (..., {self.measurement_size}), got {got}")
         if self.input_size == 0:
-            if u is not None and u.shape[-1] != 0:
+            if u is not None and (u.dim() == 0 or u.shape[-1] != 0):
                 raise ValueError("this observer was built with input_size=0; do not pass u")
             return y
-        if u is None or u.shape[-1] != self.input_size or u.shape[:-1] != y.shape[:-1]:
+        if u is None or u.dim() == 0 or u.shape[-1] != self.input_size \
+                or u.shape[:-1] != y.shape[:-1]:
             got = None if u is None else tuple(u.shape)
             raise ValueError(f"u must have shape {(*y.shape[:-1], self.input_size)}, got {got}")
+        if u.dtype != y.dtype:
+            raise TypeError(f"u must have the dtype of y ({y.dtype}), got {u.dtype}")
         return torch.cat([y, u], -1)
 
     def step(self, x_hat: Tensor, y: Tensor, u: Tensor | None = None) -> Tensor:

@@ -13,6 +13,7 @@ with its graph cut, and every epoch restarts from zero state with fresh disturba
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..train.guard import check_finite, check_on_nonfinite, guarded_step
 from .observer import Observer
 from .youla import ClosedLoopTrajectory, YoulaController, simulate_closed_loop
 
@@ -45,11 +47,13 @@ class PolicyGradientHistory:
     """Costs logged by :func:`train_policy_gradient`.
 
     ``train`` has one value per optimizer step (segment); ``test`` one value before every
-    epoch and one at the end (when a test disturbance is given).
+    epoch and one at the end (when a test disturbance is given); ``epoch_seconds`` the wall
+    time of each epoch's training (drawing disturbances, rollouts, steps; not the test cost).
     """
 
     train: list[float] = field(default_factory=list)
     test: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
 
 
 def _evaluate(plant, controller: YoulaController, disturbance: Tensor, cost: Cost) -> float:
@@ -71,6 +75,7 @@ def train_policy_gradient(
     test_disturbance: Tensor | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     progress: bool = True,
+    on_nonfinite: str = "raise",
 ) -> PolicyGradientHistory:
     """Train the controller's Q by backpropagating ``cost`` through the closed loop.
 
@@ -100,6 +105,9 @@ def train_policy_gradient(
         Replaces the default Adam (then ``lr``/``lr_decay_epochs`` only set the schedule).
     progress : bool
         Show a tqdm progress bar.
+    on_nonfinite : {"raise", "skip"}
+        A NaN/inf cost or gradient raises ``NonFiniteError`` (parameters untouched) or skips
+        that segment's step; non-finite disturbances raise ``ValueError``.
 
     Returns
     -------
@@ -107,6 +115,7 @@ def train_policy_gradient(
     """
     if segment < 1 or epochs < 0:
         raise ValueError(f"segment must be ≥ 1 and epochs ≥ 0, got {segment}, {epochs}")
+    check_on_nonfinite(on_nonfinite)
     params = [p for p in controller.parameters() if p.requires_grad]
     optimizer = optimizer or torch.optim.Adam(params, lr=lr)
     scheduler = None
@@ -117,22 +126,24 @@ def train_policy_gradient(
     for epoch in bar:
         if test_disturbance is not None:
             history.test.append(_evaluate(plant, controller, test_disturbance, cost))
+        epoch_start = time.perf_counter()
         w = disturbances(epoch) if callable(disturbances) else disturbances
         w = w.to(dtype=plant.A.dtype, device=plant.A.device)
+        check_finite(f"the disturbances of epoch {epoch}", w)
         state = None
-        for start in range(0, w.shape[1], segment):
-            traj = simulate_closed_loop(plant, controller, w[:, start:start + segment],
+        for offset in range(0, w.shape[1], segment):
+            traj = simulate_closed_loop(plant, controller, w[:, offset:offset + segment],
                                         state=state)
             loss = cost(traj)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_value_(params, grad_clip)
-            optimizer.step()
+            guarded_step(optimizer, loss, params, on_nonfinite=on_nonfinite, clip_value=grad_clip,
+                         context=f"policy gradient, epoch {epoch}, step {offset}")
             state = traj.final.detach()  # truncated BPTT: keep the state, cut the graph
             history.train.append(float(loss.detach()))
         if scheduler is not None:
             scheduler.step()
+        history.epoch_seconds.append(time.perf_counter() - epoch_start)
         bar.set_postfix(cost=history.train[-1] if history.train else float("nan"))
     if test_disturbance is not None:
         history.test.append(_evaluate(plant, controller, test_disturbance, cost))
@@ -152,6 +163,8 @@ def fit_observer(
     patience: int = 10,
     seed: int = 0,
     progress: bool = True,
+    epoch_seconds: list[float] | None = None,
+    on_nonfinite: str = "raise",
 ) -> list[float]:
     """Fit an observer with the one-step correctness loss (experiments.md §2).
 
@@ -163,7 +176,12 @@ def fit_observer(
     ----------
     observer : Observer
     x, x_next, y, u : Tensor
-        Row batches (N, ·) of true states, next states, measurements and known inputs.
+        Row batches (N, ·) of true states, next states, measurements and known inputs;
+        must be finite (``ValueError`` otherwise).
+    on_nonfinite : {"raise", "skip"}
+        A NaN/inf loss or gradient raises ``NonFiniteError`` or skips that chunk's step.
+    epoch_seconds : list, optional
+        If given, the wall time of each epoch is appended to it.
 
     Returns
     -------
@@ -173,6 +191,10 @@ def fit_observer(
     n = x.shape[0]
     if not all(t.shape[0] == n for t in (x_next, y) + (() if u is None else (u,))):
         raise ValueError("x, x_next, y (and u) must have the same number of rows")
+    check_on_nonfinite(on_nonfinite)
+    for name, value in (("x", x), ("x_next", x_next), ("y", y), ("u", u)):
+        if value is not None:
+            check_finite(name, value)
     batches = max(1, min(batches, n))
     order = torch.randperm(batches, generator=torch.Generator().manual_seed(seed)).tolist()
     chunks = torch.arange(n).tensor_split(batches)
@@ -181,15 +203,19 @@ def fit_observer(
     losses: list[float] = []
     bar = tqdm(range(epochs), desc="observer", disable=not progress)
     for _ in bar:
+        start = time.perf_counter()
         total = 0.0
         for k in order:
             idx = chunks[k].to(x.device)
             loss = observer.loss(x[idx], x_next[idx], y[idx], None if u is None else u[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            guarded_step(optimizer, loss, observer.parameters(), on_nonfinite=on_nonfinite,
+                         context=f"observer, epoch {len(losses)}, chunk {k}")
             total += float(loss.detach())
         losses.append(total / batches)
         plateau.step(losses[-1])
+        if epoch_seconds is not None:
+            epoch_seconds.append(time.perf_counter() - start)
         bar.set_postfix(loss=losses[-1])
     return losses

@@ -249,15 +249,22 @@ def simulate_closed_loop(plant: LTIPlant, controller: YoulaController,
         raise ValueError("the simulated plant has feedthrough from u to the measurements "
                          "(D_yu ≠ 0)")
     if disturbance is not None:
-        if disturbance.dim() != 3 or disturbance.shape[-1] != nw:
-            raise ValueError(f"disturbance must have shape (batch, time, {nw}), got "
-                             f"{tuple(disturbance.shape)}")
+        if not isinstance(disturbance, Tensor):
+            raise TypeError(f"disturbance must be a torch.Tensor, got {type(disturbance).__name__}")
+        if disturbance.dtype != plant.A.dtype or disturbance.device != plant.A.device:
+            raise TypeError(f"disturbance must have the plant's dtype {plant.A.dtype} on "
+                            f"{plant.A.device}, got {disturbance.dtype} on {disturbance.device}")
+        if disturbance.dim() != 3 or disturbance.shape[-1] != nw or 0 in disturbance.shape[:2]:
+            raise ValueError(f"disturbance must have shape (batch, time, {nw}) with batch, "
+                             f"time >= 1, got {tuple(disturbance.shape)}")
         batch, steps = disturbance.shape[:2]
     elif nw:
-        raise ValueError(f"the plant has {nw} disturbance input(s): pass disturbance")
+        raise ValueError(f"disturbance must be given, shape (batch, time, {nw}): the plant has "
+                         f"{nw} disturbance input(s), got None")
     else:
-        if steps is None:
-            raise ValueError("pass steps when there is no disturbance")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int when there is no disturbance, "
+                             f"got {steps!r}")
         batch = batch if state is None else state.plant.shape[0]
         if batch is None:
             raise ValueError("pass batch or state when there is no disturbance")

@@ -5,15 +5,18 @@ This layer imports torch only (no cvxpy, gymnasium or python-control).
 
 from .activations import ACTIVATIONS
 from .base import RecurrentModel
+from .checkpoint import CheckpointError, load_model, save_model  # registers the families
 from .equilibrium import EquilibriumLayer
 from .explicit import ExplicitModel, rollout
 from .iqc import SupplyRate
 from .lbdn import LBDN, ExplicitMLP, SandwichLayer
 from .r2dn import ContractingR2DN, GeneralR2DN, LipschitzR2DN, PassiveR2DN
+from .registry import register_model, registered_models
 from .ren import ContractingREN, GeneralREN, LipschitzREN, PassiveREN
 
 __all__ = [
     "ACTIVATIONS",
+    "CheckpointError",
     "LBDN",
     "ContractingR2DN",
     "ExplicitMLP",
@@ -23,7 +26,11 @@ __all__ = [
     "PassiveR2DN",
     "RecurrentModel",
     "SandwichLayer",
+    "load_model",
+    "save_model",
     "SupplyRate",
+    "register_model",
+    "registered_models",
     "rollout",
     # REN baselines
     "ContractingREN",

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import _checks
+from . import _checks, realtime
 from ._algebra import default_eps, frobenius, full_precision_matmul, lecun_normal_
 from .explicit import ExplicitModel, rollout
 from .iqc import SupplyRate
@@ -27,7 +27,9 @@ INITS = ("random", "long_memory")
 class RecurrentModel(nn.Module):
     """Base class of the directly parameterized recurrent models.
 
-    Parameters (shared by every family)
+    The parameters below are shared by every family.
+
+    Parameters
     ----------
     input_size, state_size, features, output_size : int
         nu, nx, nv (width of the nonlinearity's input/output) and ny.
@@ -120,9 +122,7 @@ class RecurrentModel(nn.Module):
         self.output_size = _checks.positive_int("output_size", output_size)
         self.init_method = _checks.choice("init", init, INITS)
         self.contraction_rate = _checks.rate("contraction_rate", contraction_rate)
-        dtype = torch.get_default_dtype() if dtype is None else dtype
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        dtype = _checks.model_dtype(torch.get_default_dtype() if dtype is None else dtype)
         self.eps = default_eps(dtype) if eps is None else _checks.positive_float("eps", eps)
         self.polar = bool(polar)
         self.init_output_zero = bool(init_output_zero)
@@ -164,6 +164,7 @@ class RecurrentModel(nn.Module):
 
         Called by each family once all its parameters exist.
         """
+        _checks.supply_in_range(self.supply, self._factory["dtype"])
         with torch.no_grad():
             if self.init_output_zero:
                 self.by.zero_()
@@ -255,7 +256,7 @@ class RecurrentModel(nn.Module):
         return self._explicit(dtype, certificate=True)
 
     def _explicit(self, dtype: torch.dtype | None, certificate: bool) -> ExplicitModel:
-        target = self.dtype if dtype is None else dtype
+        target = self.dtype if dtype is None else _checks.model_dtype(dtype)
         if self._frozen is not None and target == self._frozen.A.dtype:
             return self._frozen
         with full_precision_matmul(self.device):
@@ -293,6 +294,7 @@ class RecurrentModel(nn.Module):
                 f"{name} has dtype {value.dtype} but the model has dtype {self.dtype}; "
                 f"convert one of them (e.g. {name}.to({self.dtype}) or model.to({value.dtype}))"
             )
+        _checks.same_device(name, value, self.device)
         return value
 
     def _batch_input(self, u: object) -> tuple[Tensor, bool]:
@@ -305,12 +307,12 @@ class RecurrentModel(nn.Module):
                 f"got {tuple(u.shape)}"
             )
         batched = u.dim() == 3
+        if u.shape[1 if batched and self.batch_first else 0] == 0:
+            raise ValueError(f"u must contain at least one time step, got shape {tuple(u.shape)}")
         if not batched:
             u = u.unsqueeze(0)
         elif not self.batch_first:
             u = u.transpose(0, 1)
-        if u.shape[1] == 0:
-            raise ValueError(f"u must contain at least one time step, got shape {tuple(u.shape)}")
         return u, batched
 
     def _batch_state(self, x0: object, batch: int, batched: bool, like: Tensor) -> Tensor:
@@ -336,8 +338,10 @@ class RecurrentModel(nn.Module):
         """One time step: returns ``(y_t, x_{t+1})`` for ``x`` (batch, nx) and ``u`` (batch, nu).
 
         Unbatched ``x`` (nx,) and ``u`` (nu,) are accepted. Builds the explicit model each call
-        unless inside :meth:`frozen`.
+        unless inside :meth:`frozen`, where it takes the cached fast path of :meth:`compile_step`.
         """
+        if self._frozen is not None:
+            return realtime.frozen_step(self)(x, u)
         u = self._check_tensor("u", u)
         if u.dim() not in (1, 2) or u.shape[-1] != self.input_size:
             raise ValueError(
@@ -349,6 +353,11 @@ class RecurrentModel(nn.Module):
         x_b = self._batch_state(x, u_b.shape[0], batched, u_b)
         y, x_next = rollout(self._explicit(None, certificate=False), u_b, x_b, self.rollout_method)
         return (y[:, 0], x_next) if batched else (y[0, 0], x_next[0])
+
+    def compile_step(self, backend: str = "auto") -> realtime.CompiledStep:
+        """A low-overhead ``y, x_next = step(x, u)`` of the current weights (no gradients to
+        parameters; see :mod:`r2dn_control.nn.realtime`)."""
+        return realtime.compile_step(self, backend)
 
     def extra_repr(self) -> str:
         return (

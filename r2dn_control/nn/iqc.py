@@ -28,6 +28,8 @@ def _as_matrix(name: str, value: object, shape: tuple[int, int]) -> Tensor:
             raise TypeError(f"{name} must be a real matrix, got dtype {value.dtype}")
         t = value.detach().to(device="cpu", dtype=torch.float64)
     else:
+        if np.iscomplexobj(value):
+            raise TypeError(f"{name} must be a real matrix, got a complex array")
         try:
             t = torch.as_tensor(np.asarray(value, dtype=np.float64))
         except (TypeError, ValueError) as err:
@@ -124,10 +126,7 @@ class SupplyRate:
     @classmethod
     def passive(cls, input_passivity: float, size: int) -> SupplyRate:
         """``Q = 0, S = I, R = −2νI``: incrementally input-passive with index ν ≥ 0."""
-        if isinstance(input_passivity, bool) or not isinstance(input_passivity, (int, float)):
-            raise TypeError(f"input_passivity must be a float >= 0, got {input_passivity!r}")
-        if not input_passivity >= 0:
-            raise ValueError(f"input_passivity must be >= 0, got {input_passivity}")
+        input_passivity = _checks.non_negative_float("input_passivity", input_passivity)
         eye = torch.eye(size, dtype=torch.float64)
         return cls.from_matrices(0 * eye, eye, -2.0 * float(input_passivity) * eye, size, size,
                                  allow_singular_q=True)

@@ -91,6 +91,8 @@ class SandwichLayer(nn.Module):
     bias : bool
         Learn the bias ``b`` (zero and fixed otherwise).
 
+    Notes
+    -----
     Direct parameters: ``weight`` (n+m)×n (direction), ``scale`` a (magnitude, initialised to
     ‖weight‖ so the normalised weight equals ``weight``), ``log_psi`` d (hidden layers only),
     ``bias`` b.
@@ -216,7 +218,8 @@ class LBDN(nn.Module):
         self.in_features = _checks.positive_int("in_features", in_features)
         self.out_features = _checks.positive_int("out_features", out_features)
         self.hidden = _checks.positive_ints("hidden", hidden)
-        gamma = _checks.positive_float("gamma", gamma)
+        gamma = _checks.scale_in_range("gamma", _checks.positive_float("gamma", gamma),
+                                       _checks.model_dtype(dtype or torch.get_default_dtype()))
         self.output_layer = _checks.choice("output_layer", output_layer, ("linear", "sandwich"))
         self.activation = get_activation(activation)
         self.activation_name = activation
@@ -319,9 +322,6 @@ class LBDN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Evaluate f on ``x`` of shape (..., in_features)."""
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"LBDN expected input with last dimension {self.in_features}, got shape "
-                f"{tuple(x.shape)}"
-            )
+        weight = self.layers[0].weight
+        _checks.feature_tensor("x", x, self.in_features, weight.dtype, weight.device)
         return self.explicit()(x)

@@ -12,6 +12,7 @@ Shapes follow the recurrent models: ``y, x_T = plant(u, x0)`` with ``u`` of shap
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -32,6 +33,26 @@ def _per_signal(name: str, value: object, size: int, allow_inf: bool = False) ->
     if not allow_inf and not bool(torch.all(torch.isfinite(vec))):
         raise ValueError(f"{name} must be finite, got {vec.tolist()}")
     return vec
+
+
+def _real_matrix(name: str, value: object, factory: dict) -> Tensor:
+    """``value`` as a finite real 2-D tensor; complex, non-numeric or non-finite input raises."""
+    try:
+        array = value if isinstance(value, Tensor) else np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged nested lists
+        raise TypeError(f"{name} must be a real matrix, got a ragged {type(value).__name__}"
+                        ) from err
+    if array.is_complex() if isinstance(array, Tensor) else np.iscomplexobj(array):
+        raise TypeError(f"{name} must be a real matrix, got a complex one")
+    try:
+        matrix = torch.as_tensor(array, **factory)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a real matrix, got {type(value).__name__}") from err
+    if matrix.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D matrix, got shape {tuple(matrix.shape)}")
+    if not bool(torch.isfinite(matrix).all()):
+        raise ValueError(f"{name} must be finite, got {matrix.tolist()}")
+    return matrix
 
 
 class LTIPlant(nn.Module):
@@ -65,8 +86,11 @@ class LTIPlant(nn.Module):
                  input_labels: list[str] | None = None,
                  output_labels: list[str] | None = None) -> None:
         super().__init__()
-        fk = {"dtype": torch.get_default_dtype() if dtype is None else dtype, "device": device}
-        a, b, c, d = (torch.as_tensor(m, **fk) for m in (A, B, C, D))
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a real floating torch.dtype, got {dtype!r}")
+        fk = {"dtype": dtype, "device": device}
+        a, b, c, d = (_real_matrix(name, m, fk) for name, m in zip("ABCD", (A, B, C, D)))
         nx = a.shape[0]
         if a.dim() != 2 or a.shape != (nx, nx):
             raise ValueError(f"A must be square, got shape {tuple(a.shape)}")
@@ -209,8 +233,10 @@ class LTIPlant(nn.Module):
                              f"(time, {self.input_size}), got {tuple(u.shape)}")
         batched = u.dim() == 3
         u_b = u if batched else u.unsqueeze(0)
-        x = self._initial(x0, u_b.shape[0], batched, u_b)
         steps = u_b.shape[1]
+        if steps == 0:
+            raise ValueError(f"u must contain at least one time step, got shape {tuple(u.shape)}")
+        x = self._initial(x0, u_b.shape[0], batched, u_b)
         u_b = self.saturate(u_b)
         drive = u_b @ self.B.T  # all input terms in one matmul; the loop is only recurrent
         w = self.draw_process_noise(drive) if noise else None

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .guard import check_finite, check_on_nonfinite
 from .sysid import FitResult, check_targets, run_steps, squared_error_step
 
 BACKENDS = ("gloo", "nccl")
@@ -187,6 +188,7 @@ def fit_sequences_distributed(
     context: DistributedContext | None = None,
     presharded: bool = False,
     ddp_kwargs: dict[str, Any] | None = None,
+    on_nonfinite: str = "raise",
 ) -> FitResult:
     """Data-parallel :func:`~r2dn_control.train.sysid.fit_sequences` (full-batch Adam on MSE).
 
@@ -211,6 +213,9 @@ def fit_sequences_distributed(
         is then summed over the ranks once.
     ddp_kwargs : dict, optional
         Extra ``DistributedDataParallel`` arguments (e.g. ``find_unused_parameters=True``).
+    on_nonfinite : {"raise", "skip"}
+        As in ``fit_sequences``. The gradients are averaged over the ranks before the guard
+        looks at them, so a NaN on any rank makes every rank raise (or skip) at the same step.
 
     Raises
     ------
@@ -220,12 +225,16 @@ def fit_sequences_distributed(
     """
     ctx = init_distributed() if context is None else context
     check_targets(model, u, y)
+    check_on_nonfinite(on_nonfinite)
+    check_finite("u", u)
+    check_finite("y", y)
     model.to(ctx.device)
     u, y = u.to(ctx.device), y.to(ctx.device)
     if not ctx.distributed:
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        return run_steps(lambda: squared_error_step(model, opt, u, y).item(),
-                         max_steps=max_steps, seconds=seconds, progress=progress)
+        return run_steps(
+            lambda: squared_error_step(model, opt, u, y, on_nonfinite=on_nonfinite).item(),
+            max_steps=max_steps, seconds=seconds, progress=progress)
     if presharded:
         total = torch.tensor([float(y.numel())], dtype=torch.float64, device=ctx.device)
         dist.all_reduce(total)
@@ -241,7 +250,8 @@ def fit_sequences_distributed(
     opt = torch.optim.Adam(ddp.parameters(), lr=lr)
 
     def step() -> float:
-        local = squared_error_step(ddp, opt, u, y, normaliser=normaliser)
+        local = squared_error_step(ddp, opt, u, y, normaliser=normaliser,
+                                   on_nonfinite=on_nonfinite, context="distributed fit")
         # Sum over ranks of (local SSE · world / numel), divided by world: the full-batch MSE.
         return _mean_over_ranks(local, ctx).item()
 

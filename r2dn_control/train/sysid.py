@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..nn.base import RecurrentModel
+from .guard import check_finite, check_on_nonfinite, guarded_step
 
 
 @dataclass
@@ -47,8 +48,13 @@ def check_targets(model: nn.Module, u: Tensor, y: Tensor) -> None:
 
 
 def squared_error_step(model: nn.Module, optimizer: torch.optim.Optimizer, u: Tensor, y: Tensor,
-                       *, normaliser: float | None = None) -> Tensor:
-    """One optimizer step on the squared simulation error; returns the (detached) loss.
+                       *, normaliser: float | None = None, on_nonfinite: str = "raise",
+                       context: str = "fit_sequences") -> Tensor:
+    """One guarded optimizer step on the squared simulation error; returns the (detached) loss.
+
+    The step goes through :func:`~r2dn_control.train.guard.guarded_step`: a NaN/inf loss or
+    gradient raises :class:`~r2dn_control.train.guard.NonFiniteError` (``on_nonfinite="raise"``)
+    or skips the step (``"skip"``), leaving the parameters untouched either way.
 
     Parameters
     ----------
@@ -63,6 +69,10 @@ def squared_error_step(model: nn.Module, optimizer: torch.optim.Optimizer, u: Te
         Data-parallel training passes ``numel(full batch) / world_size`` so that the average
         of the ranks' gradients is the gradient of the full-batch mean, whatever the shards'
         sizes.
+    on_nonfinite : {"raise", "skip"}
+        What a non-finite loss or gradient does.
+    context : str
+        Named in the non-finite error.
     """
     prediction, _ = model(u)
     if normaliser is None:
@@ -71,7 +81,7 @@ def squared_error_step(model: nn.Module, optimizer: torch.optim.Optimizer, u: Te
         loss = torch.sum((prediction - y) ** 2) / normaliser
     optimizer.zero_grad()
     loss.backward()
-    optimizer.step()
+    guarded_step(optimizer, loss, model.parameters(), on_nonfinite=on_nonfinite, context=context)
     return loss.detach()
 
 
@@ -117,8 +127,8 @@ def run_steps(step: Callable[[], float], *, max_steps: int, seconds: float | Non
 
 
 def fit_sequences(model: RecurrentModel, u: Tensor, y: Tensor, *, max_steps: int = 1000,
-                  seconds: float | None = None, lr: float = 1e-2, progress: bool = True
-                  ) -> FitResult:
+                  seconds: float | None = None, lr: float = 1e-2, progress: bool = True,
+                  on_nonfinite: str = "raise") -> FitResult:
     """Fit ``model`` so that ``model(u)[0] ≈ y``.
 
     Parameters
@@ -134,12 +144,20 @@ def fit_sequences(model: RecurrentModel, u: Tensor, y: Tensor, *, max_steps: int
         Adam learning rate.
     progress : bool
         Show a tqdm progress bar.
+    on_nonfinite : {"raise", "skip"}
+        A NaN/inf loss or gradient raises ``NonFiniteError`` or skips that step (the
+        parameters are never updated with it). Non-finite ``u`` or ``y`` raise ``ValueError``
+        before training starts.
 
     See Also
     --------
     r2dn_control.train.distributed.fit_sequences_distributed : the same loop, data-parallel.
     """
     check_targets(model, u, y)
+    check_on_nonfinite(on_nonfinite)
+    check_finite("u", u)
+    check_finite("y", y)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    return run_steps(lambda: squared_error_step(model, opt, u, y).item(), max_steps=max_steps,
-                     seconds=seconds, progress=progress)
+    return run_steps(
+        lambda: squared_error_step(model, opt, u, y, on_nonfinite=on_nonfinite).item(),
+        max_steps=max_steps, seconds=seconds, progress=progress)
