@@ -188,7 +188,9 @@ def plot_simulation(test, report, path: Path, family: str, config: Identificatio
         ax.plot(t, y_hat[start:stop, c] - y[start:stop, c], color="tab:red", lw=0.6,
                 alpha=0.7, label="error")
         ax.set_ylabel(f"{output_names[c]} [{output_unit}]")
-        ax.set_title(f"NRMSE {report.per_channel['nrmse'][c]:.3g}", fontsize=9, loc="right")
+        ax.text(0.99, 0.96, f"channel NRMSE {report.per_channel['nrmse'][c]:.3g}",
+                transform=ax.transAxes, ha="right", va="top", fontsize=8,
+                bbox=dict(facecolor="white", alpha=0.8, edgecolor="none"))
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper left", fontsize=8, ncol=3)
     axes[-1, 0].set_xlabel("time [s]" if test.dt else "sample")
