@@ -91,6 +91,8 @@ class SandwichLayer(nn.Module):
     bias : bool
         Learn the bias ``b`` (zero and fixed otherwise).
 
+    Notes
+    -----
     Direct parameters: ``weight`` (n+m)×n (direction), ``scale`` a (magnitude, initialised to
     ‖weight‖ so the normalised weight equals ``weight``), ``log_psi`` d (hidden layers only),
     ``bias`` b.

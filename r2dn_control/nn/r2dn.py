@@ -194,6 +194,8 @@ class GeneralR2DN(_DissipativeR2DN):
     **kwargs
         See :class:`ContractingR2DN`.
 
+    Notes
+    -----
     With ``identity_output=True``: C₂ = I, D₂₁ = 0 and D₂₂ = −Q⁻¹Sᵀ.
     """
 
