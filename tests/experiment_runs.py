@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
+import torch
+
 from r2dn_control.experiments import get_experiment
 from r2dn_control.experiments.common import config_from_dict, read_json
 from r2dn_control.nn.checkpoint import load_model
@@ -12,6 +15,15 @@ from r2dn_control.nn.checkpoint import load_model
 PNG = b"\x89PNG\r\n\x1a\n"
 RUN_FILES = ("config.json", "metrics.json", "curves.json", "certificate.json", "loss.png",
              "model.pt")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every experiment test runs torch on one thread (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def check_run_folder(name: str, run: Path, preset: str = "test") -> dict:

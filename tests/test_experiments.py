@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 import torch
-from experiment_runs import check_run_folder
+from experiment_runs import check_run_folder, one_thread  # noqa: F401 (autouse fixture)
 
 from r2dn_control import certify
 from r2dn_control.experiments import (
@@ -24,14 +24,6 @@ from r2dn_control.nn.checkpoint import load_model
 
 # The identification experiments have their own tests (tests/test_experiments_sysid.py).
 RUNNABLE = [name for name in EXPERIMENTS if name not in ("f16", "bouc-wen")]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 import torch
-from experiment_runs import check_run_folder
+from experiment_runs import check_run_folder, one_thread  # noqa: F401 (autouse fixture)
 
 from r2dn_control import certify
 from r2dn_control.cli import main
@@ -26,14 +26,6 @@ needs_f16 = pytest.mark.skipif(
                                for f in EXPECTED_FILES),
     reason="F-16 benchmark data not available: set R2DN_F16_DIR to the folder holding "
            + ", ".join(EXPECTED_FILES))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
