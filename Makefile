@@ -15,9 +15,12 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# setup also builds the C++ kernels once (into $TORCH_EXTENSIONS_DIR or torch's default cache),
+# so the first `make demo` is not charged the minute(s) of compilation.
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev,plot,rl,export]"
+	$(BIN)/python -m r2dn_control.nn.cpp || echo "C++ kernels not built: the PyTorch path is used"
 	touch $@
 
 setup: $(VENV)/.installed
