@@ -1,6 +1,8 @@
 # Two entry points for a fresh machine (see README):
 #   make demo  - set up .venv and run the main job
 #   make test  - set up .venv and run the test suite
+# Documentation: make docs (site/ with mkdocs --strict), make notebooks (execute notebooks/ at
+# QUICK size with nbmake); both install the `docs` extra first.
 PYTHON ?= python3
 VENV ?= .venv
 # torch first, pinned to the CPU build these machines keep on local disk, so the package's
@@ -8,7 +10,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench docs notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +22,12 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 setup: $(VENV)/.installed
 
+$(VENV)/.installed-docs: $(VENV)/.installed setup.cfg
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot,rl,docs]"
+	touch $@
+
 demo: setup
-	$(BIN)/r2dn-control demo
+	$(BIN)/r2dn-control run youla --quick --model both
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -29,8 +35,25 @@ test: setup
 lint: setup
 	$(BIN)/ruff check r2dn_control envs tests benchmarks
 
+docs: $(VENV)/.installed-docs
+	$(BIN)/mkdocs build --strict
+
+# The notebooks are jupytext percent scripts (no outputs stored); they are converted to
+# .ipynb under build/notebooks and executed there, QUICK-sized, one thread each.
+NOTEBOOK_TIMEOUT ?= 300
+notebooks: $(VENV)/.installed-docs
+	rm -rf build/notebooks && mkdir -p build/notebooks
+	for nb in notebooks/*.py; do \
+		$(BIN)/jupytext --quiet --to ipynb --output build/notebooks/$$(basename $$nb .py).ipynb $$nb || exit 1; \
+	done
+	# Compile (or load) the C++ kernels once, outside the per-notebook timeout; a failed build
+	# only means the pure-torch path runs.
+	-$(BIN)/python -m r2dn_control.nn.cpp
+	cd build/notebooks && QUICK=1 OMP_NUM_THREADS=1 MPLBACKEND=Agg ../../$(BIN)/python -m pytest \
+		--nbmake --nbmake-timeout=$(NOTEBOOK_TIMEOUT) -p no:cacheprovider -q *.ipynb
+
 bench: setup
 	$(BIN)/python benchmarks/bench_r2dn.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .hypothesis

@@ -4,6 +4,7 @@ Run::
 
     .venv/bin/python benchmarks/bench_certify.py            # n in {8, 32, 64, 128, 512}
     .venv/bin/python benchmarks/bench_certify.py --quick    # n in {8, 32}
+    .venv/bin/python benchmarks/bench_certify.py --lower-bounds  # REN/R2DN: lower ≤ certified γ
 
 SDPs are skipped where they would take minutes or run out of memory (Clarabel above
 ``--clarabel-max``, SCS above ``--scs-max``); the KYP route above ``--kyp-max``. The
@@ -31,6 +32,23 @@ def run(method: str, model, solver: str | None = None
             res.details.get("riccati_solves"))
 
 
+def lower_bounds() -> None:
+    """Certified γ next to the adversarial lower bound (moved here from the tests: a REN
+    rollout on the first calls took minutes)."""
+    from r2dn_control.nn import LipschitzREN
+
+    print(f"{'family':<14} {'certified γ':>12} {'lower bound':>12} {'sound':>6} {'seconds':>8}")
+    for cls in (LipschitzR2DN, LipschitzREN):
+        torch.manual_seed(5)
+        model = cls(2, 3, 3, 2, hidden=(4,), gamma=2.0, dtype=torch.float64) \
+            if cls is LipschitzR2DN else cls(2, 3, 3, 2, gamma=2.0, dtype=torch.float64)
+        start = time.perf_counter()
+        tight = certify.lipschitz(model)
+        low = certify.lipschitz_lower_bound(model, steps=10, iters=25)
+        print(f"{cls.__name__:<14} {tight.bound:12.6f} {low:12.6f} {str(low <= tight.bound):>6} "
+              f"{time.perf_counter() - start:8.1f}", flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -38,7 +56,13 @@ def main(argv=None) -> None:
     parser.add_argument("--clarabel-max", type=int, default=32)
     parser.add_argument("--scs-max", type=int, default=32)
     parser.add_argument("--kyp-max", type=int, default=512)
+    parser.add_argument("--lower-bounds", action="store_true")
+    parser.add_argument("--rate", action="store_true",
+                        help="also time the smallest certified contraction rate (KYP tier)")
     args = parser.parse_args(argv)
+    if args.lower_bounds:
+        lower_bounds()
+        return
     sizes = args.sizes or ([8, 32] if args.quick else [8, 32, 64, 128, 512])
     print(f"{'n':>4} {'method':<9} {'status':<14} {'seconds':>9} {'gamma':>12} "
           f"{'rel. to best SDP':>17} {'Riccati solves':>15}")
@@ -48,6 +72,11 @@ def main(argv=None) -> None:
         rows = [("implied", *run("implied", model))]
         if n <= args.kyp_max:
             rows.append(("kyp", *run("kyp", model)))
+            if args.rate:
+                start = time.perf_counter()
+                res = certify.contraction(model, method="kyp")
+                print(f"{n:>4} {'rate/kyp':<9} {res.status:<14} {time.perf_counter() - start:9.3f} "
+                      f"{res.bound if res.certified else float('nan'):>12.7f}", flush=True)
         if n <= args.clarabel_max:
             rows.append(("CLARABEL", *run("sdp", model, "CLARABEL")))
         if n <= args.scs_max:

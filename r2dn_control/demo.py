@@ -1,4 +1,4 @@
-"""The end-to-end demo (the README's main job until the paper's experiments land).
+"""A 10-second identification demo (`r2dn-control demo`; the main job is `run youla --quick`).
 
 Identifies a forced Duffing oscillator with a Lipschitz R2DN for a few seconds, then prints
 the training loss, the test NRMSE, the model's guaranteed incremental ℓ₂ gain γ and the

@@ -4,7 +4,7 @@ For every family in ``families.FAMILIES`` and every hypothesis draw (sizes incl.
 nv < nx, parameter scales 0.1–10, both inits, polar on/off, ᾱ ≤ 1, float32/float64):
 
 1. the certificate implied by the parameterization (𝒫 = EᵀP⁻¹E and its multiplier) satisfies
-   the LMI of math.md §4 in float64: contraction (4a) for all, (Q,S,R) (4b) where a supply rate
+   the LMI of docs/theory.md §4 in float64: contraction (4a) for all, (Q,S,R) (4b) where a supply rate
    is prescribed;
 2. on random pairs of trajectories the incremental inequalities themselves hold.
 """

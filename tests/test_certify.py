@@ -47,9 +47,12 @@ def test_certified_gamma_is_at_most_the_prescribed_one(family) -> None:
     assert fast.certified and fast.bound == gamma
     assert tight.certified, tight
     assert tight.bound <= gamma * (1 + 1e-4)
-    # Empirical lower bound <= true gain <= certified bound.
-    low = certify.lipschitz_lower_bound(model, steps=10, iters=25)
-    assert low <= tight.bound
+    # Empirical lower bound <= true gain <= certified bound. For a REN even a 2-step search
+    # took 132 s (its equilibrium-layer network on the first calls): that comparison is in
+    # benchmarks/bench_certify.py --lower-bounds, not here.
+    if "R2DN" in family.name:
+        low = certify.lipschitz_lower_bound(model, steps=10, iters=25)
+        assert low <= tight.bound
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -155,26 +158,33 @@ def test_solver_failure_is_inconclusive() -> None:
 def test_failed_revalidation_is_inconclusive() -> None:
     torch.manual_seed(0)
     model = LipschitzR2DN(2, 3, 3, 2, gamma=2.0, dtype=torch.float64)
-    real = sdp.solve
+    real = sdp.solve_gain
 
     def corrupt(*args, **kwargs):
         ans = real(*args, **kwargs)
         ans.metric = ans.metric * 0.5  # no longer a certificate
         return ans
 
-    with mock.patch.object(sdp, "solve", corrupt):
+    with mock.patch.object(sdp, "solve_gain", corrupt):
         res = certify.lipschitz(model, method="sdp")
     assert res.status == "inconclusive", res
 
 
-def test_lbdn_and_closed_loop() -> None:
+def test_lbdn() -> None:
     torch.manual_seed(0)
     net = LBDN(3, 2, (6,), gamma=3.0, dtype=torch.float64)
     res = certify.lipschitz(net)
     assert res.certified and res.bound == pytest.approx(3.0, rel=1e-12)
-    x = torch.randn(200, 3, dtype=torch.float64)
+    x = torch.randn(40, 3, dtype=torch.float64)
     jac = torch.func.vmap(torch.func.jacrev(net))(x)
     assert torch.linalg.matrix_norm(jac, 2).max() <= 3.0 + 1e-9
+
+
+@pytest.mark.slow
+def test_closed_loop() -> None:
+    """~30 s: the loop's outputs do not see w (init_output_zero), the frequency-domain
+    candidate sits at κ → 0 where the regularized Riccati proof fails, and the pure-Riccati
+    fallback search (~2000 solves) runs."""
     # A stable strictly proper plant in feedback with a small-gain contracting controller.
     ctrl = ContractingR2DN(1, 2, 2, 1, contraction_rate=0.5, init_output_zero=True,
                            dtype=torch.float64)
@@ -200,7 +210,7 @@ def test_cli_prints_a_table(tmp_path, capsys) -> None:
     torch.manual_seed(0)
     path = tmp_path / "m.pt"
     save_model(LipschitzR2DN(1, 2, 2, 1, gamma=1.5, dtype=torch.float64), path)
-    code = main([str(path), "--json", str(tmp_path / "out.json"), "--method", "sdp"])
+    code = main([str(path), "--json", str(tmp_path / "out.json"), "--method", "sdp", "--no-empirical"])
     out = capsys.readouterr().out
     assert "lipschitz" in out and "contraction" in out
     data = json.loads((tmp_path / "out.json").read_text())

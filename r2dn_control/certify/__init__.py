@@ -1,4 +1,4 @@
-"""Certificates: the incremental LMIs of math.md §4 checked in float64.
+"""Certificates: the incremental LMIs of docs/theory.md §4 checked in float64.
 
 Reads a model's explicit matrices; never trains. Entry points: :func:`contraction`,
 :func:`lipschitz`, :func:`dissipativity` (see ``docs/certificates.md``).
@@ -7,7 +7,15 @@ Reads a model's explicit matrices; never trains. Entry points: :func:`contractio
 from .api import contraction, dissipativity, lipschitz
 from .closed_loop import ClosedLoop
 from .empirical import contraction_lower_bound, lipschitz_lower_bound
-from .lmi import StateSpaceBlocks, dissipation_matrix, min_eigenvalue, relative_margin, validate
+from .lmi import (
+    StateSpaceBlocks,
+    Validation,
+    dissipation_matrix,
+    min_eigenvalue,
+    relative_margin,
+    validate,
+)
+from .physical import in_physical_units
 from .result import CERTIFIED, INCONCLUSIVE, NOT_CERTIFIED, CertificateResult
 from .target import Target, as_target
 
@@ -19,11 +27,13 @@ __all__ = [
     "ClosedLoop",
     "StateSpaceBlocks",
     "Target",
+    "Validation",
     "as_target",
     "contraction",
     "contraction_lower_bound",
     "dissipation_matrix",
     "dissipativity",
+    "in_physical_units",
     "lipschitz",
     "lipschitz_lower_bound",
     "min_eigenvalue",

@@ -1,267 +1,408 @@
 """Public entry points: ``contraction``, ``lipschitz``, ``dissipativity``.
 
-Tiers (math.md §4): ``"implied"`` re-validates the certificate the parameterization implies
-(milliseconds); ``"kyp"`` is the Riccati route for a scalar multiplier (R2DN, LTI, no D₁₁);
-``"sdp"`` is cvxpy after conditioning. ``method="auto"`` uses the tight tier that applies
-(KYP where it applies, else SDP) and keeps the implied certificate as a fallback. Every
-returned certificate passed :func:`lmi.validate`; anything else is "not certified" or
-"inconclusive".
+Tiers (docs/theory.md §4), tried in the order of :data:`TIERS` (as torchdiffeq's
+``SOLVERS[method](...)`` table): ``"implied"`` re-checks the certificate the parameterization
+implies (milliseconds); ``"kyp"`` is the Riccati route for a scalar multiplier (R2DN, LTI, no
+D₁₁); ``"sdp"`` is cvxpy after conditioning. Each tier turns the question into a
+:class:`Candidate` (𝒫, multiplier, the bound it claims) or a refusal; every candidate goes
+through the strict float64 check :func:`lmi.validate`. ``method="auto"`` answers a yes/no
+question (a given rate, a (Q,S,R) supply) with the first tier that certifies it, and a
+"smallest bound" question with the tightest tier that applies, keeping the implied certificate
+as a fallback. Anything not proved is "not certified" or "inconclusive".
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ..nn.lbdn import LBDN
 from . import kyp, sdp
 from . import lbdn as lbdn_cert
 from .blas import blas_threads
 from .empirical import contraction_lower_bound, lipschitz_lower_bound
-from .lmi import VALIDATION_TOL, lipschitz_supply, validate
+from .lmi import lipschitz_supply, validate
 from .result import CERTIFIED, INCONCLUSIVE, NOT_CERTIFIED, CertificateResult
 from .target import Target, as_target
 
 METHODS = ("auto", "implied", "kyp", "sdp")
+#: Relative inflations tried when a bound sits exactly on the LMI's boundary (strict check).
+INFLATIONS = (0.0, 1e-12, 1e-9, 1e-7, 1e-5, 1e-4, 1e-3)
 
 
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+@dataclass
+class Question:
+    """What is asked: the property, the system, and the requested rate/supply."""
+
+    prop: str  # "contraction", "lipschitz", "dissipativity"
+    target: Target
+    rate: float | None = None
+    supply: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    solver: str | None = None
+    rtol: float = 1e-4
+    method: str = "auto"
+    start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def searches(self) -> bool:
+        """True for a "smallest rate/γ" question, False for a yes/no one."""
+        return self.prop == "lipschitz" or (self.prop == "contraction" and self.rate is None)
+
+    def result(self, status: str, **kw) -> CertificateResult:
+        kw.setdefault("requested", self.rate)
+        return CertificateResult(self.prop, status=status,
+                                 seconds=time.perf_counter() - self.start, **kw)
 
 
-def _kyp_applies(target: Target) -> bool:
+@dataclass
+class Candidate:
+    """A tier's proposed certificate, before the float64 check.
+
+    ``bound`` is the rate (contraction) or γ (lipschitz) it claims; for a search the check
+    may inflate it slightly (:data:`INFLATIONS`) until the strict LMI holds.
+    """
+
+    metric: np.ndarray
+    multiplier: np.ndarray | float | None
+    bound: float | None
+    solver: str
+    details: dict = field(default_factory=dict)
+    inflatable: bool = False
+
+
+def _lmi_for(q: Question, cand: Candidate, bound: float | None):
+    """(metric, multiplier, rate, supply) of the LMI that proves ``bound``."""
+    if q.prop == "contraction":
+        return cand.metric, cand.multiplier, bound, None
+    if q.prop == "lipschitz":
+        # Raising γ with (𝒫, λ) fixed only adds −C_yᵀC_y/γ' + C_yᵀC_y/γ ⪰ 0 and (γ' − γ)I_u.
+        nu, _, _, ny = q.target.sizes
+        return cand.metric, cand.multiplier, 1.0, lipschitz_supply(bound, nu, ny)
+    return cand.metric, cand.multiplier, 1.0, q.supply
+
+
+def check(q: Question, cand: Candidate) -> CertificateResult:
+    """The strict float64 check of a candidate (keyword-free, one place for every tier)."""
+    values = [cand.bound]
+    if cand.inflatable and cand.bound is not None:
+        values = [cand.bound * (1 + d) for d in INFLATIONS]
+        if q.prop == "contraction":
+            values = [v for v in values if v <= 1.0] or [cand.bound]
+    last = None
+    for value in values:
+        metric, mult, rate, supply = _lmi_for(q, cand, value)
+        last = validate(q.target.blocks, metric, mult, rate, supply)
+        if last.holds:
+            details = {**cand.details, "min_eigenvalue": last.min_eigenvalue,
+                       "rounding_bound": last.error}
+            return q.result(CERTIFIED, bound=value, margin=last.margin, P=metric,
+                            multiplier=mult, solver=cand.solver,
+                            message="strict LMI holds in float64 (λ_min(M) exceeds the "
+                                    "rounding bound)", details=details)
+    return q.result(INCONCLUSIVE, margin=last.margin, solver=cand.solver, details=cand.details,
+                    message=f"candidate certificate failed the strict float64 check: "
+                            f"{last.reason}")
+
+
+# ------------------------------------------------------------------------------ tiers
+# Each tier answers a Question with a CertificateResult, or None when it does not apply.
+def implied_tier(q: Question) -> CertificateResult | None:
+    """Re-check the certificate the parameterization implies."""
+    t = q.target
+    if t.metric is None:
+        return None
+    if q.prop == "contraction":
+        if t.rate is None or (q.rate is not None and q.rate < t.rate):
+            return None
+        bound, inflate = (t.rate, True) if q.rate is None else (q.rate, False)
+    elif q.prop == "lipschitz":
+        if t.gamma is None:
+            return None
+        bound, inflate = t.gamma, True
+    else:
+        if t.supply is None or not all(np.allclose(a, b, rtol=1e-12, atol=1e-14)
+                                       for a, b in zip(q.supply, t.supply)):
+            return None
+        bound, inflate = None, False
+    return check(q, Candidate(t.metric, t.multiplier, bound, "implied", inflatable=inflate))
+
+
+def kyp_applies(target: Target) -> bool:
+    """A scalar multiplier and D₁₁ = 0: the bounded-real (Riccati) route is exact."""
     return target.nonlinearity in ("lipschitz", "none") and not target.has_feedthrough_loop
 
 
-def _result(prop: str, start: float, **kw) -> CertificateResult:
-    return CertificateResult(prop, seconds=time.perf_counter() - start, **kw)
-
-
-def _validated(prop, start, target, metric, mult, rate, supply, solver, bound, requested,
-               tol, details=None, message="") -> CertificateResult:
-    ok, margin = validate(target.blocks, metric, mult, rate, supply, tol)
-    if ok:
-        return _result(prop, start, status=CERTIFIED, bound=bound, margin=margin, P=metric,
-                       multiplier=mult, solver=solver, requested=requested,
-                       message=message or "LMI re-validated in float64", details=details or {})
-    return _result(prop, start, status=INCONCLUSIVE, margin=margin, solver=solver,
-                   requested=requested, details=details or {},
-                   message=f"candidate certificate failed float64 re-validation (margin {margin:.2e})")
-
-
-# ------------------------------------------------------------------------------ contraction
-def contraction(system: object, rate: float | None = None, method: str = "auto",
-                solver: str | None = None, rtol: float = 1e-4, tol: float = VALIDATION_TOL,
-                lower_bound: bool = False) -> CertificateResult:
-    """Certify contraction at ``rate`` (ᾱ), or find the smallest certified rate.
-
-    ``‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫`` for any two trajectories under the same input (LMI (4a)).
-    """
-    _check_method(method)
-    if isinstance(system, LBDN):
-        raise TypeError("an LBDN is a static map: contraction does not apply (use lipschitz)")
-    start = time.perf_counter()
-    target = as_target(system)
-    if rate is not None and not (0 < rate <= 1.0 + 1e-12):
-        raise ValueError(f"rate must be in (0, 1], got {rate}")
-    with blas_threads(1):  # small/medium dense LAPACK calls: threads only spin (see .blas)
-        res = _contraction(target, rate, method, solver, rtol, tol, start)
-    if lower_bound:
-        res.lower_bound = contraction_lower_bound(target, res.P)
+def kyp_tier(q: Question) -> CertificateResult | None:
+    """Riccati equations of the bounded-real lemma (scalar multiplier, D₁₁ = 0)."""
+    t = q.target
+    if q.prop == "dissipativity" or not kyp_applies(t):
+        return None
+    radius = t.spectral_radius
+    limit = 1.0 if q.rate is None else q.rate
+    if radius >= limit:
+        return q.result(NOT_CERTIFIED, solver="kyp",
+                        message=f"spectral radius of A is {radius:.12g} ≥ {limit:g}: no metric "
+                                "contracts at this rate" if q.prop == "contraction" else
+                                f"spectral radius of A is {radius:.12g} ≥ 1: the structured "
+                                "route needs A Schur")
+    res = None
+    for eps in (kyp.REGULARIZATION, *kyp.RETRY_REGULARIZATIONS):
+        # A larger regularization ε buys a larger strict margin (docs/theory.md §6).
+        res = _kyp_attempt(q, eps)
+        if res.status != INCONCLUSIVE:
+            return res
     return res
 
 
-def _contraction(target, rate, method, solver, rtol, tol, start) -> CertificateResult:
-    implied_ok = target.metric is not None and target.rate is not None
-    if method in ("auto", "implied") and implied_ok and (rate is None or rate >= target.rate):
-        check_rate = target.rate if rate is None else rate
-        res = _validated("contraction", start, target, target.metric, target.multiplier,
-                         check_rate, None, "implied", check_rate, rate, tol)
-        if res.certified and (rate is not None or method == "implied"):
-            return res
-        fallback = res if res.certified else None
-    elif method == "implied":
-        return _result("contraction", start, status=NOT_CERTIFIED, requested=rate, solver="implied",
-                       message="no implied certificate at this rate")
-    else:
-        fallback = None
-    upper = 1.0 if rate is None else rate
-    if method in ("auto", "kyp") and _kyp_applies(target):
-        if rate is None:
-            cert = kyp.smallest_rate(target.blocks, upper, rtol)
+def _kyp_attempt(q: Question, eps: float) -> CertificateResult:
+    t = q.target
+    if q.prop == "contraction":
+        if q.rate is None:
+            cert = kyp.smallest_rate(t.blocks, 1.0, q.rtol, eps=eps)
             found = None if cert is None else (cert.metric, cert.multiplier, cert.value)
         else:
-            pair = kyp.contraction_riccati(target.blocks, rate)
-            found = None if pair is None else (*pair, rate)
-        if found is not None:
-            res = _validated("contraction", start, target, found[0], found[1], found[2], None,
-                             "kyp", found[2], rate, tol)
-            if res.certified:
-                return res
-            # The Riccati metric can be singular on modes the nonlinearity never sees (e.g. a
-            # plant's observer error in a closed loop); the SDP adds 𝒫 ⪰ I. Try it when small.
-            if method == "auto" and _sdp_affordable(target):
-                return _sdp_contraction(target, rate, solver, rtol, tol, start, fallback or res)
-            if fallback is None:
-                return res
-        elif fallback is None:
-            return _result("contraction", start, status=NOT_CERTIFIED, requested=rate, solver="kyp",
-                           message=f"bounded-real Riccati test fails at rate {upper:g}")
-        return fallback
-    if method == "kyp":
-        raise ValueError("the KYP route needs a scalar multiplier and D11 = 0 (R2DN or LTI)")
-    return _sdp_contraction(target, rate, solver, rtol, tol, start, fallback)
+            pair = kyp.contraction_riccati(t.blocks, q.rate, eps=eps)
+            found = None if pair is None else (*pair, q.rate)
+        if found is None:
+            return q.result(NOT_CERTIFIED, solver="kyp",
+                            message=f"bounded-real Riccati test fails at rate "
+                                    f"{1.0 if q.rate is None else q.rate:g}")
+        return check(q, Candidate(found[0], found[1], found[2], "kyp",
+                                  {"regularization": eps}, inflatable=q.rate is None))
+    hint = t.gamma
+    lam = None if t.multiplier is None else float(np.asarray(t.multiplier).ravel()[0])
+    cert = kyp.smallest_gain(t.blocks, hint, None if hint is None or lam is None else lam * hint,
+                             eps=eps)
+    if cert is None:
+        return q.result(NOT_CERTIFIED, solver="kyp",
+                        message="no (κ, γ) passed the bounded-real Riccati test")
+    return check(q, Candidate(cert.metric, cert.multiplier, cert.value, "kyp",
+                              {"riccati_solves": cert.solves, "regularization": eps},
+                              inflatable=True))
 
 
-def _sdp_affordable(target) -> bool:
+def sdp_affordable(target: Target) -> bool:
     """Whether a dense contraction SDP of this size solves in seconds (LMI size ≲ 64)."""
     _, nx, nv, _ = target.blocks.sizes
     return nx + nv <= 64
 
 
-def _sdp_contraction(target, rate, solver, rtol, tol, start, fallback):
-    def attempt(r):
-        ans = sdp.solve(target, "contraction", rate=r, solver=solver)
-        if ans.status != "solved" or ans.value < 0:
-            return ans, None
-        res = _validated("contraction", start, target, ans.metric, ans.multiplier, r, None,
-                         ans.solver, r, rate, tol, {"solver_status": ans.solver_status})
-        return ans, res
+def _sdp_failure(q: Question, ans: sdp.SdpAnswer) -> CertificateResult:
+    status = INCONCLUSIVE if ans.status == "failed" else NOT_CERTIFIED
+    return q.result(status, solver=ans.solver,
+                    message=f"SDP: {ans.solver_status or 'no certificate with positive margin'}")
 
-    if rate is not None:
-        ans, res = attempt(rate)
-        if res is not None:
-            return res
-        status = INCONCLUSIVE if ans.status == "failed" else NOT_CERTIFIED
-        return _result("contraction", start, status=status, requested=rate, solver=ans.solver,
-                       message=f"SDP: {ans.solver_status or 'no certificate with t >= 0'}")
-    best = fallback
-    ans, res = attempt(1.0)
-    if res is None or not res.certified:
-        if best is not None:
-            return best
-        status = INCONCLUSIVE if ans.status == "failed" or res is not None else NOT_CERTIFIED
-        return _result("contraction", start, status=status, solver=ans.solver,
-                       message=f"SDP at rate 1: {ans.solver_status}")
-    best = res
-    radius = float(np.abs(np.linalg.eigvals(target.blocks.A)).max()) if target.blocks.A.size else 0
-    lo, hi = radius, 1.0
-    while hi - lo > rtol * hi:
+
+def sdp_tier(q: Question) -> CertificateResult | None:
+    """cvxpy SDPs (Clarabel/SCS/MOSEK); in ``auto`` only where KYP is inexact or small."""
+    if q.method == "auto" and kyp_applies(q.target) and not sdp_affordable(q.target):
+        return None
+    if q.prop == "lipschitz":
+        ans = sdp.solve_gain(q.target, solver=q.solver)
+        if ans.status != "solved":
+            return _sdp_failure(q, ans)
+        gamma = math.sqrt(max(ans.value, 0.0)) * (1 + 1e-6) + 1e-12
+        # The γ-form's (𝒫̃, λ̃) are γ times those of (4b) with the supply (−I/γ, 0, γI).
+        return check(q, Candidate(ans.metric / gamma, np.asarray(ans.multiplier) / gamma, gamma,
+                                  ans.solver, {"solver_status": ans.solver_status},
+                                  inflatable=True))
+    if q.prop == "dissipativity":
+        ans = sdp.solve_dissipativity(q.target, q.supply, solver=q.solver)
+        if ans.status != "solved" or ans.value <= 0:
+            return _sdp_failure(q, ans)
+        return check(q, Candidate(ans.metric, ans.multiplier, None, ans.solver,
+                                  {"solver_status": ans.solver_status}))
+    return _sdp_contraction(q)
+
+
+def _sdp_contraction(q: Question) -> CertificateResult:
+    def attempt(rate: float) -> tuple[sdp.SdpAnswer, CertificateResult | None]:
+        ans = sdp.solve_contraction(q.target, rate, solver=q.solver)
+        if ans.status != "solved" or ans.value <= 0:
+            return ans, None
+        return ans, check(q, Candidate(ans.metric, ans.multiplier, rate, ans.solver,
+                                       {"solver_status": ans.solver_status}))
+
+    ans, res = attempt(1.0 if q.rate is None else q.rate)
+    if res is None:
+        return _sdp_failure(q, ans)
+    if q.rate is not None or not res.certified:
+        return res
+    best, lo, hi = res, q.target.spectral_radius, 1.0
+    while hi - lo > q.rtol * hi:
         mid = 0.5 * (lo + hi)
         _, res = attempt(mid)
         if res is not None and res.certified:
             hi, best = mid, res
         else:
             lo = mid
-    best.seconds = time.perf_counter() - start
     return best
+
+
+Tier = Callable[[Question], "CertificateResult | None"]
+#: The certificate tiers, cheapest first.
+TIERS: dict[str, Tier] = {"implied": implied_tier, "kyp": kyp_tier, "sdp": sdp_tier}
+
+
+def _better(a: CertificateResult | None, b: CertificateResult) -> CertificateResult:
+    if a is None or (b.bound is not None and a.bound is not None and b.bound < a.bound):
+        return b
+    return a
+
+
+def answer(q: Question) -> CertificateResult:
+    """Run the tiers of ``q.method`` (one tier, or all of :data:`TIERS` in order for auto)."""
+    names = list(TIERS) if q.method == "auto" else [q.method]
+    best, last = None, None
+    for name in names:
+        try:
+            res = TIERS[name](q)
+        except (np.linalg.LinAlgError, ValueError, ArithmeticError) as err:
+            res = q.result(INCONCLUSIVE, solver=name,
+                           message=f"numerical failure in the {name} tier: {err}")
+        if res is None:
+            continue
+        if res.certified:
+            if not q.searches:
+                return res
+            best = _better(best, res)
+            if name != "implied":
+                break
+        else:
+            last = res
+            if name == "kyp" and res.status == NOT_CERTIFIED:
+                break  # the Riccati test is exact for a scalar multiplier
+    out = best or last
+    if out is None:
+        if q.method == "kyp":
+            raise ValueError("the KYP route needs a scalar multiplier and D11 = 0 (R2DN or "
+                             "LTI) and applies to contraction and lipschitz only")
+        out = q.result(NOT_CERTIFIED, solver=q.method,
+                       message=f"the {q.method} tier does not apply to this question")
+    out.seconds = time.perf_counter() - q.start
+    return out
+
+
+# ------------------------------------------------------------------------------ checks
+def _check_method(method: object, allowed: tuple[str, ...] = METHODS) -> None:
+    if not isinstance(method, str) or method not in allowed:
+        raise ValueError(f"method must be one of {allowed}, got {method!r}")
+
+
+def _check_rate(rate: object) -> float | None:
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(f"rate must be a real number in (0, 1] or None, got "
+                        f"{type(rate).__name__} {rate!r}")
+    rate = float(rate)
+    if not (0 < rate <= 1.0):
+        raise ValueError(f"rate must be in (0, 1], got {rate}")
+    return rate
+
+
+def _check_dtype(dtype: object) -> None:
+    if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32,
+                                           torch.float64):
+        raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+
+
+def _prepare(prop: str, system: object, method: str, dtype) -> Target | CertificateResult:
+    """The target, or a "not certified" result when the weights are not finite."""
+    _check_dtype(dtype)
+    if isinstance(system, torch.nn.Module) and not all(
+            bool(torch.isfinite(p).all()) for p in system.parameters()):
+        return CertificateResult(prop, NOT_CERTIFIED, solver=method,
+                                 message="non-finite weights (NaN or inf in the parameters)")
+    target = as_target(system, dtype=dtype)
+    if not target.blocks.is_finite():
+        return CertificateResult(prop, NOT_CERTIFIED, solver=method,
+                                 message="non-finite weights (NaN or inf in the explicit model)")
+    return target
+
+
+# ------------------------------------------------------------------------------ contraction
+def contraction(system: object, rate: float | None = None, method: str = "auto",
+                solver: str | None = None, rtol: float = 1e-4, lower_bound: bool = False,
+                dtype: torch.dtype | None = None) -> CertificateResult:
+    """Certify contraction at ``rate`` (ᾱ), or find the smallest certified rate.
+
+    ``‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫`` for any two trajectories under the same input (LMI (4a),
+    docs/theory.md §4), proved by the strict float64 check of :func:`lmi.validate`.
+
+    Parameters
+    ----------
+    rate : float, optional
+        The rate to check; None searches the smallest certified one (slightly above the
+        boundary of the LMI, so that the check is strict).
+    dtype : torch.dtype, optional
+        Check the explicit matrices as cast to this dtype (e.g. ``torch.float32``, the matrices
+        a float32 rollout uses; docs/theory.md §5). Default: the float64 explicit model.
+    """
+    _check_method(method)
+    rate = _check_rate(rate)
+    if isinstance(system, LBDN):
+        raise TypeError("an LBDN is a static map: contraction does not apply (use lipschitz)")
+    target = _prepare("contraction", system, method, dtype)
+    if isinstance(target, CertificateResult):
+        return target
+    with blas_threads(1):  # small/medium dense LAPACK calls: threads only spin (see .blas)
+        res = answer(Question("contraction", target, rate=rate, solver=solver, rtol=rtol,
+                              method=method))
+    if lower_bound:
+        res.lower_bound = contraction_lower_bound(target, res.P)
+    return res
 
 
 # ------------------------------------------------------------------------------ lipschitz
 def lipschitz(system: object, method: str = "auto", solver: str | None = None,
-              tol: float = VALIDATION_TOL, lower_bound: bool = False) -> CertificateResult:
+              lower_bound: bool = False, dtype: torch.dtype | None = None) -> CertificateResult:
     """The smallest certified incremental ℓ₂ gain γ.
 
-    ``‖Δy‖₂ ≤ γ‖Δu‖₂ + √(γΔx₀ᵀ𝒫Δx₀)`` (math.md §4). For an LBDN: ``method="sandwich"``
-    (default) or ``"lipsdp"``; a list of weight matrices gets the per-layer LipSDP.
+    ``‖Δy‖₂ ≤ γ‖Δu‖₂ + √(γΔx₀ᵀ𝒫Δx₀)`` (docs/theory.md §4). For an LBDN: ``method="sandwich"``
+    (default) or ``"lipsdp"``; a list of weight matrices gets the per-layer LipSDP. ``dtype``
+    as in :func:`contraction`.
     """
     if isinstance(system, LBDN) or isinstance(system, (list, tuple)):
-        res = lbdn_cert.lipschitz(system, "sandwich" if method in ("auto", "sandwich") else "lipsdp",
-                                  solver)
-        return res
+        return lbdn_cert.lipschitz(system, "sandwich" if method in ("auto", "sandwich")
+                                   else "lipsdp", solver)
     _check_method(method)
-    start = time.perf_counter()
-    target = as_target(system)
-    with blas_threads(1):  # small/medium dense LAPACK calls: threads only spin (see .blas)
-        res = _lipschitz(target, method, solver, tol, start)
+    target = _prepare("lipschitz", system, method, dtype)
+    if isinstance(target, CertificateResult):
+        return target
+    with blas_threads(1):
+        res = answer(Question("lipschitz", target, solver=solver, method=method))
     if lower_bound:
         res.lower_bound = lipschitz_lower_bound(target)
     return res
 
 
-def _lipschitz(target, method, solver, tol, start) -> CertificateResult:
-    nu, _, _, ny = target.sizes
-    implied = None
-    if method in ("auto", "implied") and target.gamma is not None and target.metric is not None:
-        g = target.gamma
-        implied = _validated("lipschitz", start, target, target.metric, target.multiplier, 1.0,
-                             lipschitz_supply(g, nu, ny), "implied", g, None, tol)
-        if method == "implied":
-            return implied
-    if method == "implied":
-        return implied or _result("lipschitz", start, status=NOT_CERTIFIED, solver="implied",
-                                  message="the parameterization implies no Lipschitz bound")
-    tight = None
-    if method in ("auto", "kyp") and _kyp_applies(target):
-        hint = target.gamma
-        lam = None if target.multiplier is None else float(np.asarray(target.multiplier).ravel()[0])
-        cert = kyp.smallest_gain(target.blocks, hint,
-                                 None if hint is None or lam is None else lam * hint)
-        if cert is None:
-            tight = _result("lipschitz", start, status=NOT_CERTIFIED, solver="kyp",
-                            message="no (κ, γ) passed the bounded-real Riccati test")
-        else:
-            tight = _validated("lipschitz", start, target, cert.metric, cert.multiplier, 1.0,
-                               lipschitz_supply(cert.value, nu, ny), "kyp", cert.value, None, tol,
-                               {"riccati_solves": cert.solves})
-    elif method == "kyp":
-        raise ValueError("the KYP route needs a scalar multiplier and D11 = 0 (R2DN or LTI)")
-    else:
-        ans = sdp.solve(target, "gain", solver=solver)
-        if ans.status == "solved":
-            # Report √μ slightly inflated: the solver's point sits on the LMI's boundary.
-            gamma = math.sqrt(max(ans.value, 0.0)) * (1 + 1e-6) + 1e-12
-            tight = _validated("lipschitz", start, target, ans.metric / gamma,
-                               np.asarray(ans.multiplier) / gamma, 1.0,
-                               lipschitz_supply(gamma, nu, ny), ans.solver, gamma, None, tol,
-                               {"solver_status": ans.solver_status})
-        else:
-            status = NOT_CERTIFIED if ans.status == "infeasible" else INCONCLUSIVE
-            tight = _result("lipschitz", start, status=status, solver=ans.solver,
-                            message=f"SDP: {ans.solver_status}")
-    if implied is not None and implied.certified and not (
-            tight.certified and tight.bound <= implied.bound):
-        implied.details["tight_tier"] = tight.to_dict(include_matrices=False)
-        implied.seconds = time.perf_counter() - start
-        return implied
-    tight.seconds = time.perf_counter() - start
-    return tight
-
-
 # ------------------------------------------------------------------------------ (Q, S, R)
 def dissipativity(system: object, Q, S, R, method: str = "auto", solver: str | None = None,
-                  tol: float = VALIDATION_TOL) -> CertificateResult:
-    """Certify incremental (Q,S,R)-dissipativity: ``Σ s(Δu,Δy) ≥ −Δx₀ᵀ𝒫Δx₀`` (LMI (4b))."""
-    _check_method(method)
+                  dtype: torch.dtype | None = None) -> CertificateResult:
+    """Certify incremental (Q,S,R)-dissipativity: ``Σ s(Δu,Δy) ≥ −Δx₀ᵀ𝒫Δx₀`` (LMI (4b)).
+
+    ``dtype`` as in :func:`contraction`.
+    """
+    _check_method(method, ("auto", "implied", "sdp"))
     if isinstance(system, LBDN):
         raise TypeError("dissipativity of an LBDN is not supported; use lipschitz")
-    start = time.perf_counter()
-    target = as_target(system)
+    target = _prepare("dissipativity", system, method, dtype)
+    if isinstance(target, CertificateResult):
+        return target
     nu, _, _, ny = target.sizes
     supply = tuple(np.asarray(m, dtype=np.float64) for m in (Q, S, R))
     for name, m, shape in zip("QSR", supply, ((ny, ny), (nu, ny), (nu, nu))):
         if m.shape != shape:
             raise ValueError(f"{name} must have shape {shape}, got {m.shape}")
-    if method in ("auto", "implied") and target.metric is not None and target.supply is not None \
-            and all(np.allclose(a, b, rtol=1e-12, atol=1e-14) for a, b in zip(supply, target.supply)):
-        res = _validated("dissipativity", start, target, target.metric, target.multiplier,
-                         1.0, supply, "implied", None, None, tol)
-        if res.certified or method == "implied":
-            return res
-    elif method == "implied":
-        return _result("dissipativity", start, status=NOT_CERTIFIED, solver="implied",
-                       message="the parameterization implies a different (or no) supply rate")
-    if method == "kyp":
-        raise ValueError("the (Q,S,R) check uses the SDP tier (method='sdp' or 'auto')")
-    ans = sdp.solve(target, "dissipativity", supply=supply, solver=solver)
-    if ans.status == "solved" and ans.value >= 0:
-        res = _validated("dissipativity", start, target, ans.metric, ans.multiplier, 1.0, supply,
-                         ans.solver, None, None, tol, {"solver_status": ans.solver_status})
-        return res
-    status = INCONCLUSIVE if ans.status == "failed" else NOT_CERTIFIED
-    return _result("dissipativity", start, status=status, solver=ans.solver,
-                   message=f"SDP: {ans.solver_status} (margin {ans.value})",
-                   details={"supply": {"Q": supply[0], "S": supply[1], "R": supply[2]}})
+        if not np.all(np.isfinite(m)):
+            raise ValueError(f"{name} must be finite, got {m}")
+    res = answer(Question("dissipativity", target, supply=supply, solver=solver, method=method))
+    res.details.setdefault("supply", {"Q": supply[0], "S": supply[1], "R": supply[2]})
+    return res

@@ -1,6 +1,6 @@
 r"""The structured (KYP) route for a scalar multiplier: Riccati equations instead of an SDP.
 
-math.md §4 "Frequency-domain route". For a 1-Lipschitz φ (R2DN) the multiplier is a scalar, and
+docs/theory.md §4 "Frequency-domain route". For a 1-Lipschitz φ (R2DN) the multiplier is a scalar, and
 both LMIs are instances of the discrete bounded-real lemma (BRL) for an LTI system
 (Â, B̂, Ĉ, D̂): ``‖Ĉ(zI − Â)⁻¹B̂ + D̂‖_∞ ≤ 1`` iff some X ⪰ 0 satisfies
 
@@ -30,7 +30,7 @@ Each BRL test solves the stabilizing solution of the Riccati equation
 by the structure-preserving doubling algorithm (only n×n products and one LU per step, no
 2n×2n eigenvalue problem). ``Ĉ`` is augmented with ``√ε I`` so the certificate is strict and 𝒫
 is positive definite. Nothing here is trusted: every returned (𝒫, λ) is re-validated as the
-LMI of math.md §4 in float64 by the caller.
+LMI of docs/theory.md §4 in float64 by the caller.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from .lmi import StateSpaceBlocks
 
 #: Regularization ``ε`` (relative to the scale of Ĉ) added as ``√ε I`` rows to Ĉ.
 REGULARIZATION = 1e-10
+#: Larger ε tried when a certificate's margin is below float64's rounding bound.
+RETRY_REGULARIZATIONS = (1e-8, 1e-6, 1e-4)
 
 
 @dataclass
@@ -128,9 +130,10 @@ def bounded_real_riccati(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndar
 
 # --------------------------------------------------------------------------- contraction
 @blas_threads(1)
-def contraction_riccati(ss: StateSpaceBlocks, rate: float) -> tuple[np.ndarray, float] | None:
+def contraction_riccati(ss: StateSpaceBlocks, rate: float, eps: float = REGULARIZATION
+                        ) -> tuple[np.ndarray, float] | None:
     """(𝒫, λ) for (4a) at ``rate`` via the BRL of ``(A/ᾱ, B₁/ᾱ, C₁, D₁₁)``, or None."""
-    x = bounded_real_riccati(ss.A / rate, ss.B1 / rate, ss.C1, ss.D11)
+    x = bounded_real_riccati(ss.A / rate, ss.B1 / rate, ss.C1, ss.D11, eps=eps)
     if x is None:
         return None
     # (4a) is homogeneous in (𝒫, λ): normalise so that max|𝒫| = 1.
@@ -139,10 +142,10 @@ def contraction_riccati(ss: StateSpaceBlocks, rate: float) -> tuple[np.ndarray, 
 
 
 @blas_threads(1)
-def smallest_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6
-                  ) -> KypCertificate | None:
+def smallest_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6,
+                  eps: float = REGULARIZATION) -> KypCertificate | None:
     """Smallest ᾱ ∈ (ρ(A), upper] with a BRL certificate, by bisection (None if none at upper)."""
-    found = contraction_riccati(ss, upper)
+    found = contraction_riccati(ss, upper, eps)
     solves = 1
     if found is None:
         return None
@@ -151,7 +154,7 @@ def smallest_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6
     lo = radius  # ρ(A) < ᾱ is necessary (Δw = 0)
     while hi - lo > rtol * hi and hi > 1e-12:
         mid = 0.5 * (lo + hi) if lo > 0 else 0.5 * hi
-        cand = contraction_riccati(ss, mid)
+        cand = contraction_riccati(ss, mid, eps)
         solves += 1
         if cand is None:
             lo = mid
@@ -159,7 +162,7 @@ def smallest_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6
             hi, best = mid, cand
     # Certify slightly above the bisection's edge: there the metric is well conditioned.
     final = min(upper, hi * (1 + rtol))
-    cand = contraction_riccati(ss, final) if final != hi else None
+    cand = contraction_riccati(ss, final, eps) if final != hi else None
     if cand is not None:
         hi, best = final, cand
     return KypCertificate(best[0], best[1], hi, solves + 1)
@@ -174,10 +177,11 @@ def _gain_system(ss: StateSpaceBlocks, kappa: float, gamma: float):
     return ss.A, b, c, d
 
 
-def gain_riccati(ss: StateSpaceBlocks, kappa: float, gamma: float, schur_known: bool = False
-                 ) -> np.ndarray | None:
+def gain_riccati(ss: StateSpaceBlocks, kappa: float, gamma: float, schur_known: bool = False,
+                 eps: float = REGULARIZATION) -> np.ndarray | None:
     """X of the BRL for the (κ, γ)-scaled system (``𝒫 = X/γ``, ``λ = κ/γ``), or None."""
-    return bounded_real_riccati(*_gain_system(ss, kappa, gamma), schur_known=schur_known)
+    return bounded_real_riccati(*_gain_system(ss, kappa, gamma), eps=eps,
+                                schur_known=schur_known)
 
 
 class _GainSearch:
@@ -299,17 +303,18 @@ RETRY_INFLATIONS = (1e-6, 1e-5, 1e-4, 1e-3)
 
 
 def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
-                       inflations: tuple[float, ...]) -> tuple[KypCertificate | None, int]:
+                       inflations: tuple[float, ...], eps: float = REGULARIZATION
+                       ) -> tuple[KypCertificate | None, int]:
     """One Riccati test per δ at (κ, γ(1+δ)) until one passes: (certificate, solves)."""
     for solves, delta in enumerate(inflations, start=1):
         g = gamma * (1 + delta)
-        x = gain_riccati(ss, kappa, g, schur_known=True)
+        x = gain_riccati(ss, kappa, g, schur_known=True, eps=eps)
         if x is not None:
             return KypCertificate(x / g, kappa / g, g, solves), solves
     return None, len(inflations)
 
 
-def frequency_gain(ss: StateSpaceBlocks, grid: int | None = None
+def frequency_gain(ss: StateSpaceBlocks, grid: int | None = None, eps: float = REGULARIZATION
                    ) -> tuple[KypCertificate | None, int, bool]:
     """Candidate (κ*, γ*) from the frequency domain, then a handful of Riccati tests.
 
@@ -333,21 +338,22 @@ def frequency_gain(ss: StateSpaceBlocks, grid: int | None = None
     cand = search.run()
     if cand is None:
         return None, 0, True  # w-channel gain ≥ 1 at some frequency: no multiplier works
-    cert, solves = _certify_candidate(ss, cand.kappa, cand.gamma, INFLATIONS)
+    cert, solves = _certify_candidate(ss, cand.kappa, cand.gamma, INFLATIONS, eps)
     if cert is not None:
         return cert, solves, True
     dense = GainSearch(ss, RETRY_GRID_FACTOR * len(cand.omegas))
     cand = dense.run()
     if cand is None:
         return None, solves, dense.blocked
-    cert, more = _certify_candidate(ss, cand.kappa, cand.gamma, RETRY_INFLATIONS)
+    cert, more = _certify_candidate(ss, cand.kappa, cand.gamma, RETRY_INFLATIONS, eps)
     if cert is not None:
         cert.solves = solves + more
     return cert, solves + more, cert is not None
 
 
 def smallest_gain(ss: StateSpaceBlocks, gamma_hint: float | None = None,
-                  kappa_hint: float | None = None, rtol: float = 1e-6) -> KypCertificate | None:
+                  kappa_hint: float | None = None, rtol: float = 1e-6,
+                  eps: float = REGULARIZATION) -> KypCertificate | None:
     """Smallest certified γ with a scalar multiplier (R2DN, LTI; D₁₁ = 0).
 
     The frequency-domain candidate plus 1–3 Riccati solves (:func:`frequency_gain`); if that
@@ -358,7 +364,7 @@ def smallest_gain(ss: StateSpaceBlocks, gamma_hint: float | None = None,
     with blas_threads(1):
         solves = 0
         if nu and ny:
-            cert, solves, settled = frequency_gain(ss)
+            cert, solves, settled = frequency_gain(ss, eps=eps)
             if settled:
                 return cert
         cert = bisection_gain(ss, gamma_hint, kappa_hint, rtol)

@@ -1,4 +1,4 @@
-r"""Certificates for Lipschitz-bounded deep networks (math.md §1, §4 "LBDN certificate").
+r"""Certificates for Lipschitz-bounded deep networks (docs/theory.md §1, §4 "LBDN certificate").
 
 * Sandwich certificate: every layer's Cayley factors satisfy ``ÃᵀÃ + BBᵀ = I`` and ψ > 0, so
   each layer is 1-Lipschitz and the network is γ-Lipschitz (exact, milliseconds).

@@ -1,4 +1,4 @@
-r"""The incremental certificate LMIs of math.md §4, assembled in float64 numpy.
+r"""The incremental certificate LMIs of docs/theory.md §4: one builder, checked strictly in float64.
 
 With ξ = (Δx, Δw, Δu), G = [A B₁ B₂], C_v = [C₁ D₁₁ D₁₂] (D₁₁ = 0 for R2DN) and
 C_y = [C₂ D₂₁ D₂₂], the dissipation LMI at rate ᾱ is
@@ -9,17 +9,30 @@ C_y = [C₂ D₂₁ D₂₂], the dissipation LMI at rate ᾱ is
 
 with the multiplier term :math:`\Pi = \lambda(C_v^\top C_v - I_w^\top I_w)` (scalar λ, for a
 1-Lipschitz φ) or :math:`\Pi = \mathrm{sym}(I_w^\top \Lambda (C_v - I_w))` (diagonal Λ, for a
-slope-restricted σ). Contraction (4a) drops the supply terms and the Δu columns.
+slope-restricted σ). Contraction (4a) drops the supply terms and the Δu columns; the γ-form of
+the gain LMI replaces the supply by ``μ I_uᵀI_u − C_yᵀC_y`` (μ = γ², 𝒫 and Λ scaled by γ).
+
+:func:`lmi_terms` lists M as a signed sum of products ``Lᵀ·Mid·R``. The same list is assembled
+by numpy (the float64 proof, :func:`dissipation_matrix`), by cvxpy (the SDP, :mod:`.sdp`) and
+with absolute values (the rounding-error bound of :func:`validate`), so the solver and the
+re-check can never drift apart.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..nn.explicit import ExplicitModel
+
+#: Unit round-off of float64.
+UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2
+#: Safety factor on the eigensolver's backward error bound p(n)·u·‖M‖₂ (LAPACK: p(n) = O(n)).
+EIGEN_ERROR_FACTOR = 4.0
 
 
 @dataclass(frozen=True)
@@ -37,9 +50,18 @@ class StateSpaceBlocks:
     D22: np.ndarray
 
     @classmethod
-    def from_explicit(cls, model: ExplicitModel) -> StateSpaceBlocks:
+    def from_explicit(cls, model: ExplicitModel, dtype: torch.dtype | None = None
+                      ) -> StateSpaceBlocks:
+        """The blocks of ``model`` in float64; with ``dtype``, as rounded to that dtype first.
+
+        ``dtype=torch.float32`` gives exactly the matrices a float32 rollout multiplies with
+        (docs/theory.md §5): a certificate of those blocks covers the float32 model.
+        """
         def np64(t: torch.Tensor) -> np.ndarray:
-            return t.detach().to(device="cpu", dtype=torch.float64).numpy()
+            t = t.detach().to(device="cpu")
+            if dtype is not None:
+                t = t.to(dtype)
+            return t.to(torch.float64).numpy()
 
         nv = model.C1.shape[0]
         d11 = np.zeros((nv, nv)) if model.D11 is None else np64(model.D11)
@@ -51,30 +73,112 @@ class StateSpaceBlocks:
         """``(nu, nx, nv, ny)``."""
         return self.B2.shape[1], self.A.shape[0], self.C1.shape[0], self.C2.shape[0]
 
+    def is_finite(self) -> bool:
+        """True when every entry of every block is finite."""
+        return all(np.all(np.isfinite(getattr(self, k))) for k in self.__dataclass_fields__)
 
-def _multiplier_term(ss: StateSpaceBlocks, multiplier: np.ndarray | float, with_u: bool) -> np.ndarray:
+
+# --------------------------------------------------------------------------- the one builder
+@dataclass(frozen=True)
+class Term:
+    """One summand ``sign · Lᵀ · mid · R`` of M (``mid`` None means the identity)."""
+
+    sign: float
+    left: np.ndarray
+    mid: Any
+    right: np.ndarray
+
+
+def _selector(rows: int, cols: int, start: int) -> np.ndarray:
+    sel = np.zeros((rows, cols))
+    sel[:, start:start + rows] = np.eye(rows)
+    return sel
+
+
+def lmi_terms(ss: StateSpaceBlocks, metric: Any, multiplier: Any, rate: float = 1.0,
+              supply: tuple | None = None, mu: Any = None, xp: Any = np) -> list[Term]:
+    r"""M of the module docstring as a list of :class:`Term` (any array backend).
+
+    Parameters
+    ----------
+    ss : StateSpaceBlocks
+    metric : (nx, nx) array or cvxpy expression
+        The Lyapunov matrix 𝒫.
+    multiplier : scalar, (nv,) array, cvxpy expression or None
+        λ (0-dimensional: 1-Lipschitz φ) or the diagonal of Λ (1-dimensional: slope-restricted
+        σ); None for no multiplier term (an LTI system).
+    rate : float
+        Contraction rate ᾱ.
+    supply : (Q, S, R) or None
+        Supply-rate matrices.
+    mu : scalar or cvxpy expression, optional
+        γ-form of the gain LMI: adds ``μ I_uᵀI_u − C_yᵀC_y``.
+    xp : module
+        Array backend providing ``diag`` (``numpy`` or ``cvxpy``).
+    """
     nu, nx, nv, _ = ss.sizes
-    cols = [ss.C1, ss.D11] + ([ss.D12] if with_u else [])
-    c_v = np.hstack(cols)
-    n = c_v.shape[1]
-    i_w = np.zeros((nv, n))
-    i_w[:, nx:nx + nv] = np.eye(nv)
-    mult = np.asarray(multiplier, dtype=np.float64)
-    if mult.ndim == 0:
-        return float(mult) * (c_v.T @ c_v - i_w.T @ i_w)
-    lam = np.diag(mult)
-    half = i_w.T @ lam @ (c_v - i_w)
-    return half + half.T
+    with_u = supply is not None or mu is not None
+    n = nx + nv + (nu if with_u else 0)
+    g = np.hstack([ss.A, ss.B1] + ([ss.B2] if with_u else []))
+    i_x, i_w = _selector(nx, n, 0), _selector(nv, n, nx)
+    terms = [Term(1.0, i_x, rate**2 * metric, i_x), Term(-1.0, g, metric, g)]
+    if multiplier is not None and nv:
+        c_v = np.hstack([ss.C1, ss.D11] + ([ss.D12] if with_u else []))
+        if getattr(multiplier, "ndim", 0) == 0:
+            terms += [Term(-1.0, c_v, multiplier, c_v), Term(1.0, i_w, multiplier, i_w)]
+        else:
+            lam = xp.diag(multiplier)
+            terms += [Term(-1.0, i_w, lam, c_v), Term(-1.0, c_v, lam, i_w),
+                      Term(2.0, i_w, lam, i_w)]
+    if with_u:
+        c_y = np.hstack([ss.C2, ss.D21, ss.D22])
+        i_u = _selector(nu, n, nx + nv)
+        if supply is not None:
+            q, s, r = supply
+            terms += [Term(1.0, c_y, q, c_y), Term(1.0, i_u, s, c_y), Term(1.0, c_y, s.T, i_u),
+                      Term(1.0, i_u, r, i_u)]
+        if mu is not None:
+            terms += [Term(-1.0, c_y, None, c_y), Term(1.0, i_u, mu, i_u)]
+    return terms
+
+
+def _product(term: Term) -> Any:
+    mid = term.mid
+    if mid is None:
+        return term.left.T @ term.right
+    if getattr(mid, "ndim", 0) == 0:
+        return mid * (term.left.T @ term.right)
+    return term.left.T @ mid @ term.right
+
+
+def assemble(terms: list[Term]) -> Any:
+    """``sym(Σ sign·Lᵀ·mid·R)`` in whatever backend the terms' ``mid`` use."""
+    total = None
+    for term in terms:
+        part = _product(term)
+        part = part if term.sign == 1.0 else term.sign * part
+        total = part if total is None else total + part
+    return 0.5 * (total + total.T)
+
+
+def magnitude(terms: list[Term]) -> np.ndarray:
+    """``Σ |L|ᵀ·|mid|·|R|`` (numpy terms): bounds each entry's float64 rounding error."""
+    total = None
+    for t in terms:
+        mid = None if t.mid is None else np.abs(np.asarray(t.mid, dtype=np.float64))
+        part = _product(Term(1.0, np.abs(t.left), mid, np.abs(t.right)))
+        total = abs(t.sign) * part if total is None else total + abs(t.sign) * part
+    return total
 
 
 def dissipation_matrix(
     ss: StateSpaceBlocks,
     metric: np.ndarray,
-    multiplier: np.ndarray | float,
+    multiplier: np.ndarray | float | None,
     rate: float = 1.0,
     supply: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """The symmetric LMI matrix M (contraction if ``supply`` is None, else (Q,S,R)).
+    """The symmetric LMI matrix M in float64 (contraction if ``supply`` is None, else (Q,S,R)).
 
     Parameters
     ----------
@@ -88,46 +192,125 @@ def dissipation_matrix(
     supply : (Q, S, R) or None
         Supply rate; None gives the contraction LMI (4a) on (Δx, Δw).
     """
-    nu, nx, nv, ny = ss.sizes
-    with_u = supply is not None
-    g = np.hstack([ss.A, ss.B1] + ([ss.B2] if with_u else []))
-    n = g.shape[1]
-    i_x = np.zeros((nx, n))
-    i_x[:, :nx] = np.eye(nx)
-    m = rate**2 * i_x.T @ metric @ i_x - g.T @ metric @ g - _multiplier_term(ss, multiplier, with_u)
-    if with_u:
-        q, s, r = (np.asarray(a, dtype=np.float64) for a in supply)
-        c_y = np.hstack([ss.C2, ss.D21, ss.D22])
-        i_u = np.zeros((nu, n))
-        i_u[:, nx + nv:] = np.eye(nu)
-        cross = i_u.T @ s @ c_y
-        m = m + c_y.T @ q @ c_y + cross + cross.T + i_u.T @ r @ i_u
-    return 0.5 * (m + m.T)
+    metric, mult, sup = _as_float64(metric, multiplier, supply)
+    return assemble(lmi_terms(ss, metric, mult, rate=rate, supply=sup))
+
+
+def _as_float64(metric, multiplier, supply):
+    metric = np.asarray(metric, dtype=np.float64)
+    mult = None if multiplier is None else np.asarray(multiplier, dtype=np.float64)
+    sup = None if supply is None else tuple(np.asarray(a, dtype=np.float64) for a in supply)
+    return metric, mult, sup
 
 
 def min_eigenvalue(matrix: np.ndarray) -> float:
     """Smallest eigenvalue of a symmetric matrix (float64)."""
-    return float(np.linalg.eigvalsh(matrix)[0])
+    return float(np.linalg.eigvalsh(matrix)[0]) if matrix.size else math.inf
 
 
 def relative_margin(ss: StateSpaceBlocks, metric: np.ndarray, multiplier: np.ndarray | float,
                     rate: float = 1.0, supply: tuple | None = None) -> float:
-    """``λ_min(M) / max(1, max|𝒫_ij|)``: the LMI holds when this is ≥ −tolerance."""
+    """``λ_min(M) / max(1, max|𝒫_ij|)`` (a diagnostic; :func:`validate` is the strict test)."""
     m = dissipation_matrix(ss, metric, multiplier, rate, supply)
-    return min_eigenvalue(m) / max(1.0, float(np.abs(metric).max()))
+    return min_eigenvalue(m) / max(1.0, float(np.abs(metric).max()) if metric.size else 1.0)
 
 
-# ---------------------------------------------------------------------------------------------
-# Helpers shared by the certificate tiers (implied, KYP, SDP).
-
-#: Default re-validation tolerance on ``λ_min(M) / max(1, max|𝒫_ij|)`` (float64 round-off of
-#: the assembled LMI is ~1e-14 relative; 1e-9 leaves room for ill-conditioned metrics).
-VALIDATION_TOL = 1e-9
-
-
+# --------------------------------------------------------------------------- strict check
 def lipschitz_supply(gamma: float, nu: int, ny: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(Q, S, R) = (−I/γ, 0, γI)``: incremental ℓ₂ gain at most γ."""
     return -np.eye(ny) / gamma, np.zeros((nu, ny)), gamma * np.eye(nu)
+
+
+def rounding_bound(terms: list[Term], size: int, norm: float) -> float:
+    r"""An upper bound on ``|λ_min(fl(M)) − λ_min(M)|`` plus the eigensolver's error.
+
+    Each entry of a product ``Lᵀ·mid·R`` with inner dimensions k is computed with error at
+    most ``γ_k (|L|ᵀ|mid||R|)_ij`` (γ_k = ku/(1 − ku)); the sum of the terms and the
+    symmetrization add a few more roundings. With ``|E| ≤ γ·|M|_abs`` entrywise (|M|_abs
+    symmetrized), ‖E‖₂ ≤ γ‖|M|_abs‖₂ ≤ γ·(max row sum of |M|_abs). The symmetric eigensolver
+    is backward stable: its λ_min is exact for ``fl(M) + F`` with ‖F‖₂ ≤ p(n)·u·‖fl(M)‖₂,
+    taken here as ``4n·u·norm`` with ``norm`` ≥ ‖fl(M)‖₂ (the largest computed |λ|, inflated).
+    """
+    inner = max((t.left.shape[0] + (0 if t.mid is None or getattr(t.mid, "ndim", 0) == 0
+                                    else t.right.shape[0]) for t in terms), default=0)
+    k = inner + len(terms) + 4
+    gamma_k = k * UNIT_ROUNDOFF / (1 - k * UNIT_ROUNDOFF)
+    if not terms:
+        return 0.0
+    mag = magnitude(terms)
+    row_sums = float((0.5 * (mag + mag.T)).sum(axis=1).max()) if mag.size else 0.0
+    eig = EIGEN_ERROR_FACTOR * size * UNIT_ROUNDOFF * norm
+    return (gamma_k * row_sums + eig) * (1 + 1e-6)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Outcome of the strict float64 check of one candidate certificate.
+
+    Attributes
+    ----------
+    holds : bool
+        True only when ``λ_min(M) > error`` (and 𝒫 ≻ 0 beyond its own rounding bound for
+        contraction, 𝒫 ⪰ 0 for dissipation; multiplier ≥ 0; everything finite).
+    margin : float
+        ``λ_min(M) / max(1, max|𝒫|)`` (relative, for reports).
+    min_eigenvalue, error : float
+        The computed λ_min(M) and the rounding/eigensolver bound it must exceed.
+    reason : str
+        Why it failed (empty when it holds).
+    """
+
+    holds: bool
+    margin: float
+    min_eigenvalue: float = math.nan
+    error: float = math.nan
+    reason: str = ""
+
+    def __iter__(self):
+        """``holds, margin = validate(...)`` (the earlier tuple form) still unpacks."""
+        return iter((self.holds, self.margin))
+
+
+def _metric_check(metric: np.ndarray, strict: bool) -> str:
+    if not metric.size:
+        return ""
+    eigs = np.linalg.eigvalsh(metric)
+    lam = float(eigs[0])
+    err = EIGEN_ERROR_FACTOR * metric.shape[0] * UNIT_ROUNDOFF * float(np.abs(eigs).max()) * 1.01
+    if strict and not lam > err:
+        return f"metric not positive definite (λ_min(𝒫) = {lam:.3e}, rounding bound {err:.1e})"
+    if not strict and lam < -err:
+        return f"metric not positive semidefinite (λ_min(𝒫) = {lam:.3e})"
+    return ""
+
+
+def validate(ss: StateSpaceBlocks, metric: np.ndarray, multiplier: np.ndarray | float | None,
+             rate: float = 1.0, supply: tuple | None = None) -> Validation:
+    """Check a candidate certificate in float64 with a strictly positive margin.
+
+    The certificate holds when everything is finite, the multiplier is non-negative, 𝒫 is
+    positive definite (contraction, which needs a distance) or semidefinite (dissipation),
+    and the computed ``λ_min(M)`` exceeds :func:`rounding_bound`: then the exact M of these
+    float64 matrices is positive definite, whatever the rounding in forming and factoring it.
+    """
+    metric, mult, sup = _as_float64(metric, multiplier, supply)
+    parts = [metric] + ([] if mult is None else [mult]) + ([] if sup is None else list(sup))
+    if not all(np.all(np.isfinite(p)) for p in parts) or not ss.is_finite():
+        return Validation(False, math.nan, reason="non-finite certificate or system matrices")
+    if mult is not None and np.any(mult < 0):
+        return Validation(False, float(mult.min()), reason="negative multiplier")
+    metric = 0.5 * (metric + metric.T)
+    reason = _metric_check(metric, strict=supply is None)
+    terms = lmi_terms(ss, metric, mult, rate=rate, supply=sup)
+    m = assemble(terms)
+    eigs = np.linalg.eigvalsh(m) if m.size else np.array([math.inf])
+    lam = float(eigs[0])
+    norm = float(np.abs(eigs[[0, -1]]).max()) * (1 + 1e-6) if m.size else 0.0
+    err = rounding_bound(terms, m.shape[0], norm)
+    margin = lam / max(1.0, float(np.abs(metric).max()) if metric.size else 1.0)
+    if not reason and not lam > err:
+        reason = f"λ_min(M) = {lam:.3e} does not exceed the float64 rounding bound {err:.1e}"
+    return Validation(not reason, margin, lam, err, reason)
 
 
 def transform_state(ss: StateSpaceBlocks, t: np.ndarray) -> StateSpaceBlocks:
@@ -139,28 +322,3 @@ def transform_state(ss: StateSpaceBlocks, t: np.ndarray) -> StateSpaceBlocks:
     t_inv = np.linalg.inv(t)
     return StateSpaceBlocks(t @ ss.A @ t_inv, t @ ss.B1, t @ ss.B2, ss.C1 @ t_inv,
                             ss.C2 @ t_inv, ss.D11, ss.D12, ss.D21, ss.D22)
-
-
-def validate(ss: StateSpaceBlocks, metric: np.ndarray, multiplier: np.ndarray | float,
-             rate: float = 1.0, supply: tuple | None = None,
-             tol: float = VALIDATION_TOL) -> tuple[bool, float]:
-    """Re-validate a candidate certificate in float64: ``(holds, relative margin)``.
-
-    The certificate holds when 𝒫 is symmetric positive semidefinite (positive definite for
-    contraction, which needs a metric), the multiplier is non-negative and the relative margin
-    ``λ_min(M)/max(1, max|𝒫|)`` is at least ``−tol``.
-    """
-    metric = np.asarray(metric, dtype=np.float64)
-    mult = np.asarray(multiplier, dtype=np.float64)
-    if not (np.all(np.isfinite(metric)) and np.all(np.isfinite(mult))):
-        return False, float("nan")
-    if np.any(mult < 0):
-        return False, float(mult.min())
-    metric = 0.5 * (metric + metric.T)
-    if metric.size:
-        p_min = min_eigenvalue(metric) / max(float(np.abs(metric).max()), 1e-300)
-        needed = tol if supply is None else -tol  # contraction needs 𝒫 ≻ 0 for a distance
-        if p_min < needed:
-            return False, p_min
-    margin = relative_margin(ss, metric, mult, rate, supply)
-    return bool(margin >= -tol), margin

@@ -1,6 +1,6 @@
-r"""The tight tier: the LMIs of math.md §4 as SDPs in cvxpy, after conditioning.
+r"""The tight tier: the LMIs of docs/theory.md §4 as SDPs in cvxpy, after conditioning.
 
-Conditioning (math.md §4): (1) Gramian balancing of the state, (2) for a diagonal multiplier,
+Conditioning (docs/theory.md §4): (1) Gramian balancing of the state, (2) for a diagonal multiplier,
 variables scaled by the implied Λ, (3) preconditioning with the implied metric when known.
 The solver is always named explicitly: MOSEK when installed, else Clarabel; SCS for LMIs larger
 than :data:`LARGE_LMI` or when Clarabel fails. The solver's answer is only a candidate: the
@@ -15,7 +15,7 @@ import cvxpy as cp
 import numpy as np
 import scipy.linalg as sla
 
-from .lmi import StateSpaceBlocks, transform_state
+from .lmi import StateSpaceBlocks, assemble, lmi_terms, transform_state
 from .target import Target
 
 #: LMI dimension above which SCS is used instead of an interior-point solver.
@@ -97,80 +97,58 @@ def conditioning(target: Target) -> tuple[np.ndarray, np.ndarray | None]:
     return t, scale
 
 
-def _lmi_expression(ss: StateSpaceBlocks, metric, mult, nonlinearity: str, rate: float,
-                    supply, mu, scale):
-    """The cvxpy expression of M (math.md §4), optionally with the γ-form term ``μ I_uᵀI_u``."""
-    nu, nx, nv, ny = ss.sizes
-    with_u = supply is not None or mu is not None
-    g = np.hstack([ss.A, ss.B1] + ([ss.B2] if with_u else []))
-    n = g.shape[1]
-    i_x = np.zeros((nx, n))
-    i_x[:, :nx] = np.eye(nx)
-    c_v = np.hstack([ss.C1, ss.D11] + ([ss.D12] if with_u else []))
-    i_w = np.zeros((nv, n))
-    i_w[:, nx:nx + nv] = np.eye(nv)
-    m = rate**2 * (i_x.T @ metric @ i_x) - g.T @ metric @ g
-    if nonlinearity == "lipschitz" and nv:
-        m = m - mult * (c_v.T @ c_v - i_w.T @ i_w)
-    elif nonlinearity == "slope" and nv:
-        half = i_w.T @ cp.diag(cp.multiply(scale, mult)) @ (c_v - i_w)
-        m = m - (half + half.T)
-    if with_u:
-        c_y = np.hstack([ss.C2, ss.D21, ss.D22])
-        i_u = np.zeros((nu, n))
-        i_u[:, nx + nv:] = np.eye(nu)
-        if supply is not None:
-            q, s, r = supply
-            cross = i_u.T @ s @ c_y
-            m = m + c_y.T @ q @ c_y + cross + cross.T + i_u.T @ r @ i_u
-        if mu is not None:
-            m = m - c_y.T @ c_y + mu * (i_u.T @ i_u)
-    return 0.5 * (m + m.T), n
+@dataclass
+class _Setup:
+    """A conditioned problem: transformed blocks, variables, and the map back."""
 
+    target: Target
+    t_mat: np.ndarray
+    scale: np.ndarray | None
+    ss: StateSpaceBlocks
+    metric: object
+    mult: object
+    mult_expr: object
 
-def solve(target: Target, problem: str, rate: float = 1.0, supply=None,
-          solver: str | None = None) -> SdpAnswer:
-    """Solve one SDP: ``problem`` is ``"contraction"``, ``"gain"`` or ``"dissipativity"``.
+    @classmethod
+    def build(cls, target: Target) -> _Setup:
+        t_mat, scale = conditioning(target)
+        ss = transform_state(target.blocks, t_mat)
+        _, nx, nv, _ = ss.sizes
+        metric = cp.Variable((nx, nx), symmetric=True) if nx else np.zeros((0, 0))
+        kind = target.nonlinearity if nv else "none"
+        mult = mult_expr = None
+        if kind == "lipschitz":
+            mult = mult_expr = cp.Variable(nonneg=True)
+        elif kind == "slope":
+            mult = cp.Variable(nv, nonneg=True)
+            mult_expr = cp.multiply(scale, mult)
+        return cls(target, t_mat, scale, ss, metric, mult, mult_expr)
 
-    * contraction: maximize t s.t. M(𝒫, λ) ⪰ tI at ``rate``, I ⪯ 𝒫 ⪯ 10⁶I;
-      solved with t ≥ 0 gives a candidate certificate, t < 0 means none within that box.
-    * gain: minimize μ s.t. the γ-form M ⪰ 0, 𝒫 ⪰ 0 (γ = √μ).
-    * dissipativity: maximize t ≤ 1 s.t. M(𝒫, λ; Q,S,R) ⪰ tI, 𝒫 ⪰ 0.
-    Returns the candidate in original coordinates (𝒫 = Tᵀ𝒫̃T, λ scaled back).
-    """
-    ss0 = target.blocks
-    t_mat, scale = conditioning(target)
-    ss = transform_state(ss0, t_mat)
-    nu, nx, nv, ny = ss.sizes
-    metric = cp.Variable((nx, nx), symmetric=True) if nx else np.zeros((0, 0))
-    kind = target.nonlinearity if nv else "none"
-    mult = cp.Variable(nonneg=True) if kind == "lipschitz" else (
-        cp.Variable(nv, nonneg=True) if kind == "slope" else None)
-    constraints = []
-    mu = cp.Variable(nonneg=True) if problem == "gain" else None
-    margin = cp.Variable() if problem != "gain" else None
-    if problem == "gain":
-        m, n = _lmi_expression(ss, metric, mult, kind, 1.0, None, mu, scale)
-        constraints.append(m >> 0)
-        objective = cp.Minimize(mu)
-    elif problem == "contraction":
-        m, n = _lmi_expression(ss, metric, mult, kind, rate, None, None, scale)
-        constraints += [m >> margin * np.eye(n), margin <= 1.0]
-        objective = cp.Maximize(margin)
-    elif problem == "dissipativity":
-        m, n = _lmi_expression(ss, metric, mult, kind, rate, supply, None, scale)
-        constraints += [m >> margin * np.eye(n), margin <= 1.0]
-        objective = cp.Maximize(margin)
-    else:
-        raise ValueError(f"problem must be 'contraction', 'gain' or 'dissipativity', got {problem!r}")
-    if nx:
-        if problem == "contraction":
-            constraints += [metric >> np.eye(nx), metric << 1e6 * np.eye(nx)]
+    def lmi(self, rate: float = 1.0, supply=None, mu=None):
+        """The cvxpy expression of M: the same :func:`lmi.lmi_terms` as the float64 check."""
+        return assemble(lmi_terms(self.ss, self.metric, self.mult_expr, rate=rate,
+                                  supply=supply, mu=mu, xp=cp))
+
+    def answer(self, name: str, status: str, value: float) -> SdpAnswer:
+        """The solution in the original coordinates (𝒫 = Tᵀ𝒫̃T, λ scaled back)."""
+        nx = self.ss.A.shape[0]
+        p_t = np.asarray(self.metric.value) if nx else np.zeros((0, 0))
+        p_orig = self.t_mat.T @ p_t @ self.t_mat if nx else p_t
+        if self.mult is None:
+            lam = self.target.zero_multiplier()
+        elif self.scale is not None and np.ndim(self.mult.value) == 1:
+            lam = np.maximum(np.asarray(self.mult.value).ravel() * self.scale, 0.0)
         else:
-            constraints.append(metric >> 0)
+            lam = max(float(self.mult.value), 0.0)
+        return SdpAnswer("solved", name, 0.5 * (p_orig + p_orig.T), lam, value, status)
+
+
+def _solve(setup: _Setup, objective, constraints, size: int, value_of, solver: str | None
+           ) -> SdpAnswer:
+    """Try the solvers of :func:`choose_solvers` in order; map the first accurate answer back."""
     prob = cp.Problem(objective, constraints)
     last = SdpAnswer("failed", "none", solver_status="no SDP solver installed")
-    for name in choose_solvers(n, solver):
+    for name in choose_solvers(size, solver):
         try:
             kwargs = {"eps": 1e-9, "max_iters": 100000} if name == "SCS" else {}
             prob.solve(solver=name, **kwargs)
@@ -183,14 +161,43 @@ def solve(target: Target, problem: str, rate: float = 1.0, supply=None,
         if prob.status not in _ACCURATE:
             last = SdpAnswer("failed", name, solver_status=status)
             continue
-        p_t = np.asarray(metric.value) if nx else np.zeros((0, 0))
-        p_orig = t_mat.T @ p_t @ t_mat if nx else p_t
-        if mult is None:
-            lam = target.zero_multiplier()
-        elif kind == "slope":
-            lam = np.maximum(np.asarray(mult.value).ravel() * scale, 0.0)
-        else:
-            lam = max(float(mult.value), 0.0)
-        value = float(mu.value) if mu is not None else float(margin.value)
-        return SdpAnswer("solved", name, 0.5 * (p_orig + p_orig.T), lam, value, status)
+        return setup.answer(name, status, float(value_of()))
     return last
+
+
+def solve_contraction(target: Target, rate: float, solver: str | None = None) -> SdpAnswer:
+    """maximize t ≤ 1 s.t. M(𝒫, λ) ⪰ tI at ``rate`` (4a), I ⪯ 𝒫 ⪯ 10⁶I.
+
+    Solved with t > 0 gives a candidate; t ≤ 0 means none within that box.
+    """
+    setup = _Setup.build(target)
+    nx = setup.ss.A.shape[0]
+    m = setup.lmi(rate)
+    margin = cp.Variable()
+    constraints = [m >> margin * np.eye(m.shape[0]), margin <= 1.0]
+    if nx:
+        constraints += [setup.metric >> np.eye(nx), setup.metric << 1e6 * np.eye(nx)]
+    return _solve(setup, cp.Maximize(margin), constraints, m.shape[0], lambda: margin.value,
+                  solver)
+
+
+def solve_gain(target: Target, solver: str | None = None) -> SdpAnswer:
+    """minimize μ s.t. the γ-form M(𝒫̃, λ̃; μ) ⪰ 0, 𝒫̃ ⪰ 0 (γ = √μ, 𝒫 = 𝒫̃/γ, λ = λ̃/γ)."""
+    setup = _Setup.build(target)
+    nx = setup.ss.A.shape[0]
+    mu = cp.Variable(nonneg=True)
+    m = setup.lmi(1.0, mu=mu)
+    constraints = [m >> 0] + ([setup.metric >> 0] if nx else [])
+    return _solve(setup, cp.Minimize(mu), constraints, m.shape[0], lambda: mu.value, solver)
+
+
+def solve_dissipativity(target: Target, supply, solver: str | None = None) -> SdpAnswer:
+    """maximize t ≤ 1 s.t. M(𝒫, λ; Q, S, R) ⪰ tI, 𝒫 ⪰ 0 (4b)."""
+    setup = _Setup.build(target)
+    nx = setup.ss.A.shape[0]
+    m = setup.lmi(1.0, supply=tuple(np.asarray(a, dtype=np.float64) for a in supply))
+    margin = cp.Variable()
+    constraints = [m >> margin * np.eye(m.shape[0]), margin <= 1.0]
+    constraints += [setup.metric >> 0] if nx else []
+    return _solve(setup, cp.Maximize(margin), constraints, m.shape[0], lambda: margin.value,
+                  solver)

@@ -1,7 +1,8 @@
 r"""What a certificate is checked on: the LTI blocks, the nonlinearity's IQC, and a simulator.
 
 Every accepted object (a recurrent model, an explicit model, a discrete ``control.StateSpace``,
-a :class:`~r2dn_control.certify.closed_loop.ClosedLoop`) is converted to a :class:`Target`:
+anything with a ``to_target()`` method such as
+:class:`~r2dn_control.certify.closed_loop.ClosedLoop`) is converted to a :class:`Target`:
 
 .. math::
     x^+ = A x + B_1 w + B_2 u,\quad v = C_1 x + D_{11} w + D_{12} u,\quad
@@ -14,8 +15,9 @@ D₁₁, diagonal multiplier Λ, the REN case) or ``"none"`` (nv = 0, an LTI sys
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -69,6 +71,21 @@ class Target:
     def __post_init__(self) -> None:
         if self.nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {self.nonlinearity!r}")
+        self._radius: tuple[object, float] | None = None
+
+    @property
+    def spectral_radius(self) -> float:
+        """ρ(A) in float64 (cached per ``blocks`` object; ``inf`` if A is not finite)."""
+        if self._radius is None or self._radius[0] is not self.blocks:
+            a = self.blocks.A
+            if not a.size:
+                value = 0.0
+            elif not np.all(np.isfinite(a)):
+                value = math.inf
+            else:
+                value = float(np.abs(np.linalg.eigvals(a)).max())
+            self._radius = (self.blocks, value)
+        return self._radius[1]
 
     @property
     def sizes(self) -> tuple[int, int, int, int]:
@@ -129,11 +146,14 @@ def _blocks_simulator(ss: StateSpaceBlocks, network: Callable[[Tensor], Tensor] 
 
 
 def _from_recurrent(model: RecurrentModel) -> Target:
-    # The direct-to-explicit algebra runs in float64 whatever the parameter dtype (math.md §6):
+    # The direct-to-explicit algebra runs in float64 whatever the parameter dtype (docs/theory.md §6):
     # a float32 model is verified through its exact float64 explicit model.
     with torch.no_grad():
         e = model.explicit(torch.float64)
     e = e.to(device=torch.device("cpu"))
+    # Parameters used as-is (e.g. C₁) still require grad: detach, so that the adversarial
+    # lower bounds never write gradients into the model.
+    e = replace(e, **{k: v.detach() for k, v in e.matrices().items()})
     blocks = StateSpaceBlocks.from_explicit(e)
     supply = None
     if model.supply is not None:
@@ -168,12 +188,30 @@ def _from_statespace(sys) -> Target:
     return Target(blocks, "none", name="StateSpace", simulate=_blocks_simulator(blocks, None))
 
 
-def as_target(obj: object) -> Target:
+def rounded_blocks(ss: StateSpaceBlocks, dtype: torch.dtype) -> StateSpaceBlocks:
+    """The blocks rounded to ``dtype`` (and back to float64, exactly)."""
+    def cast(a: np.ndarray) -> np.ndarray:
+        return torch.as_tensor(a).to(dtype).to(torch.float64).numpy()
+
+    return StateSpaceBlocks(**{k: cast(getattr(ss, k)) for k in ss.__dataclass_fields__})
+
+
+def as_target(obj: object, dtype: torch.dtype | None = None) -> Target:
     """Convert a supported object to a :class:`Target` (see the module docstring).
 
-    Objects with a ``to_target()`` method (e.g. :class:`~.closed_loop.ClosedLoop`) convert
-    themselves, so this module needs no import of theirs.
+    With ``dtype`` (e.g. ``torch.float32``) the LTI blocks are the float64 explicit matrices
+    rounded to that dtype: what a rollout in that dtype multiplies with (docs/theory.md §5).
     """
+    target = _convert(obj)
+    if dtype is not None and dtype != torch.float64:
+        target = replace(target, blocks=rounded_blocks(target.blocks, dtype),
+                         name=f"{target.name}[{str(dtype).removeprefix('torch.')}]")
+    return target
+
+
+def _convert(obj: object) -> Target:
+    """Objects with a ``to_target()`` method (e.g. :class:`~.closed_loop.ClosedLoop`) convert
+    themselves, so this module needs no import of theirs."""
     if isinstance(obj, Target):
         return obj
     if isinstance(obj, RecurrentModel):

@@ -13,6 +13,7 @@ with its graph cut, and every epoch restarts from zero state with fresh disturba
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,11 +47,13 @@ class PolicyGradientHistory:
     """Costs logged by :func:`train_policy_gradient`.
 
     ``train`` has one value per optimizer step (segment); ``test`` one value before every
-    epoch and one at the end (when a test disturbance is given).
+    epoch and one at the end (when a test disturbance is given); ``epoch_seconds`` the wall
+    time of each epoch's training (drawing disturbances, rollouts, steps; not the test cost).
     """
 
     train: list[float] = field(default_factory=list)
     test: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
 
 
 def _evaluate(plant, controller: YoulaController, disturbance: Tensor, cost: Cost) -> float:
@@ -123,22 +126,24 @@ def train_policy_gradient(
     for epoch in bar:
         if test_disturbance is not None:
             history.test.append(_evaluate(plant, controller, test_disturbance, cost))
+        epoch_start = time.perf_counter()
         w = disturbances(epoch) if callable(disturbances) else disturbances
         w = w.to(dtype=plant.A.dtype, device=plant.A.device)
         check_finite(f"the disturbances of epoch {epoch}", w)
         state = None
-        for start in range(0, w.shape[1], segment):
-            traj = simulate_closed_loop(plant, controller, w[:, start:start + segment],
+        for offset in range(0, w.shape[1], segment):
+            traj = simulate_closed_loop(plant, controller, w[:, offset:offset + segment],
                                         state=state)
             loss = cost(traj)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             guarded_step(optimizer, loss, params, on_nonfinite=on_nonfinite, clip_value=grad_clip,
-                         context=f"policy gradient, epoch {epoch}, step {start}")
+                         context=f"policy gradient, epoch {epoch}, step {offset}")
             state = traj.final.detach()  # truncated BPTT: keep the state, cut the graph
             history.train.append(float(loss.detach()))
         if scheduler is not None:
             scheduler.step()
+        history.epoch_seconds.append(time.perf_counter() - epoch_start)
         bar.set_postfix(cost=history.train[-1] if history.train else float("nan"))
     if test_disturbance is not None:
         history.test.append(_evaluate(plant, controller, test_disturbance, cost))
@@ -158,6 +163,7 @@ def fit_observer(
     patience: int = 10,
     seed: int = 0,
     progress: bool = True,
+    epoch_seconds: list[float] | None = None,
     on_nonfinite: str = "raise",
 ) -> list[float]:
     """Fit an observer with the one-step correctness loss (experiments.md §2).
@@ -174,6 +180,8 @@ def fit_observer(
         must be finite (``ValueError`` otherwise).
     on_nonfinite : {"raise", "skip"}
         A NaN/inf loss or gradient raises ``NonFiniteError`` or skips that chunk's step.
+    epoch_seconds : list, optional
+        If given, the wall time of each epoch is appended to it.
 
     Returns
     -------
@@ -195,6 +203,7 @@ def fit_observer(
     losses: list[float] = []
     bar = tqdm(range(epochs), desc="observer", disable=not progress)
     for _ in bar:
+        start = time.perf_counter()
         total = 0.0
         for k in order:
             idx = chunks[k].to(x.device)
@@ -206,5 +215,7 @@ def fit_observer(
             total += float(loss.detach())
         losses.append(total / batches)
         plateau.step(losses[-1])
+        if epoch_seconds is not None:
+            epoch_seconds.append(time.perf_counter() - start)
         bar.set_postfix(loss=losses[-1])
     return losses

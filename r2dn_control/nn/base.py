@@ -27,7 +27,9 @@ INITS = ("random", "long_memory")
 class RecurrentModel(nn.Module):
     """Base class of the directly parameterized recurrent models.
 
-    Parameters (shared by every family)
+    The parameters below are shared by every family.
+
+    Parameters
     ----------
     input_size, state_size, features, output_size : int
         nu, nx, nv (width of the nonlinearity's input/output) and ny.

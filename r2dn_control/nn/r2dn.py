@@ -73,9 +73,12 @@ class _R2DN(RecurrentModel):
     def _io(self, dtype: torch.dtype) -> IOBlock:
         raise NotImplementedError
 
-    def _extra_h(self, io: IOBlock) -> Tensor:
-        """H − H_X as a function of the other parameters, in ``io``'s dtype (the same hook as
-        the REN's)."""
+    #: Whether the I/O block enters H (then it is built in the algebra's float64); the
+    #: contracting family's B₂, C₂, D₁₂, D₂₁, D₂₂ are free and are cast only to the target dtype.
+    _io_enters_h = True
+
+    def _extra_h(self, io: IOBlock, C1: Tensor, B1_hat: Tensor) -> Tensor:
+        """H − H_X as a function of the other parameters, in ``C1``'s dtype."""
         raise NotImplementedError
 
     def _lti_factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -93,20 +96,25 @@ class _R2DN(RecurrentModel):
         a0 = rate * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
         eye = torch.eye(nx, **f64)
         h0 = torch.cat([torch.cat([eye, a0.T], 1), torch.cat([a0, rate**2 * eye], 1)], 0)
-        extra = self._extra_h(self._io(torch.float64))
+        extra = self._extra_h(self._io(torch.float64), *self._lti_factors(torch.float64))
         self.X.copy_(long_memory_factor(h0, extra, self.eps))
 
-    def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, IOBlock]:
+    def _h_matrix(self, dtype: torch.dtype, free_dtype: torch.dtype
+                  ) -> tuple[Tensor, Tensor, Tensor, IOBlock]:
         C1, B1_hat = self._lti_factors(dtype)
         polar = None if self.polar_scale is None else self.polar_scale.to(dtype)
-        io = self._io(dtype)
-        h = gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io)
+        io = self._io(dtype if self._io_enters_h else free_dtype)
+        h = gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io, C1, B1_hat)
         return h, C1, B1_hat, io
 
     def _build_explicit(self, dtype: torch.dtype, certificate: bool = True,
                         network_dtype: torch.dtype | None = None) -> ExplicitModel:
+        # Parameters that do not enter the float64 algebra (the biases, C₁ as an explicit
+        # matrix, the contracting family's I/O block) are cast once, straight to the target
+        # dtype: the float64 round trip would give the same values at the cost of extra ops.
         nx, nv = self.state_size, self.features
-        h, C1, B1_hat, io = self._h_matrix(dtype)
+        free = network_dtype or dtype
+        h, C1, B1_hat, io = self._h_matrix(dtype, free)
         e, f, p = implicit_model(h, self.Y.to(dtype), self.contraction_rate, nx)
         if self._supply is None:  # contracting family: B2 is free (not divided by E)
             A, B1 = torch.split(torch.linalg.solve(e, torch.cat([f, B1_hat], 1)), [nx, nv], dim=1)
@@ -115,9 +123,10 @@ class _R2DN(RecurrentModel):
             A, B1, B2 = torch.split(torch.linalg.solve(e, torch.cat([f, B1_hat, io.B2_hat], 1)),
                                     [nx, nv, self.input_size], dim=1)
         return ExplicitModel(
-            A=A, B1=B1, B2=B2, C1=C1, C2=io.C2, D12=io.D12, D21=io.D21, D22=io.D22,
-            bx=self.bx.to(dtype), bv=self.bv.to(dtype), by=self.by.to(dtype),
-            network=self.network.explicit(network_dtype or dtype),
+            A=A, B1=B1, B2=B2, C1=C1 if free == dtype else self.C1.to(free), C2=io.C2,
+            D12=io.D12, D21=io.D21, D22=io.D22,
+            bx=self.bx.to(free), bv=self.bv.to(free), by=self.by.to(free),
+            network=self.network.explicit(free),
             metric=lyapunov_metric(e.detach(), p.detach()).double() if certificate else None,
             multiplier=torch.ones((), dtype=torch.float64, device=h.device) if certificate else None,
         )
@@ -159,20 +168,18 @@ class ContractingR2DN(_R2DN):
         return IOBlock(self.B2.to(dtype), self.C2.to(dtype), self.D12.to(dtype),
                        self.D21.to(dtype), self.D22.to(dtype))
 
-    def _extra_h(self, io: IOBlock) -> Tensor:
-        nx = self.state_size
-        C1, B1_hat = self._lti_factors(io.C2.dtype)
-        zeros = C1.new_zeros(2 * nx, 2 * nx)
-        ncal = torch.cat([C1.new_zeros(nx, self.features), B1_hat], 0)
-        return add_quadratic(zeros, C1.T @ C1, ncal, None)
+    _io_enters_h = False
+
+    def _extra_h(self, io: IOBlock, C1: Tensor, B1_hat: Tensor) -> Tensor:
+        """``blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)`` (:func:`add_quadratic` with 𝒩 = [0; B̂₁], R₁ = I)."""
+        return torch.block_diag(C1.T @ C1, B1_hat @ B1_hat.T)
 
 
 class _DissipativeR2DN(_R2DN):
     """Shared (Q,S,R) machinery: the supply rate on the right device and the H terms."""
 
-    def _extra_h(self, io: IOBlock) -> Tensor:
+    def _extra_h(self, io: IOBlock, C1: Tensor, B1_hat: Tensor) -> Tensor:
         nx = self.state_size
-        C1, B1_hat = self._lti_factors(io.C2.dtype)
         top_left, ncal, r1 = dissipative_terms(io, C1, B1_hat, self._supply_on(C1.device))
         return add_quadratic(C1.new_zeros(2 * nx, 2 * nx), top_left, ncal, r1)
 
@@ -194,6 +201,8 @@ class GeneralR2DN(_DissipativeR2DN):
     **kwargs
         See :class:`ContractingR2DN`.
 
+    Notes
+    -----
     With ``identity_output=True``: C₂ = I, D₂₁ = 0 and D₂₂ = −Q⁻¹Sᵀ.
     """
 

@@ -190,6 +190,8 @@ class GeneralREN(_REN):
     **kwargs
         See :class:`ContractingREN`.
 
+    Notes
+    -----
     With ``identity_output=True``: C₂ = I, D₂₁ = 0 and D₂₂ = −Q⁻¹Sᵀ.
     """
 

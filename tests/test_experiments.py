@@ -1,0 +1,199 @@
+"""Each experiment's "test" preset runs end to end and writes parseable, consistent files."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+import torch
+
+from r2dn_control import certify
+from r2dn_control.experiments import (
+    EXPERIMENTS,
+    UNAVAILABLE,
+    ExperimentError,
+    get_experiment,
+    run_experiment,
+)
+from r2dn_control.experiments.common import config_from_dict, read_json, write_json
+from r2dn_control.experiments.compare import compare, find_runs, summarize
+from r2dn_control.experiments.scaling import fitted_slope
+from r2dn_control.nn.checkpoint import load_model
+
+PNG = b"\x89PNG\r\n\x1a\n"
+RUN_FILES = ("config.json", "metrics.json", "curves.json", "certificate.json", "loss.png",
+             "model.pt")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every runnable experiment, both families, test preset (youla: two seeds)."""
+    out = tmp_path_factory.mktemp("runs")
+    folders = {}
+    for name in EXPERIMENTS:
+        seeds = 2 if name == "youla" else 1
+        folders[name] = run_experiment(name, model="both", preset="test", seeds=seeds, out=out,
+                                       progress=False)
+    return out, folders
+
+
+def test_every_run_writes_its_files(runs) -> None:
+    _, folders = runs
+    for name, dirs in folders.items():
+        experiment = get_experiment(name)
+        for run in dirs:
+            for file in RUN_FILES:
+                assert (run / file).is_file(), f"{run}: {file} missing"
+            metrics = read_json(run / "metrics.json")
+            assert metrics["experiment"] == name and run.name == (
+                f"{name}-{metrics['model']}-{metrics['seed']}")
+            value = metrics["test_metric"]["value"]
+            assert isinstance(value, float) and math.isfinite(value) and value >= 0
+            timing = metrics["epoch_time"]
+            assert timing["excludes_first_epoch"] and timing["median_s"] > 0
+            model, _ = load_model(run / "model.pt")
+            assert metrics["parameters"] == sum(p.numel() for p in model.parameters()) or \
+                name == "observer"  # the observer counts its wrapper's parameters too
+            plot = run / metrics["plot"]
+            assert plot.read_bytes()[:8] == PNG and (run / "loss.png").read_bytes()[:8] == PNG
+            # config.json rebuilds exactly the configuration that ran
+            config = read_json(run / "config.json")
+            cls = type(experiment.config("test"))
+            assert config_from_dict(cls, config["config"]) == experiment.config("test")
+            # the certificates written are those a fresh check of the saved model gives
+            certs = read_json(run / "certificate.json")
+            assert set(certs) == set(metrics["certificates"])
+            for label, summary in metrics["certificates"].items():
+                assert summary["status"] == certs[label]["status"]
+            curves = read_json(run / "curves.json")
+            assert all(all(math.isfinite(v) for v in c) for c in curves.values())
+
+
+def test_contraction_certificate_matches_a_fresh_check(runs) -> None:
+    _, folders = runs
+    for run in folders["observer"] + folders["youla"][:2]:
+        metrics = read_json(run / "metrics.json")
+        model, _ = load_model(run / "model.pt")
+        label = next(k for k in metrics["certificates"] if "contraction" in k
+                     and "closed" not in k)
+        stored = metrics["certificates"][label]
+        fresh = certify.contraction(model, method=stored["solver"] if stored["solver"]
+                                    in ("implied", "kyp") else "auto")
+        assert fresh.status == stored["status"] == "certified"
+        assert fresh.bound == pytest.approx(stored["bound"], rel=1e-6)
+        assert fresh.bound <= 1.0
+
+
+def test_youla_closed_loop_is_certified_and_training_is_recorded(runs) -> None:
+    _, folders = runs
+    for run in folders["youla"] + folders["youla-unstable"]:
+        metrics = read_json(run / "metrics.json")
+        loop = metrics["certificates"]["closed-loop contraction"]
+        assert loop["status"] == "certified" and loop["bound"] <= 1.0
+        curves = read_json(run / "curves.json")
+        config = read_json(run / "config.json")["config"]
+        test_curve = curves["test cost (per epoch)"]
+        assert len(test_curve) == config["epochs"] + 1  # before every epoch and at the end
+        assert test_curve[-1] == metrics["test_metric"]["value"]
+        assert metrics["initial_test_cost"] == test_curve[0]
+
+
+def test_scaling_records_every_size_and_its_slopes(runs) -> None:
+    _, folders = runs
+    config = get_experiment("scaling").config("test")
+    for run in folders["scaling"]:
+        metrics = read_json(run / "metrics.json")
+        widths = config.r2dn_widths if metrics["model"] == "r2dn" else config.ren_widths
+        assert [r["width"] for r in metrics["sizes"]] == list(widths)
+        params = [r["parameters"] for r in metrics["sizes"]]
+        assert params == sorted(params) and len(set(params)) == len(params)
+        for key in ("inference", "backprop"):
+            expected = fitted_slope([r["expressivity"] for r in metrics["sizes"]],
+                                    [r[f"{key}_ms"] for r in metrics["sizes"]])
+            assert metrics["slopes"][key]["slope"] == pytest.approx(expected["slope"])
+
+
+def test_fitted_slope_recovers_a_power_law() -> None:
+    x = [1.0, 2.0, 4.0, 8.0, 16.0]
+    fit = fitted_slope(x, [3.0 * v**0.4 for v in x])
+    assert fit["slope"] == pytest.approx(0.4) and fit["stderr"] == pytest.approx(0.0, abs=1e-9)
+    noisy = fitted_slope(x, [3.0 * v**0.4 * (1.1 if i % 2 else 0.9) for i, v in enumerate(x)])
+    assert noisy["stderr"] > 0
+
+
+def test_compare_reads_the_runs(runs) -> None:
+    out, folders = runs
+    rows = summarize(find_runs([out]))
+    assert {(r["experiment"], r["model"]) for r in rows} == {
+        (name, family) for name in EXPERIMENTS for family in ("r2dn", "ren")}
+    for row in rows:
+        dirs = [d for d in folders[row["experiment"]] if f"-{row['model']}-" in d.name]
+        values = [read_json(d / "metrics.json")["test_metric"]["value"] for d in dirs]
+        assert row["seeds"] == len(values)
+        assert row["mean"] == pytest.approx(statistics.fmean(values))
+        assert row["std"] == pytest.approx(statistics.stdev(values) if len(values) > 1 else 0.0)
+        if row["model"] == "r2dn":
+            ren = next(r for r in rows if r["experiment"] == row["experiment"]
+                       and r["model"] == "ren")
+            assert row["speedup"] == pytest.approx(ren["epoch_s"] / row["epoch_s"])
+    table = compare([out])
+    assert "youla" in table and "± " in table and "REN/R2DN" in table
+
+
+def test_compare_rejects_truncated_and_missing_files(runs, tmp_path) -> None:
+    _, folders = runs
+    run = tmp_path / "youla-r2dn-0"
+    run.mkdir()
+    text = (folders["youla"][0] / "metrics.json").read_text()
+    (run / "metrics.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ExperimentError, match="not valid JSON"):
+        compare([run])
+    with pytest.raises(ExperimentError, match="no such run directory"):
+        compare([tmp_path / "absent"])
+    write_json(run / "metrics.json", {"format": "other"})
+    with pytest.raises(ExperimentError, match="not an r2dn-control run"):
+        compare([run])
+
+
+def test_registry_errors() -> None:
+    for name in UNAVAILABLE:
+        with pytest.raises(ExperimentError, match="not yet available"):
+            get_experiment(name)
+    with pytest.raises(ExperimentError, match="unknown experiment 'nope'"):
+        get_experiment("nope")
+    with pytest.raises(ExperimentError, match="--model"):
+        run_experiment("youla", model="lstm", preset="test")
+    with pytest.raises(ExperimentError, match="--seeds"):
+        run_experiment("youla", seeds=0, preset="test")
+    with pytest.raises(ExperimentError, match="unknown preset"):
+        run_experiment("youla", preset="huge")
+    if not torch.cuda.is_available():
+        with pytest.raises(ExperimentError, match="no CUDA device"):
+            run_experiment("youla", preset="test", device="cuda")
+
+
+def test_presets_validate_their_fields() -> None:
+    cls = type(get_experiment("youla").config("test"))
+    with pytest.raises(ValueError, match="plant must be one of"):
+        cls(plant="pendulum")
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        cls(epochs=0)
+    with pytest.raises(ValueError, match="unknown YoulaConfig fields"):
+        config_from_dict(cls, {"epochz": 3})
+
+
+def test_json_files_are_written_atomically(tmp_path) -> None:
+    path = tmp_path / "m.json"
+    write_json(path, {"a": float("nan"), "b": [1.0, float("inf")]})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None]}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temporary left behind
