@@ -3,7 +3,7 @@
 Everything here works on tensors of any float dtype; callers run it in float64
 (see :func:`r2dn_control.nn.base.RecurrentModel.explicit`) because the
 certificates are lost to float32 round-off when a contraction nears norm 1
-(math.md §6).
+(docs/theory.md §6).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ r"""R2DN: an LTI system in feedback with a 1-Lipschitz LBDN (Barbara, Wang & Man
     y_t = C_2 x_t + D_{21} w_t + D_{22} u_t + b_y,
 
 with φ an LBDN of Lipschitz constant 1. The LTI weights come from a positive definite
-``H ∈ ℝ^{2nx×2nx}`` (independent of nv and depth, math.md §3):
+``H ∈ ℝ^{2nx×2nx}`` (independent of nv and depth, docs/theory.md §3):
 
 * contracting: ``H = H_X + blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)``;
 * (Q,S,R)-dissipative: ``H = H_X + blkdiag(C₁ᵀC₁ − C₂ᵀQC₂, 0) + 𝒩R₁⁻¹𝒩ᵀ``
@@ -14,8 +14,14 @@ with φ an LBDN of Lipschitz constant 1. The LTI weights come from a positive de
 
 then ``E = ½(H₁₁ + H₂₂/ᾱ² + Y − Yᵀ)``, ``F = H₂₁``, ``P = H₂₂``, ``A = E⁻¹F``,
 ``B₁ = E⁻¹B̂₁`` (and ``B₂ = E⁻¹B̂₂`` for the dissipative families). Every parameter value
-gives a model with ``ᾱ²𝒫 − C₁ᵀC₁ ⪰ … `` i.e. the certificate of math.md §4 with
-𝒫 = EᵀP⁻¹E and multiplier λ = 1.
+gives a model that satisfies the contraction LMI of docs/theory.md §4.1 with the implied metric
+𝒫 = EᵀP⁻¹E and multiplier λ = 1: with G = [A B₁] and Π = blkdiag(C₁ᵀC₁, −I) on (Δx, Δw) (the
+incremental condition ‖Δw‖ ≤ ‖Δv‖ = ‖C₁Δx‖ of a 1-Lipschitz φ),
+
+    ᾱ²·blkdiag(𝒫, 0) − Gᵀ𝒫G − Π ⪰ 0,
+
+so ‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫; the dissipative families satisfy the (Q,S,R) LMI of §4.2 as well
+(docs/theory.md §3 derives both from H ≻ 0 by a Schur complement).
 """
 
 from __future__ import annotations
@@ -87,7 +93,7 @@ class _R2DN(RecurrentModel):
 
     # -- shared machinery -----------------------------------------------------------------
     def _init_long_memory(self) -> None:
-        """A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = C₁ = 0 and Y = I (math.md §3)."""
+        """A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = C₁ = 0 and Y = I (docs/theory.md §3)."""
         nx, rate = self.state_size, self.contraction_rate
         f64 = {"dtype": torch.float64, "device": self.X.device}
         self.B1_hat.zero_()
