@@ -1,6 +1,6 @@
 """Forward and forward+backward time of R2DN at the paper's sizes.
 
-Sizes (experiments.md, issue 2):
+Sizes (docs/experiments.md, scaling):
 * scaling study: nu = nx = ny = 1, nv = 16, six hidden LBDN layers of width 8..96,
   batch 64, horizon 128;
 * F-16 size: nu = 2, nx = 75, nv = 75, hidden (87, 87, 87), ny = 3, batch 4, horizon 256.

@@ -79,8 +79,17 @@ def bench_model(label: str, spec: tuple, steps: int) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         to_c(model, tmp, "bench")
-        exe = c_export.build_harness(tmp, "bench")
-        report("C step (-O3 -march=native)", c_export.bench_harness(exe, steps))
+        builds = {"C step (-O3 -march=native)": c_export.build_harness(tmp, "bench")}
+        if act == "tanh":  # the same export with libm's tanhf instead of the rational tanh
+            to_c(model, tmp, "libm")
+            builds["C step, libm tanhf"] = c_export.build_harness(
+                tmp, "libm", flags=("-O3", "-march=native", "-DLIBM_LIBM_TANH"))
+        samples: dict[str, list[np.ndarray]] = {k: [] for k in builds}
+        for _ in range(10):  # interleaved blocks
+            for label_c, exe in builds.items():
+                samples[label_c].append(c_export.bench_harness(exe, max(steps // 10, 1)))
+        for label_c, parts in samples.items():
+            report(label_c, np.concatenate(parts))
 
 
 def main() -> None:

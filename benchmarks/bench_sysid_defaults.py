@@ -1,75 +1,139 @@
-"""Defaults study for ``sysid.fit`` on the simulated Bouc–Wen benchmark: R2DN vs a same-size GRU.
+"""R2DN vs a same-parameter-count GRU under ``sysid.fit``'s defaults, same wall-clock budget.
 
-Every configuration gets the same wall-clock training budget (``--seconds``, default 90 s) on one
-thread, the same training data (two random-phase multisine records, 8,192 samples each, 50 N
-RMS, started from the steady state of a previous period) and is scored on a *fresh* random-phase
-multisine record (8,192 samples) after a washout of 100 samples: RMSE in metres and NRMSE.
+Two benchmarks:
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_sysid_defaults.py --seconds 90 --out runs/defaults
+* ``boucwen``: the simulated Bouc–Wen oscillator (``sysid.bouc_wen_data``): training on two
+  random-phase multisine records of 8,192 samples (``val=None``: their last 20 % validates),
+  test on a fresh record of 8,192 samples.
+* ``f16``: a short-budget slice of the real F-16 GVT data (``sysid.load_f16``, path from
+  ``--data`` or ``$R2DN_F16_DIR``): the first ``--f16-samples`` (8,192) samples of each of the
+  four training files, test on the same slice of the three validation files.
 
-One JSON line per configuration is printed and appended to ``OUT/results.jsonl``.
+For every seed all configurations run **at the same time** as separate processes (one torch
+thread each), so they share the machine under the same conditions; each gets ``--seconds`` of
+training (plus validation) and is scored with ``sysid.evaluate`` after a washout of 100 samples
+(the encoder reads those samples). Prints one JSON line per run, appends them to
+``OUT/results.jsonl``, then a table of medians over seeds and the GRU/R2DN ratio.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_sysid_defaults.py --benchmark boucwen \\
+        --seconds 120 --seeds 0 1 --out runs/defaults-bw
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
+import statistics
+import subprocess
+import sys
 import time
 
 import torch
 
 from r2dn_control import sysid
 
-CONFIGS = [
-    # (kind, contraction rate, x0, lr)
-    ("r2dn", 0.995, "encoder", 3e-3),
-    ("r2dn", 1.0, "encoder", 3e-3),
-    ("r2dn", 0.99, "encoder", 3e-3),
-    ("r2dn", 0.995, "zero", 3e-3),
-    ("r2dn", 0.995, "encoder", 1e-3),
-    ("gru", None, "encoder", 3e-3),
-    ("gru", None, "zero", 3e-3),
-    ("gru", None, "encoder", 1e-3),
-    # second round: what limits the R2DN
-    ("r2dn-random", 0.995, "encoder", 3e-3),
-    ("r2dn", 0.995, "encoder", 1e-2),
-    ("r2dn-medium", 0.995, "encoder", 3e-3),
-]
+# Settings shared by every run (both models): the encoder x0 estimate and Adam lr 3e-3; the rest
+# is sysid.fit's defaults (segment 256, carried-state TBPTT, plateau schedule, clip 10, val=None).
+COMMON_FIT = {"x0": "encoder", "lr": 3e-3}
+# name -> (default_model kwargs, fit kwargs overriding COMMON_FIT); "r2dn" is default_model(train).
+CONFIGS: dict[str, tuple[dict, dict]] = {
+    "r2dn": ({"kind": "r2dn"}, {}),
+    "gru": ({"kind": "gru"}, {}),
+    "r2dn-a0.995": ({"kind": "r2dn", "contraction_rate": 0.995}, {}),
+    "r2dn-a1": ({"kind": "r2dn", "contraction_rate": 1.0}, {}),
+    "r2dn-lr1e-3": ({"kind": "r2dn"}, {"lr": 1e-3}),
+    "gru-lr1e-3": ({"kind": "gru"}, {"lr": 1e-3}),
+    "r2dn-shuffle": ({"kind": "r2dn"}, {"shuffle": True, "batch_size": 16}),
+    "gru-shuffle": ({"kind": "gru"}, {"shuffle": True, "batch_size": 16}),
+    "r2dn-lip": ({"kind": "r2dn", "gamma": "learn"}, {}),
+    "r2dn-zero": ({"kind": "r2dn"}, {"x0": "zero"}),
+    "gru-zero": ({"kind": "gru"}, {"x0": "zero"}),
+}
+
+
+def load(benchmark: str, data: str | None, samples: int) -> tuple[sysid.SequenceData,
+                                                                 sysid.SequenceData]:
+    if benchmark == "boucwen":
+        return sysid.bouc_wen_data(2, periods=1, seed=1), sysid.bouc_wen_data(1, periods=1, seed=2)
+    f16 = sysid.load_f16(data)
+
+    def head(d: sysid.SequenceData) -> sysid.SequenceData:
+        return sysid.SequenceData([u[:samples] for u in d.u], [y[:samples] for y in d.y], d.dt)
+
+    return head(f16.train), head(f16.test)
+
+
+def worker(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    train, test = load(args.benchmark, args.data, args.f16_samples)
+    model_kw, fit_kw = CONFIGS[args.worker]
+    model_kw = dict(model_kw)
+    kind = model_kw.pop("kind")
+    model = sysid.default_model(train, kind=kind, seed=args.seed, **model_kw)
+    start = time.perf_counter()
+    res = sysid.fit(model, train, seconds=args.seconds, progress=False, seed=args.seed,
+                    out_dir=pathlib.Path(args.out) / f"{args.worker}-s{args.seed}",
+                    **{**COMMON_FIT, **fit_kw})
+    rep = sysid.evaluate(res.predictor, test, washout=100)
+    row = {"benchmark": args.benchmark, "config": args.worker, "seed": args.seed,
+           "parameters": sysid.parameter_count(model),
+           "contraction_rate": getattr(model, "contraction_rate", None),
+           "epochs": len(res.history), "best_epoch": res.best_epoch, "stopped": res.stopped,
+           "seconds": round(time.perf_counter() - start, 1), "test_rmse": rep.rmse,
+           "test_nrmse": rep.nrmse,
+           "val_nrmse_best": min(r["val_nrmse"] for r in res.history)}
+    print(json.dumps(row), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=90.0)
+    parser.add_argument("--benchmark", choices=("boucwen", "f16"), default="boucwen")
+    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--configs", nargs="+", default=["r2dn", "gru"], choices=list(CONFIGS))
+    parser.add_argument("--data", default=None, help="F-16 directory (or $R2DN_F16_DIR)")
+    parser.add_argument("--f16-samples", type=int, default=8192)
     parser.add_argument("--out", default="runs/sysid-defaults")
-    parser.add_argument("--only", type=int, nargs="*", default=None, help="config indices")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    if args.worker is not None:
+        worker(args)
+        return
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train = sysid.bouc_wen_data(2, periods=1, seed=1)
-    test = sysid.bouc_wen_data(1, periods=1, seed=2)
-    for index, (kind, rate, x0, lr) in enumerate(CONFIGS):
-        if args.only is not None and index not in args.only:
-            continue
-        kw = {} if rate is None else {"contraction_rate": rate}
-        if kind == "r2dn-random":
-            kw["init"] = "random"
-        size = "medium" if kind == "r2dn-medium" else "small"
-        model = sysid.default_model(1, 1, kind.split("-")[0], size, seed=0, **kw)
-        start = time.perf_counter()
-        res = sysid.fit(model, train, val=None, epochs=10_000, segment=256, lr=lr, washout=100,
-                        x0=x0, seconds=args.seconds, progress=False, early_stopping=None,
-                        out_dir=out / f"config{index}")
-        rep = sysid.evaluate(res.predictor, test, washout=100)
-        row = {"config": index, "kind": kind, "rate": rate, "x0": x0, "lr": lr,
-               "parameters": sysid.parameter_count(model), "epochs": len(res.history),
-               "best_epoch": res.best_epoch, "seconds": time.perf_counter() - start,
-               "test_rmse_m": rep.rmse, "test_nrmse": rep.nrmse,
-               "val_nrmse_best": min(r["val_nrmse"] for r in res.history)}
-        print(json.dumps(row), flush=True)
-        with open(out / "results.jsonl", "a") as handle:
-            handle.write(json.dumps(row) + "\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rows = []
+    for seed in args.seeds:  # all configurations of one seed run concurrently
+        common = [sys.executable, __file__, "--benchmark", args.benchmark, "--seconds",
+                  str(args.seconds), "--out", str(out), "--f16-samples", str(args.f16_samples),
+                  "--seed", str(seed)] + ([] if args.data is None else ["--data", args.data])
+        procs = [subprocess.Popen(common + ["--worker", name], stdout=subprocess.PIPE, env=env,
+                                  text=True) for name in args.configs]
+        for proc in procs:
+            stdout, _ = proc.communicate()
+            if proc.returncode != 0:
+                raise SystemExit(f"a worker failed (exit {proc.returncode})")
+            row = json.loads(stdout.strip().splitlines()[-1])
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            with open(out / "results.jsonl", "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+    print(f"\n{args.benchmark}, {args.seconds:.0f} s each, seeds {args.seeds} (medians)")
+    print("| config | parameters | ᾱ | epochs | test RMSE | test NRMSE |")
+    print("|---|---|---|---|---|---|")
+    median = {}
+    for name in args.configs:
+        mine = [r for r in rows if r["config"] == name]
+        median[name] = statistics.median(r["test_nrmse"] for r in mine)
+        rate = mine[0]["contraction_rate"]
+        print(f"| {name} | {mine[0]['parameters']} | {'–' if rate is None else f'{rate:.4f}'} | "
+              f"{statistics.median(r['epochs'] for r in mine):.0f} | "
+              f"{statistics.median(r['test_rmse'] for r in mine):.3g} | {median[name]:.3f} |")
+    if "r2dn" in median and "gru" in median:
+        print(f"NRMSE ratio R2DN/GRU (median): {median['r2dn'] / median['gru']:.3f}")
 
 
 if __name__ == "__main__":

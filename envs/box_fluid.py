@@ -1,4 +1,4 @@
-r"""``BoxInFluid-v0``: push a box through a fluid to a goal position (experiments.md §6).
+r"""``BoxInFluid-v0``: push a box through a fluid to a goal position (docs/envs.md).
 
 A box of mass m between two springs (total stiffness k) in a fluid with quadratic drag μ:
 

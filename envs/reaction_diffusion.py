@@ -17,7 +17,7 @@ boundary input is a clipped random walk :math:`b_{t+1} = \mathrm{clip}(b_t + 0.0
 :math:`y_t = (b_t, \xi_t[25])`.
 
 As an environment: the observation is y_t, the action is an estimate :math:`\hat\xi_t` of the
-current state (the output of an observer with identity output, see experiments.md §2), the
+current state (the output of an observer with identity output, see docs/experiments.md, observer), the
 reward is :math:`-\frac{1}{51}\|\hat\xi_t - \xi_t\|^2`, and ``info["state"]`` carries the true
 state (ξ, b). The estimate does not affect the PDE.
 """

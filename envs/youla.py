@@ -1,4 +1,4 @@
-r"""``YoulaLinear-v0``: the Youla-REN paper's linear plant (experiments.md §3).
+r"""``YoulaLinear-v0``: the Youla-REN paper's linear plant (docs/experiments.md, youla).
 
 The closed loop in Youla form is :math:`[z;\tilde y] = [T_0\ T_1; T_2\ 0][w;\tilde u]` with
 :math:`T_0 = T_1 = -T_2 = T`,

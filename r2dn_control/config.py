@@ -17,6 +17,11 @@ key                           default     meaning
                                           (docs/theory.md §4, §6).
 ``certify.large_lmi``         400         LMI dimension above which the dense SDP uses SCS
                                           instead of an interior-point solver.
+``export.certificate_rtol``   1e-6        How far (relative) the bound certified on the
+                                          exported (rounded) weights may exceed the guaranteed
+                                          one before an export is refused; also the largest
+                                          relaxation of R tried for a (Q,S,R) supply
+                                          (docs/deployment.md).
 ============================  ==========  ====================================================
 
 Example::
@@ -46,12 +51,14 @@ _FACTORY: dict[str, Any] = {
     "nn.cpp.loop_width": 128,
     "certify.validation_tol": 1e-9,
     "certify.large_lmi": 400,
+    "export.certificate_rtol": 1e-6,
 }
 _TYPES: dict[str, tuple[type, ...]] = {
     "nn.cpp.disable": (bool, type(None)),
     "nn.cpp.loop_width": (int,),
     "certify.validation_tol": (float,),
     "certify.large_lmi": (int,),
+    "export.certificate_rtol": (float,),
 }
 
 #: The current settings (see the module docstring for the keys).

@@ -50,8 +50,8 @@ def test_certify_a_good_checkpoint_still_works(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize("argv, message", [
     (["run", "nope"], "unknown experiment 'nope'"),
-    (["run", "f16"], "not yet available"),
-    (["run", "bouc-wen"], "not yet available"),
+    (["run", "f16", "--data", "/nonexistent/f16"], "lacks F16Data_FullMSine_Level1.csv"),
+    (["run", "bouc-wen", "--preset", "test", "--data", "somewhere"], "--data applies"),
     (["run", "youla", "--model", "lstm"], "invalid choice: 'lstm'"),
     (["run", "youla", "--seeds", "0", "--preset", "test"], "--seeds must be a positive"),
     (["run", "youla", "--quick", "--preset", "full"], "not allowed with argument"),

@@ -27,7 +27,7 @@ from r2dn_control.systems import LTIPlant
 F64 = torch.float64
 # Open-loop unstable plant (eigenvalues 1.1 and 0.9), one input, one measurement.
 UNSTABLE = control.ss([[1.1, 0.3], [0.0, 0.9]], [[0.0], [1.0]], [[1.0, 0.0]], 0, 1.0)
-# experiments.md §3: T(q) = 0.3 / (q² − 2ρcosφ q + ρ²); plant inputs (w, u), outputs (z, y),
+# docs/experiments.md, youla: T(q) = 0.3 / (q² − 2ρcosφ q + ρ²); plant inputs (w, u), outputs (z, y),
 # both z and y equal T(w + u). With K = L = 0 the Youla form is exactly [T0 T1; T2 0].
 _T = control.ss(control.tf([0.3], [1, -2 * 0.8 * np.cos(0.2 * np.pi), 0.64], 1))
 YOULA_BENCHMARK = control.ss(_T.A, np.hstack([_T.B, _T.B]), np.vstack([_T.C, _T.C]),
@@ -190,7 +190,7 @@ DT = 0.01
 
 
 def _box(x):
-    """Box in fluid (experiments.md §6), u = 0: q̈ = −5q − 0.5 q̇|q̇|, explicit Euler."""
+    """Box in fluid (docs/envs.md), u = 0: q̈ = −5q − 0.5 q̇|q̇|, explicit Euler."""
     q, v = x[..., 0], x[..., 1]
     return torch.stack([q + DT * v, v + DT * (-5 * q - 0.5 * v * v.abs())], -1)
 

@@ -26,7 +26,8 @@ def test_theory_page_has_the_cited_section_anchors() -> None:
 def test_docs_never_point_at_the_private_spec() -> None:
     for page in (ROOT / "docs").rglob("*.md"):
         text = page.read_text(encoding="utf-8")
-        for private in ("shared/docs", "math.md", "experiments.md"):
+        # The private spec's names; our own docs/experiments.md page is linked as "experiments.md".
+        for private in ("shared/docs", "math.md", "experiments.md §"):
             assert private not in text, (page, private)
 
 
@@ -50,3 +51,11 @@ def test_no_notebook_is_stored_with_outputs() -> None:
         for cell in cells:
             if cell["cell_type"] == "code":
                 assert cell.get("outputs") == [] and cell.get("execution_count") is None, path
+
+
+def test_docstrings_cite_the_repository_theory_page() -> None:
+    """Users never get the private spec: the code cites docs/theory.md and docs/experiments.md."""
+    for source in [*(ROOT / "r2dn_control").rglob("*.py"), *(ROOT / "envs").rglob("*.py")]:
+        text = source.read_text(encoding="utf-8")
+        for private in ("shared/docs", "math.md", "experiments.md §"):
+            assert private not in text, (source, private)

@@ -190,7 +190,7 @@ def test_youla_disturbances_and_open_loop_cost():
     blocks = w.reshape(64, 16, 50)
     assert torch.equal(blocks, blocks[:, :, :1].expand_as(blocks))  # held for 50 steps
     cost = -twin.rollout(torch.zeros(64, 800, 1).double(), torch.zeros(64, 6).double(), w).rewards
-    # experiments.md §3: the uncontrolled cost on such disturbances is ≈ 4.4.
+    # docs/experiments.md, youla: the uncontrolled cost on such disturbances is ≈ 4.4.
     assert 3.9 < cost.mean().item() < 4.9
     env = envs.YoulaLinearEnv(horizon=120)
     env.reset(seed=0)
@@ -200,7 +200,7 @@ def test_youla_disturbances_and_open_loop_cost():
 
 
 def _reference_pde_step(xi: np.ndarray, b: float) -> np.ndarray:
-    """Independent loop implementation of 4 explicit-Euler sub-steps (experiments.md §2)."""
+    """Independent loop implementation of 4 explicit-Euler sub-steps (docs/experiments.md, observer)."""
     dx = 10.0 / 50
     dt = 0.1 * dx * dx
     x = xi.copy()

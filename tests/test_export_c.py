@@ -92,3 +92,47 @@ def test_c_bench_mode_reports_latencies(builds):
     _, out = builds
     lat = c_export.bench_harness(out[IDS[0]][1], 50)
     assert lat.shape == (50,) and np.all(lat > 0)
+
+
+_TANH_DRIVER = r"""
+#include <stdio.h>
+#include <tgmath.h>
+typedef float t_real;
+TANH
+int main(void) {  /* float32 values on stdin -> the float build's tanh as float64 on stdout */
+  float a;
+  while (fread(&a, sizeof a, 1, stdin) == 1) {
+    double r = t_tanh(a);
+    fwrite(&r, sizeof r, 1, stdout);
+  }
+  return 0;
+}
+"""
+
+
+def test_float_tanh_is_within_1e_7_of_libm_over_a_dense_grid(tmp_path):
+    """The float build's rational tanh vs libm's tanh in double: |error| ≤ 1e-7 everywhere."""
+    import subprocess
+
+    source = tmp_path / "tanh.c"
+    source.write_text(_TANH_DRIVER.replace("TANH", c_export.tanh_source())
+                      .replace("NAME_LIBM_TANH", "T_LIBM_TANH").replace("NAME_", "t_"))
+    exe = tmp_path / "tanh"
+    subprocess.run([c_export.c_compiler(), "-std=c99", "-O2", "-o", str(exe), str(source),
+                    "-lm"], check=True, capture_output=True)
+    grid = np.linspace(-12.0, 12.0, 2**21 + 1, dtype=np.float32)
+    tiny = np.float32(2.0) ** -np.arange(1, 150, dtype=np.float32)  # down to subnormals
+    clamp = np.float32(c_export.TANH_CLAMP)
+    edges = np.array([0.0, -0.0, 1e30, -1e30, np.inf, -np.inf, clamp,
+                      np.nextafter(clamp, np.float32(0)), np.nextafter(clamp, np.float32(20))],
+                     dtype=np.float32)
+    a = np.concatenate([grid, tiny, -tiny, edges, [np.nan]]).astype(np.float32)
+    done = subprocess.run([str(exe)], input=a.tobytes(), capture_output=True, check=True)
+    got = np.frombuffer(done.stdout, dtype=np.float64)
+    assert got.shape == a.shape
+    assert np.isnan(got[-1])
+    ref = np.tanh(a[:-1].astype(np.float64))
+    err = np.abs(got[:-1] - ref)
+    assert err.max() <= 1e-7, (err.max(), a[:-1][err.argmax()])
+    assert np.all(np.abs(got[:-1]) <= 1.0) and np.all(np.sign(got[:-1]) == np.sign(ref))
+    assert np.all(np.diff(got[:grid.size]) >= 0)  # monotone on the grid

@@ -11,6 +11,7 @@ import torch
 from export_cases import build
 from families import FAMILIES
 
+from r2dn_control import config
 from r2dn_control.cli import main as cli_main
 from r2dn_control.export import CertificateError, recheck, to_c
 from r2dn_control.export import api as export_api
@@ -31,9 +32,46 @@ def test_recheck_holds_on_float32_weights_and_fails_on_an_expanding_A(family):
     ok = recheck(model, exported)
     assert ok["holds"], ok["checks"]
     assert ok["checks"]["contraction"]["margin"] >= -1e-9
+    rtol = config.defaults["export.certificate_rtol"]
+    for prop, check in ok["checks"].items():
+        assert check["status"] == "certified" and check["accepted"], (prop, check)
+        assert 0.0 <= check["relative_excess"] <= rtol
+        if prop != "dissipativity":  # the certified bound is the guaranteed one raised
+            assert check["guaranteed"] <= check["bound"] <= check["guaranteed"] * (1 + rtol)
     bad = recheck(model, _expanding(exported))
     assert not bad["holds"]
     assert bad["checks"]["contraction"]["status"] != "certified"
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=[f.name for f in FAMILIES])
+def test_acceptance_follows_the_configured_tolerance(family):
+    """Accepted exactly when every certified bound is within rtol of the guaranteed one."""
+    model = build(family, seed=5)
+    with torch.no_grad():
+        exported = model.explicit(torch.float32)
+    try:
+        config.set_defaults("export", certificate_rtol=1e-300)  # only an exact bound passes
+        strict = recheck(model, exported)
+    finally:
+        config.reset_defaults()
+    assert strict["tolerance"] == 1e-300
+    for check in strict["checks"].values():
+        assert check["accepted"] == (check["status"] == "certified"
+                                     and check["relative_excess"] <= 1e-300)
+    assert strict["holds"] == all(c["accepted"] for c in strict["checks"].values())
+
+
+def test_sidecar_records_guaranteed_and_certified_bounds(tmp_path):
+    model = build(next(f for f in FAMILIES if f.name == "LipschitzR2DN"), seed=2)
+    cert = to_c(model, tmp_path, "m")["certificate"]
+    gamma, certified = cert["guaranteed"]["lipschitz_gamma"], cert["certified_bounds"]
+    assert np.isclose(gamma, model.gamma)
+    assert gamma <= certified["lipschitz_gamma"] <= gamma * (1 + cert["relative_tolerance"])
+    assert cert["certified_bounds"]["contraction_rate"] >= cert["guaranteed"]["contraction_rate"]
+    assert cert["verified_dtype"].startswith("float32")
+    header = (tmp_path / "m.h").read_text()
+    assert "lipschitz: certified on the exported weights (certified bound" in header
+    assert "accepted within relative tolerance: 1e-06" in header
 
 
 def _break_export(monkeypatch):

@@ -69,3 +69,27 @@ def test_onnx_rejects_bad_mode(tmp_path):
     with pytest.raises(ValueError, match="mode must be one of"):
         to_onnx(build(FAMILIES[0]), tmp_path / "m.onnx", "rollout")
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize(("family", "activation"), CASES, ids=IDS)
+def test_onnx_float64_export_matches_torch_float64(tmp_path, family, activation):
+    """float64 export run by onnxruntime vs the torch float64 rollout, ≤ 1e-12 relative."""
+    model = build(family, seed=len(family.name), dtype=torch.float64, activation=activation)
+    gen = torch.Generator().manual_seed(8)
+    u = torch.randn(2, 15, model.input_size, generator=gen, dtype=torch.float64)
+    x0 = torch.randn(2, model.state_size, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        y_ref, x_ref = model(u, x0)
+    sidecar = to_onnx(model, tmp_path / "seq.onnx", "sequence", dtype=torch.float64)
+    assert sidecar["exported_dtype"] == "float64"
+    y, x_final = _session(tmp_path / "seq.onnx").run(None, {"u": u.numpy(), "x0": x0.numpy()})
+    assert y.dtype == np.float64
+    assert relative_error(y, y_ref) <= 1e-12
+    assert relative_error(x_final, x_ref) <= 1e-12
+    to_onnx(model, tmp_path / "step.onnx", "step", dtype=torch.float64)
+    y_0, x_1 = _session(tmp_path / "step.onnx").run(None, {"u": u[:, 0].numpy(),
+                                                           "x": x0.numpy()})
+    with torch.no_grad():
+        _, x_1_ref = model(u[:, :1], x0)
+    assert relative_error(y_0, y_ref[:, 0]) <= 1e-12
+    assert relative_error(x_1, x_1_ref) <= 1e-12

@@ -196,7 +196,7 @@ def test_supply_terms_reduce_to_the_lipschitz_formulas(gamma: float) -> None:
 @pytest.mark.parametrize("nu, ny", [(1, 3), (2, 4), (3, 1)])
 @pytest.mark.parametrize("cls", [LipschitzREN, GeneralREN])
 def test_more_outputs_than_inputs_works(cls, nu: int, ny: int) -> None:
-    """math.md §2: the reference code's I_ny in the contraction builder crashes when ny > nu."""
+    """docs/theory.md §2: the reference code's I_ny in the contraction builder crashes when ny > nu."""
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
     kw = {"gamma": 2.0} if cls is LipschitzREN else {

@@ -54,7 +54,7 @@ def test_plant_matches_forced_response(sizes):
 
 
 def test_transfer_function_and_continuous_plants():
-    tf = control.tf([0.3], [1, -1.2944, 0.64], 1)  # the plant of experiments.md §3
+    tf = control.tf([0.3], [1, -1.2944, 0.64], 1)  # the plant of docs/experiments.md, youla
     u = np.random.default_rng(0).normal(size=60)
     y, _ = LTIPlant.from_control(tf, dtype=F64)(torch.tensor(u)[:, None])
     ref = control.forced_response(tf, np.arange(60), u)

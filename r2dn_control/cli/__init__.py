@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "curves.json, loss.png, the experiment's plot, model.pt and "
                     "certificate.json.",
         epilog="experiments:\n" + describe())
-    run.add_argument("experiment", help="youla, youla-unstable, observer or scaling")
+    run.add_argument("experiment",
+                     help="youla, youla-unstable, observer, scaling, f16 or bouc-wen")
     run.add_argument("--model", default="both", choices=["r2dn", "ren", "both"],
                      help="network family of the learned part (default: both)")
     size = run.add_mutually_exclusive_group()
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=1,
                      help="torch CPU threads (default 1: these models' matmuls are small)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    run.add_argument("--data", default=None,
+                     help="data folder of f16 (the benchmark's BenchmarkData/; default "
+                          "$R2DN_F16_DIR)")
 
     compare = sub.add_parser("compare", help="table over finished runs",
                              description="Read metrics.json of run folders (or of every run "
@@ -134,7 +138,8 @@ def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     preset = "quick" if args.quick else (args.preset or "full")
     runs = run_experiment(args.experiment, model=args.model, preset=preset, seeds=args.seeds,
-                          device=args.device, out=args.out, progress=not args.no_progress)
+                          device=args.device, out=args.out, progress=not args.no_progress,
+                          data=args.data)
     print(compare([str(r) for r in runs]))
     print("\ncertificates (float64 LMIs):")
     for run in runs:

@@ -1,4 +1,4 @@
-r"""Contracting recurrent observers (experiments.md §2).
+r"""Contracting recurrent observers (docs/experiments.md, observer).
 
 The observer is a contracting model f_θ with identity output, so its state is the estimate:
 

@@ -1,6 +1,6 @@
 r"""Training loops: analytic policy gradients for Youla controllers, one-step observer fitting.
 
-**Analytic policy gradients** (experiments.md §3). The plant and the controller are both
+**Analytic policy gradients** (docs/experiments.md, youla). The plant and the controller are both
 differentiable torch code, so the gradient of a closed-loop cost
 
 .. math::
@@ -166,7 +166,7 @@ def fit_observer(
     epoch_seconds: list[float] | None = None,
     on_nonfinite: str = "raise",
 ) -> list[float]:
-    """Fit an observer with the one-step correctness loss (experiments.md §2).
+    """Fit an observer with the one-step correctness loss (docs/experiments.md, observer).
 
     The N training pairs are split into ``batches`` contiguous chunks whose order is shuffled
     once (as in §2); each chunk is one Adam step. The learning rate is divided by 10 when the

@@ -14,7 +14,7 @@ For a linear plant the innovation obeys ``e⁺ = (A − LC)e + (disturbance term
 only sees a signal produced by a stable system, and the plant state obeys
 ``x⁺ = (A − BK)x + BKe + Bũ + …``. Any contracting Q (every R2DN/REN family) keeps the
 closed loop stable; training Q changes the performance, never the stability
-(experiments.md §3: the plant there is stable and K = L = 0 gives exactly its T₀/T₁/T₂ form).
+(docs/experiments.md, youla: the plant there is stable and K = L = 0 gives exactly its T₀/T₁/T₂ form).
 """
 
 from __future__ import annotations

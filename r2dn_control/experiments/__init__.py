@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +69,11 @@ EXPERIMENTS: dict[str, Experiment] = {
         "the same Youla design on an open-loop-unstable plant (LQR/Kalman base gains)"),
     "observer": Experiment("observer", "observer"),
     "scaling": Experiment("scaling", "scaling"),
+    "f16": Experiment("f16", "f16"),
+    "bouc-wen": Experiment("bouc-wen", "bouc_wen"),
 }
 
-UNAVAILABLE: dict[str, str] = {
-    "f16": "the F-16 ground-vibration identification runs through r2dn_control.sysid, "
-           "which has not landed yet",
-    "bouc-wen": "the Bouc-Wen identification runs through r2dn_control.sysid, which has not "
-                "landed yet",
-}
+UNAVAILABLE: dict[str, str] = {}
 
 
 def get_experiment(name: str) -> Experiment:
@@ -100,16 +97,23 @@ def families(model: str) -> tuple[str, ...]:
 
 def run_experiment(name: str, *, model: str = "both", preset: str = "quick", seeds: int = 1,
                    device: str = "cpu", out: str | Path = "runs", progress: bool = True,
-                   config: Any = None) -> list[Path]:
+                   config: Any = None, data: str | Path | None = None) -> list[Path]:
     """Run ``name`` for each model family and seed 0 … seeds−1; returns the run folders.
 
-    ``config`` overrides the preset's configuration (a config of the experiment's class).
+    ``config`` overrides the preset's configuration (a config of the experiment's class);
+    ``data`` is the data folder of experiments that read measured data (``f16``): an
+    ExperimentError for the others.
     """
     experiment = get_experiment(name)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ExperimentError(f"--seeds must be a positive integer, got {seeds!r}")
     dev = resolve_device(device)
     config = experiment.config(preset) if config is None else config
+    if data is not None:
+        if not (is_dataclass(config) and "data" in {f.name for f in fields(config)}):
+            raise ExperimentError(f"--data applies to experiments that read measured data "
+                                  f"(f16), not to {name!r}")
+        config = replace(config, data=str(data))
     chosen = families(model)
     out = Path(out)
     runs = []

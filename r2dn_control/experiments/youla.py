@@ -98,7 +98,7 @@ class YoulaConfig:
 
 
 _QUICK = dict(state_size=6, r2dn_features=16, r2dn_hidden=(24, 24), ren_features=40,
-              epochs=6, batch=32, horizon=300, segment=100, lr=1e-2, lr_decay_epochs=5,
+              epochs=6, batch=32, horizon=240, segment=80, lr=1e-2, lr_decay_epochs=5,
               test_batch=32)
 _TEST = dict(state_size=3, r2dn_features=4, r2dn_hidden=(4,), ren_features=4, epochs=2,
              batch=4, horizon=40, segment=20, test_batch=4, lr_decay_epochs=1)

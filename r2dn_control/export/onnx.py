@@ -63,6 +63,11 @@ class _Graph:
         if name == "sigmoid":
             return self.op("Sigmoid", [value])
         if name == "leaky_relu":
+            if self.np_dtype == np.float64:
+                # onnxruntime's CPU LeakyRelu is float-only: max(a, 0.01 a) is the same map
+                # (slope < 1) from ops it runs in double.
+                slope = self.const("slope", np.array(0.01))
+                return self.op("Max", [value, self.op("Mul", [value, slope])], "leaky_relu")
             return self.op("LeakyRelu", [value], alpha=0.01)
         return self.op("Identity", [value])
 

@@ -3,7 +3,7 @@
 Everything here works on tensors of any float dtype; callers run it in float64
 (see :func:`r2dn_control.nn.base.RecurrentModel.explicit`) because the
 certificates are lost to float32 round-off when a contraction nears norm 1
-(math.md §6).
+(docs/theory.md §6).
 """
 
 from __future__ import annotations
@@ -53,17 +53,20 @@ def cayley(w: Tensor, n: int) -> tuple[Tensor, Tensor]:
 
     With :math:`Z = U - U^\top + V^\top V` returns
     :math:`\tilde A = (I+Z)^{-1}(I-Z)` (n×n) and :math:`B = -2 (I+Z)^{-\top} V^\top` (n×m),
-    which satisfy :math:`\tilde A^\top \tilde A + B B^\top = I_n`. One LU of ``I+Z`` serves
-    both blocks; its symmetric part ``I + VᵀV`` is positive definite so it is always invertible.
-    Leading batch dimensions are allowed (identically shaped layers are transformed together).
+    which satisfy :math:`\tilde A^\top \tilde A + B B^\top = I_n` (docs/theory.md §1).
+
+    ``I+Z`` and ``I−Z`` are polynomials in ``Z``, so they commute and
+    :math:`\tilde A = (I-Z)(I+Z)^{-1}`; with :math:`B^\top = -2V(I+Z)^{-1}` both factors come
+    from one right division, :math:`[\tilde A;\ B^\top] = [I-Z;\ -2V]\,(I+Z)^{-1}` (one
+    LU, one solve, and a single solve in the backward pass). The symmetric part of ``I+Z`` is
+    ``I + VᵀV`` ≻ 0, so it is always invertible. Leading batch dimensions are allowed
+    (identically shaped layers are transformed together).
     """
     u, v = w[..., :n, :], w[..., n:, :]
     z = u - u.mT + v.mT @ v
     eye = eye_like(w, n)
-    lu, piv = torch.linalg.lu_factor(eye + z)
-    a_tilde = torch.linalg.lu_solve(lu, piv, eye - z)
-    b = -2.0 * torch.linalg.lu_solve(lu, piv, v.mT, adjoint=True)
-    return a_tilde, b
+    out = torch.linalg.solve(eye + z, torch.cat([eye - z, -2.0 * v], dim=-2), left=False)
+    return out[..., :n, :], out[..., n:, :].mT
 
 
 def contraction_size(rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int]]:

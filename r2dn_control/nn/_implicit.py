@@ -1,4 +1,4 @@
-r"""Implicit-to-explicit algebra shared by the R2DN and REN families (math.md §2–§3).
+r"""Implicit-to-explicit algebra shared by the R2DN and REN families (docs/theory.md §2–§3).
 
 Both families build a positive definite matrix H from their direct parameters and read the
 implicit model off its blocks:

@@ -278,7 +278,7 @@ class RecurrentModel(nn.Module):
         """The explicit model.
 
         The direct-to-explicit algebra always runs in float64 (the certificate survives only
-        there, math.md §6); the result is cast to ``dtype`` (default: the model's dtype).
+        there, docs/theory.md §6); the result is cast to ``dtype`` (default: the model's dtype).
         Inside :meth:`frozen` the cached model is returned.
         """
         return self._explicit(dtype, certificate=True)

@@ -244,40 +244,81 @@ class LBDN(nn.Module):
         return torch.exp(self.log_gamma)
 
     def explicit(self, dtype: torch.dtype | None = None) -> ExplicitMLP:
-        """Fold every layer's scalings into one weight per layer (computed in ``dtype``)."""
+        """Fold every layer's scalings into one weight per layer (computed in ``dtype``).
+
+        Identically shaped layers are handled together (one stacked normalisation, Cayley
+        transform and scaling per group, one batched product per group of equal-shape weight
+        products), so the op count does not grow with the depth; every parameter is cast once.
+        """
         log_gamma = self.log_gamma if dtype is None else self.log_gamma.to(dtype)
         root_gamma = torch.exp(0.5 * log_gamma)
-        weights: list[Tensor] = []
-        biases: list[Tensor | None] = []
-        carry = root_gamma  # what the next layer's input is multiplied by (scalar or matrix)
-        for layer, factors in zip(self.layers, self._cayley_factors(dtype)):
-            pre, bias, post = layer.folded(dtype, factors)
-            weights.append(carry * pre if carry.dim() == 0 else carry @ pre)
-            biases.append(bias)
-            carry = post if post is not None else None  # type: ignore[assignment]
-        if carry is None:  # linear output layer: scale its output by √γ
+        pres, posts = self._folded_factors(dtype)
+        weights: list[Tensor] = [root_gamma * pres[0]]
+        # W_k = post_{k-1} @ pre_k for k ≥ 1, one bmm per group of equal shapes.
+        products: dict[tuple[tuple[int, ...], tuple[int, ...]], list[int]] = {}
+        for k in range(1, len(self.layers)):
+            products.setdefault((tuple(posts[k - 1].shape), tuple(pres[k].shape)), []).append(k)
+        chained: dict[int, Tensor] = {}
+        for members in products.values():
+            if len(members) == 1:
+                k = members[0]
+                chained[k] = posts[k - 1] @ pres[k]
+                continue
+            left = torch.stack([posts[k - 1] for k in members])
+            right = torch.stack([pres[k] for k in members])
+            chained.update(zip(members, torch.bmm(left, right).unbind(0)))
+        weights.extend(chained[k] for k in range(1, len(self.layers)))
+        biases: list[Tensor | None] = [
+            None if layer.bias is None else (layer.bias if dtype is None else layer.bias.to(dtype))
+            for layer in self.layers
+        ]
+        last_post = posts[-1]
+        if last_post is None:  # linear output layer: scale its output by √γ
             weights[-1] = weights[-1] * root_gamma
             biases[-1] = None if biases[-1] is None else biases[-1] * root_gamma
         else:  # sandwich output layer: its post-matrix (times √γ) is a bias-free final layer
-            weights.append(carry * root_gamma)
+            weights.append(last_post * root_gamma)
             biases.append(None)
         return ExplicitMLP(tuple(weights), tuple(biases), self.activation, self.activation_name)
 
-    def _cayley_factors(self, dtype: torch.dtype | None) -> list[tuple[Tensor, Tensor]]:
-        """Every layer's (Ã, B), one batched Cayley transform per group of equal weight shapes."""
-        groups: dict[tuple[int, ...], list[int]] = {}
+    def _layer_groups(self) -> list[list[int]]:
+        """Indices of the layers with equal weight shape and kind (hidden or linear)."""
+        groups: dict[tuple[tuple[int, ...], bool], list[int]] = {}
         for k, layer in enumerate(self.layers):
-            groups.setdefault(tuple(layer.weight.shape), []).append(k)
-        factors: list[tuple[Tensor, Tensor]] = [None] * len(self.layers)  # type: ignore[list-item]
-        for members in groups.values():
+            groups.setdefault((tuple(layer.weight.shape), layer.linear), []).append(k)
+        return list(groups.values())
+
+    def _folded_factors(self, dtype: torch.dtype | None
+                        ) -> tuple[list[Tensor], list[Tensor | None]]:
+        r"""Every layer's right-multiplied ``pre`` and ``post`` of :meth:`SandwichLayer.folded`,
+        computed group-wise: ``W̄ = (a/nrm(W))W``, ``(Ã, B) = cayley(W̄)``,
+        ``pre = √2 Bᵀ Ψ⁻¹``, ``post = √2 Ψ Ãᵀ`` (``pre = Bᵀ``, ``post = None`` if linear)."""
+        pres: list[Tensor] = [None] * len(self.layers)  # type: ignore[list-item]
+        posts: list[Tensor | None] = [None] * len(self.layers)
+        for members in self._layer_groups():
+            first = self.layers[members[0]]
             if len(members) == 1:
-                factors[members[0]] = self.layers[members[0]].cayley_factors(dtype)
+                pre, _, post = first.folded(dtype)
+                pres[members[0]], posts[members[0]] = pre, post
                 continue
-            stacked = torch.stack([self.layers[k].normalized_weight(dtype) for k in members])
-            a_tilde, b = cayley(stacked, self.layers[members[0]].out_features)
+            w = torch.stack([self.layers[k].weight for k in members])
+            scale = torch.stack([self.layers[k].scale for k in members])
+            if dtype is not None:
+                w, scale = w.to(dtype), scale.to(dtype)
+            norm = torch.sqrt(torch.sum(w * w, dim=(-2, -1)) + first.eps)
+            a_tilde, b = cayley((scale / norm)[:, None, None] * w, first.out_features)
+            if first.linear:
+                pre_g, post_g = b.mT, None
+            else:
+                d = torch.stack([self.layers[k].log_psi for k in members])  # type: ignore[misc]
+                d = d if dtype is None else d.to(dtype)
+                psi = torch.exp(torch.clamp(d, -_LOG_SCALE_CLIP, _LOG_SCALE_CLIP))
+                pre_g = (_SQRT2 * b.mT) / psi[:, None, :]
+                post_g = (_SQRT2 * psi)[:, :, None] * a_tilde.mT
             for i, k in enumerate(members):
-                factors[k] = (a_tilde[i], b[i])
-        return factors
+                pres[k] = pre_g[i]
+                posts[k] = None if post_g is None else post_g[i]
+        return pres, posts
 
     def forward(self, x: Tensor) -> Tensor:
         """Evaluate f on ``x`` of shape (..., in_features)."""

@@ -6,7 +6,7 @@ r"""R2DN: an LTI system in feedback with a 1-Lipschitz LBDN (Barbara, Wang & Man
     y_t = C_2 x_t + D_{21} w_t + D_{22} u_t + b_y,
 
 with φ an LBDN of Lipschitz constant 1. The LTI weights come from a positive definite
-``H ∈ ℝ^{2nx×2nx}`` (independent of nv and depth, math.md §3):
+``H ∈ ℝ^{2nx×2nx}`` (independent of nv and depth, docs/theory.md §3):
 
 * contracting: ``H = H_X + blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)``;
 * (Q,S,R)-dissipative: ``H = H_X + blkdiag(C₁ᵀC₁ − C₂ᵀQC₂, 0) + 𝒩R₁⁻¹𝒩ᵀ``
@@ -14,8 +14,14 @@ with φ an LBDN of Lipschitz constant 1. The LTI weights come from a positive de
 
 then ``E = ½(H₁₁ + H₂₂/ᾱ² + Y − Yᵀ)``, ``F = H₂₁``, ``P = H₂₂``, ``A = E⁻¹F``,
 ``B₁ = E⁻¹B̂₁`` (and ``B₂ = E⁻¹B̂₂`` for the dissipative families). Every parameter value
-gives a model with ``ᾱ²𝒫 − C₁ᵀC₁ ⪰ … `` i.e. the certificate of math.md §4 with
-𝒫 = EᵀP⁻¹E and multiplier λ = 1.
+gives a model that satisfies the contraction LMI of docs/theory.md §4.1 with the implied metric
+𝒫 = EᵀP⁻¹E and multiplier λ = 1: with G = [A B₁] and Π = blkdiag(C₁ᵀC₁, −I) on (Δx, Δw) (the
+incremental condition ‖Δw‖ ≤ ‖Δv‖ = ‖C₁Δx‖ of a 1-Lipschitz φ),
+
+    ᾱ²·blkdiag(𝒫, 0) − Gᵀ𝒫G − Π ⪰ 0,
+
+so ‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫; the dissipative families satisfy the (Q,S,R) LMI of §4.2 as well
+(docs/theory.md §3 derives both from H ≻ 0 by a Schur complement).
 """
 
 from __future__ import annotations
@@ -74,9 +80,12 @@ class _R2DN(RecurrentModel):
     def _io(self, dtype: torch.dtype) -> IOBlock:
         raise NotImplementedError
 
-    def _extra_h(self, io: IOBlock) -> Tensor:
-        """H − H_X as a function of the other parameters, in ``io``'s dtype (the same hook as
-        the REN's)."""
+    #: Whether the I/O block enters H (then it is built in the algebra's float64); the
+    #: contracting family's B₂, C₂, D₁₂, D₂₁, D₂₂ are free and are cast only to the target dtype.
+    _io_enters_h = True
+
+    def _extra_h(self, io: IOBlock, C1: Tensor, B1_hat: Tensor) -> Tensor:
+        """H − H_X as a function of the other parameters, in ``C1``'s dtype."""
         raise NotImplementedError
 
     def _lti_factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -85,7 +94,7 @@ class _R2DN(RecurrentModel):
 
     # -- shared machinery -----------------------------------------------------------------
     def _init_long_memory(self) -> None:
-        """A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = C₁ = 0 and Y = I (math.md §3)."""
+        """A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = C₁ = 0 and Y = I (docs/theory.md §3)."""
         nx, rate = self.state_size, self.contraction_rate
         f64: dict[str, Any] = {"dtype": torch.float64, "device": self.X.device}
         self.B1_hat.zero_()
@@ -94,20 +103,25 @@ class _R2DN(RecurrentModel):
         a0 = rate * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
         eye = torch.eye(nx, **f64)
         h0 = torch.cat([torch.cat([eye, a0.T], 1), torch.cat([a0, rate**2 * eye], 1)], 0)
-        extra = self._extra_h(self._io(torch.float64))
+        extra = self._extra_h(self._io(torch.float64), *self._lti_factors(torch.float64))
         self.X.copy_(long_memory_factor(h0, extra, self.eps))
 
-    def _h_matrix(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, IOBlock]:
+    def _h_matrix(self, dtype: torch.dtype, free_dtype: torch.dtype
+                  ) -> tuple[Tensor, Tensor, Tensor, IOBlock]:
         C1, B1_hat = self._lti_factors(dtype)
         polar = None if self.polar_scale is None else self.polar_scale.to(dtype)
-        io = self._io(dtype)
-        h = gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io)
+        io = self._io(dtype if self._io_enters_h else free_dtype)
+        h = gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io, C1, B1_hat)
         return h, C1, B1_hat, io
 
     def _build_explicit(self, dtype: torch.dtype, certificate: bool = True,
                         network_dtype: torch.dtype | None = None) -> ExplicitModel:
+        # Parameters that do not enter the float64 algebra (the biases, C₁ as an explicit
+        # matrix, the contracting family's I/O block) are cast once, straight to the target
+        # dtype: the float64 round trip would give the same values at the cost of extra ops.
         nx, nv = self.state_size, self.features
-        h, C1, B1_hat, io = self._h_matrix(dtype)
+        free = network_dtype or dtype
+        h, C1, B1_hat, io = self._h_matrix(dtype, free)
         e, f, p = implicit_model(h, self.Y.to(dtype), self.contraction_rate, nx)
         if self._supply is None:  # contracting family: B2 is free (not divided by E)
             A, B1 = torch.split(torch.linalg.solve(e, torch.cat([f, B1_hat], 1)), [nx, nv], dim=1)
@@ -116,9 +130,10 @@ class _R2DN(RecurrentModel):
             A, B1, B2 = torch.split(torch.linalg.solve(e, torch.cat([f, B1_hat, io.B2_hat], 1)),
                                     [nx, nv, self.input_size], dim=1)
         return ExplicitModel(
-            A=A, B1=B1, B2=B2, C1=C1, C2=io.C2, D12=io.D12, D21=io.D21, D22=io.D22,
-            bx=self.bx.to(dtype), bv=self.bv.to(dtype), by=self.by.to(dtype),
-            network=self.network.explicit(network_dtype or dtype),
+            A=A, B1=B1, B2=B2, C1=C1 if free == dtype else self.C1.to(free), C2=io.C2,
+            D12=io.D12, D21=io.D21, D22=io.D22,
+            bx=self.bx.to(free), bv=self.bv.to(free), by=self.by.to(free),
+            network=self.network.explicit(free),
             metric=lyapunov_metric(e.detach(), p.detach()).double() if certificate else None,
             multiplier=torch.ones((), dtype=torch.float64, device=h.device) if certificate else None,
         )
@@ -160,20 +175,18 @@ class ContractingR2DN(_R2DN):
         return IOBlock(self.B2.to(dtype), self.C2.to(dtype), self.D12.to(dtype),
                        self.D21.to(dtype), self.D22.to(dtype))
 
-    def _extra_h(self, io: IOBlock) -> Tensor:
-        nx = self.state_size
-        C1, B1_hat = self._lti_factors(io.C2.dtype)
-        zeros = C1.new_zeros(2 * nx, 2 * nx)
-        ncal = torch.cat([C1.new_zeros(nx, self.features), B1_hat], 0)
-        return add_quadratic(zeros, C1.T @ C1, ncal, None)
+    _io_enters_h = False
+
+    def _extra_h(self, io: IOBlock, C1: Tensor, B1_hat: Tensor) -> Tensor:
+        """``blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)`` (:func:`add_quadratic` with 𝒩 = [0; B̂₁], R₁ = I)."""
+        return torch.block_diag(C1.T @ C1, B1_hat @ B1_hat.T)
 
 
 class _DissipativeR2DN(_R2DN):
     """Shared (Q,S,R) machinery: the supply rate on the right device and the H terms."""
 
-    def _extra_h(self, io: IOBlock) -> Tensor:
+    def _extra_h(self, io: IOBlock, C1: Tensor, B1_hat: Tensor) -> Tensor:
         nx = self.state_size
-        C1, B1_hat = self._lti_factors(io.C2.dtype)
         top_left, ncal, r1 = dissipative_terms(io, C1, B1_hat, self._supply_on(C1.device))
         return add_quadratic(C1.new_zeros(2 * nx, 2 * nx), top_left, ncal, r1)
 

@@ -1,4 +1,4 @@
-r"""REN: Recurrent Equilibrium Networks (Revay, Wang & Manchester, TAC 2023), math.md §2.
+r"""REN: Recurrent Equilibrium Networks (Revay, Wang & Manchester, TAC 2023), docs/theory.md §2.
 
 Implicit model (hats mark implicit quantities, Λ ≻ 0 diagonal, D̂₁₁ strictly lower triangular):
 
@@ -19,7 +19,7 @@ and the explicit model is ``[A B₁ B₂] = E⁻¹[F B̂₁ B̂₂]``, ``[C₁ D
 * contracting: ``H = H_X``;
 * (Q,S,R)-dissipative: ``H = H_X + Γ_R − Γ_Q`` (:func:`supply_terms`).
 
-The implied certificate (math.md §4) is 𝒫 = EᵀP⁻¹E with the diagonal multiplier Λ.
+The implied certificate (docs/theory.md §4) is 𝒫 = EᵀP⁻¹E with the diagonal multiplier Λ.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from .parametrizations import ContractionFactor, LipschitzBound, initial_gamma
 
 __all__ = ["ContractingREN", "GeneralREN", "LipschitzREN", "PassiveREN", "supply_terms"]
 
-# Gap added to the equilibrium block at long_memory init: H₂₂ ⪰ 2·_LAMBDA_MARGIN·I (math.md §2).
+# Gap added to the equilibrium block at long_memory init: H₂₂ ⪰ 2·_LAMBDA_MARGIN·I (docs/theory.md §2).
 _LAMBDA_MARGIN = 1e-4
 
 
@@ -93,11 +93,11 @@ class _REN(RecurrentModel):
 
     # -- shared machinery -----------------------------------------------------------------
     def _init_long_memory(self) -> None:
-        r"""A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = Ĉ₁ = 0 and Y = I (math.md §2).
+        r"""A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = Ĉ₁ = 0 and Y = I (docs/theory.md §2).
 
         Target ``H₀ = [[I, 0, A₀ᵀ], [0, 2Λ₀ − D̂₁₁₀ − D̂₁₁₀ᵀ, 0], [A₀, 0, ᾱ²I]]`` with a random
         strictly lower D̂₁₁₀ and ``Λ₀ = (λ_max(D̂₁₁₀ + D̂₁₁₀ᵀ)/2 + 10⁻⁴)I``, which gives
-        E = I, P = ᾱ²I, F = A₀. (math.md writes E = P = I, F = I − diag(e), i.e. ᾱ = 1; with
+        E = I, P = ᾱ²I, F = A₀. (the REN paper writes E = P = I, F = I − diag(e), i.e. ᾱ = 1; with
         P = ᾱ²I the eigenvalues sit just below ᾱ for every ᾱ ∈ (0, 1], as for R2DN.)
         H₀ is scaled by c ≥ 1 if the I/O terms need room, which leaves A, D₁₁ unchanged.
         """
@@ -208,7 +208,7 @@ class GeneralREN(_REN):
 
     def _d22(self, dtype: torch.dtype) -> Tensor:
         supply = self._supply_on(self.X.device)
-        # The contraction builder uses I_d with d = min(ny, nu): no crash when ny > nu (math.md §2).
+        # The contraction builder uses I_d with d = min(ny, nu): no crash when ny > nu (docs/theory.md §2).
         n = None if self.N22 is None else self.N22.matrix(dtype)
         return supply.feedthrough(n, self.X.to(dtype))
 

@@ -17,6 +17,7 @@ from .estimators import LearnedInitialStates, StateEncoder
 from .evaluate import Report, evaluate
 from .f16 import F16Data, load_f16
 from .fit import FitResult, fit
+from .poles import slowest_pole, suggested_contraction_rate
 from .predictor import Predictor
 
 __all__ = [
@@ -39,4 +40,6 @@ __all__ = [
     "matched_baseline",
     "multisine",
     "parameter_count",
+    "slowest_pole",
+    "suggested_contraction_rate",
 ]

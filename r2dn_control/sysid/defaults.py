@@ -2,11 +2,14 @@
 
 Defaults (docs/sysid.md, "Defaults that generalise", gives the study behind them):
 
-* ``init="long_memory"`` with contraction rate ᾱ = :data:`DEFAULT_CONTRACTION_RATE` (< 1). The
-  constructors' own default ᾱ = 1 lets the slowest pole drift to |λ| → 1, where a model can fit a
-  training record with a slow drift instead of the system; ᾱ < 1 bounds every pole's modulus by ᾱ
-  (docs/theory.md §3), so it must stay above the data's slowest true pole (e.g. a mode of
-  damping ratio ζ and natural frequency ω_n, sampled at dt, has |λ| = exp(−ζ ω_n dt)).
+* ``init="long_memory"`` with a contraction rate ᾱ **estimated from the training data** when
+  ``default_model(train)`` is given a :class:`SequenceData`: ᾱ = min(1, max(0.9, |λ|max^{1/2}))
+  where |λ|max is the slowest pole of a least-squares ARX fit (:mod:`.poles`). ᾱ bounds every
+  pole's modulus (docs/theory.md §3), so a fixed default is wrong in both directions: below the
+  data's slowest pole (a mode of damping ζ and natural frequency ω_n sampled at dt has
+  |λ| = exp(−ζ ω_n dt)) that mode cannot be represented; at ᾱ = 1 the model can fit a slow drift
+  instead of the system. With the old signature ``default_model(nu, ny)`` there is no data to
+  estimate from and ᾱ = :data:`DEFAULT_CONTRACTION_RATE`.
 * Sizes: ``"small"`` (nx = 16, nv = 32, LBDN 2×32) trains in minutes on a CPU.
 """
 
@@ -17,36 +20,64 @@ from torch import nn
 
 from ..nn import ContractingR2DN, ContractingREN, LipschitzR2DN, LipschitzREN
 from .baselines import matched_baseline
+from .data import SequenceData
+from .poles import DEFAULT_ORDER, suggested_contraction_rate
 
 DEFAULT_CONTRACTION_RATE = 0.995
 SIZES = {"small": (16, 32, (32, 32)), "medium": (32, 64, (64, 64)), "large": (75, 75, (87, 87, 87))}
 KINDS = ("r2dn", "ren", "gru", "lstm")
 
 
-def default_model(input_size: int, output_size: int, kind: str = "r2dn", size: str = "small", *,
-                  contraction_rate: float = DEFAULT_CONTRACTION_RATE, gamma: float | str | None = None,
-                  seed: int | None = None, **kwargs) -> nn.Module:
+def default_model(data_or_nu: SequenceData | int, output_size: int | None = None,
+                  kind: str = "r2dn", size: str = "small", *,
+                  contraction_rate: float | str = "auto", gamma: float | str | None = None,
+                  seed: int | None = None, arx_order: int = DEFAULT_ORDER,
+                  **kwargs) -> nn.Module:
     """A model with the identification defaults above.
 
     Parameters
     ----------
-    input_size, output_size : int
-        nu and ny.
+    data_or_nu : SequenceData or int
+        The training data (nu and ny are read from it, and ᾱ is estimated from it), or nu.
+    output_size : int, optional
+        ny; required with an int ``data_or_nu``, not allowed with data.
     kind : {"r2dn", "ren", "gru", "lstm"}
         R2DN or REN (contracting, or Lipschitz when ``gamma`` is given); ``"gru"``/``"lstm"``: the
         unconstrained baseline with the same parameter count as the R2DN of this size.
     size : {"small", "medium", "large"}
         (nx, nv, LBDN hidden widths); "large" is the F-16 paper's R2DN.
-    contraction_rate : float
-        ᾱ (see the module docstring).
+    contraction_rate : float or "auto"
+        ᾱ. ``"auto"``: :func:`~r2dn_control.sysid.poles.suggested_contraction_rate` of the data
+        (ARX order ``arx_order``), or :data:`DEFAULT_CONTRACTION_RATE` without data. The chosen
+        value is the model's ``contraction_rate`` attribute.
     gamma : float or "learn", optional
         Lipschitz bound γ of the normalised model (``"learn"``: a learned bound, where the
         family supports it).
     seed : int, optional
         ``torch.manual_seed(seed)`` before building.
+    arx_order : int
+        ARX order of the pole estimate.
     **kwargs
         Passed to the constructor (override any default).
     """
+    if isinstance(data_or_nu, SequenceData):
+        if output_size is not None:
+            raise TypeError("default_model(data) reads ny from the data; got output_size="
+                            f"{output_size!r} as well")
+        input_size, output_size = data_or_nu.nu, data_or_nu.ny
+    elif isinstance(data_or_nu, int) and not isinstance(data_or_nu, bool):
+        if not (isinstance(output_size, int) and not isinstance(output_size, bool)):
+            raise TypeError("default_model(nu, ny) needs an int output_size, got "
+                            f"{output_size!r}")
+        input_size = data_or_nu
+    else:
+        raise TypeError("default_model expects the training SequenceData or (nu, ny) ints, got "
+                        f"{type(data_or_nu).__name__}")
+    if contraction_rate == "auto":
+        contraction_rate = (suggested_contraction_rate(data_or_nu, arx_order)
+                            if isinstance(data_or_nu, SequenceData) else DEFAULT_CONTRACTION_RATE)
+    elif isinstance(contraction_rate, str):
+        raise ValueError(f"contraction_rate must be a number or 'auto', got {contraction_rate!r}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if size not in SIZES:
@@ -55,7 +86,7 @@ def default_model(input_size: int, output_size: int, kind: str = "r2dn", size: s
         torch.manual_seed(seed)
     nx, nv, hidden = SIZES[size]
     if kind in ("gru", "lstm"):
-        reference = default_model(input_size, output_size, "r2dn", size)
+        reference = default_model(input_size, output_size, "r2dn", size, contraction_rate=0.995)
         return matched_baseline(reference, cell=kind)
     options = {"init": "long_memory", "contraction_rate": contraction_rate, **kwargs}
     if gamma is not None:
