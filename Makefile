@@ -10,7 +10,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench docs notebooks clean
+.PHONY: setup demo test lint typecheck bench docs notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,19 @@ $(VENV)/.installed-docs: $(VENV)/.installed setup.cfg
 demo: setup
 	$(BIN)/r2dn-control run youla --quick --model both
 
+# Extra pytest arguments, e.g. PYTEST_ARGS="-n 2 --dist loadgroup" (pytest-xdist, in the dev
+# extra; each worker runs conftest's one-thread setting). Serial by default: on the shared
+# 2-core machine two workers were not faster on the slice measured.
+PYTEST_ARGS ?=
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check r2dn_control envs tests benchmarks
+
+# Static types of the package (configuration: [tool.mypy] in pyproject.toml).
+typecheck: setup
+	$(BIN)/mypy r2dn_control
 
 docs: $(VENV)/.installed-docs
 	$(BIN)/mkdocs build --strict

@@ -253,7 +253,7 @@ def ratio(ours: Cell | None, theirs: Cell | None, clock: str) -> str:
             f"({min(per_round):.2f}–{max(per_round):.2f})")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--peer-dir", default="/work/peers/R2DN",
                         help="checkout of nic-barbara/R2DN (holds robustnn/)")
@@ -269,20 +269,29 @@ def main() -> None:
     parser.add_argument("--ren-features", default=",".join(map(str, REN_FEATURES)),
                         help="REN sizes ('' to skip the REN)")
     parser.add_argument("--quick", action="store_true", help="2 sizes, 1 round, 1 repeat")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def pin_cores(args: argparse.Namespace) -> list[int]:
+    """Pin this process (and the JAX subprocess it starts) to ``--cores`` or the first
+    ``--threads`` allowed cores; the cores used ([] where affinity is unsupported)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return []
+    allowed = sorted(os.sched_getaffinity(0))
+    cores = [int(c) for c in args.cores.split(",")] if args.cores else allowed[:args.threads]
+    os.sched_setaffinity(0, set(cores))
+    return cores
+
+
+def main() -> None:
+    args = parse_args()
     widths = [int(w) for w in args.widths.split(",") if w]
     ren_sizes = [int(n) for n in args.ren_features.split(",") if n]
     batch, horizon = 64, 128
     if args.quick:
         widths, ren_sizes = widths[:1] + widths[-1:], ren_sizes[:1]
         args.rounds, args.repeats, batch, horizon = 1, 1, 8, 16
-    if hasattr(os, "sched_setaffinity"):  # inherited by the JAX subprocess
-        allowed = sorted(os.sched_getaffinity(0))
-        cores = ([int(c) for c in args.cores.split(",")] if args.cores
-                 else allowed[:args.threads])
-        os.sched_setaffinity(0, set(cores))
-    else:
-        cores = []
+    cores = pin_cores(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device("cpu")

@@ -10,8 +10,11 @@ key                           default     meaning
                                           disables), read when the kernels are first needed.
 ``nn.cpp.loop_width``         128         Widest LBDN layer for which the C++ R2DN loop runs
                                           its hand-vectorised lanes (wider: its ATen loop).
-``certify.validation_tol``    1e-9        Re-validation tolerance on λ_min(M)/max(1, max|𝒫|)
-                                          of a certificate (docs/theory.md §4, §6).
+``certify.validation_tol``    1e-9        Accuracy (SCS ``eps_abs`` and ``eps_rel``) the
+                                          first-order SDP solver is asked for. The float64
+                                          re-validation of a certificate needs no tolerance:
+                                          it compares λ_min(M) with a computed rounding bound
+                                          (docs/theory.md §4, §6).
 ``certify.large_lmi``         400         LMI dimension above which the dense SDP uses SCS
                                           instead of an interior-point solver.
 ``export.certificate_rtol``   1e-6        How far (relative) the bound certified on the

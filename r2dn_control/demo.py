@@ -30,9 +30,9 @@ class DemoReport:
     initial_loss: float
     final_loss: float
     test_nrmse: float
-    gamma: float
+    gamma: float | None
     implied_status: str
-    implied_margin: float
+    implied_margin: float | None
     certified_gamma: float | None
     certified_status: str
     checkpoint: str

@@ -93,7 +93,8 @@ def gain_supply(gamma: float):
     return -np.eye(1) / gamma, np.zeros((1, 1)), gamma * np.eye(1)
 
 
-def build_corpus() -> list[Case]:
+def contraction_cases() -> list[Case]:
+    """Sections 1–3 of the corpus: contraction rates and claimed metrics."""
     cases: list[Case] = []
     # 1. Not contracting at any rate ≤ 1 (searches and rate=1), boundary within 1e-9.
     for a in (1.0, 1 + 1e-12, 1 + 4e-10, 1 + 1e-9, -1.0, -(1 + 1e-10), 1.05):
@@ -122,6 +123,11 @@ def build_corpus() -> list[Case]:
         cases.append(Case(f"claimed metric {p:g} for x+={a!r}x at {rate!r}",
                           lambda a=a, p=p, r=rate: certify.contraction(
                               claimed_target(lti(a), p, rate=r), rate=r, method="implied")))
+    return cases
+
+
+def build_corpus() -> list[Case]:
+    cases = contraction_cases()
     # 4. Gains: H∞ of y = x, x⁺ = 0.5x + u is 2 (at z = 1); static y = 3u has γ = 3.
     for sys_, true in ((lti(0.5), 2.0), (lti(0.0, 0.0, 0.0, 3.0), 3.0),
                        (lti(rotation(0.99), np.ones((2, 1)), np.ones((1, 2))), None)):

@@ -138,3 +138,39 @@ def test_every_backend_equals_the_public_reference_loop(method) -> None:
         y_ref = (xs @ e.C2.T + ws @ e.D21.T).transpose(0, 1) + u @ e.D22.T + e.by
         torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(x_final, x_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_certify_settings_change_the_sdp_solver_and_its_accuracy(monkeypatch) -> None:
+    """certify.large_lmi picks SCS for this small LMI once lowered; certify.validation_tol is
+    the accuracy SCS is asked for (the certificate is still re-validated in float64)."""
+    import cvxpy as cp
+
+    from r2dn_control import certify
+    from r2dn_control.certify import sdp
+
+    if not {"CLARABEL", "SCS"} <= set(cp.installed_solvers()):
+        pytest.skip("needs both Clarabel and SCS")
+    monkeypatch.setattr(cp, "installed_solvers", lambda: ["CLARABEL", "SCS"])  # no MOSEK
+    torch.manual_seed(0)
+    model = LipschitzR2DN(2, 3, 3, 2, hidden=(4,), gamma=2.0, dtype=F64)
+    asked: list[dict] = []
+    real_solve = cp.Problem.solve
+
+    def recording_solve(self, *args, **kwargs):
+        asked.append(dict(kwargs))
+        return real_solve(self, *args, **kwargs)
+
+    monkeypatch.setattr(cp.Problem, "solve", recording_solve)
+    try:
+        assert certify.lipschitz(model, method="sdp").solver == "CLARABEL"
+        assert asked[0]["solver"] == "CLARABEL"
+        config.set_defaults("certify", large_lmi=1, validation_tol=1e-7)
+        assert sdp.choose_solvers(2) == ["SCS", "CLARABEL"]
+        asked.clear()
+        res = certify.lipschitz(model, method="sdp")
+        assert asked and asked[0]["solver"] == "SCS"
+        assert asked[0]["eps_abs"] == asked[0]["eps_rel"] == 1e-7
+        assert res.solver in ("SCS", "CLARABEL")  # SCS first; Clarabel if SCS fell short
+    finally:
+        config.reset_defaults()
+    assert sdp.choose_solvers(2) == ["CLARABEL", "SCS"]

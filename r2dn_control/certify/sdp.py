@@ -3,7 +3,8 @@ r"""The tight tier: the LMIs of docs/theory.md §4 as SDPs in cvxpy, after condi
 Conditioning (docs/theory.md §4): (1) Gramian balancing of the state, (2) for a diagonal multiplier,
 variables scaled by the implied Λ, (3) preconditioning with the implied metric when known.
 The solver is always named explicitly: MOSEK when installed, else Clarabel; SCS for LMIs larger
-than :data:`LARGE_LMI` or when Clarabel fails. The solver's answer is only a candidate: the
+than ``config.defaults["certify.large_lmi"]`` or when Clarabel fails (SCS then runs to the accuracy
+``config.defaults["certify.validation_tol"]``). The solver's answer is only a candidate: the
 caller re-validates it in float64 (:func:`lmi.validate`).
 """
 
@@ -15,11 +16,10 @@ import cvxpy as cp
 import numpy as np
 import scipy.linalg as sla
 
+from .. import config
 from .lmi import StateSpaceBlocks, assemble, lmi_terms, transform_state
 from .target import Target
 
-#: LMI dimension above which SCS is used instead of an interior-point solver.
-LARGE_LMI = 400
 #: Largest condition number of a balancing transform worth using (see balancing_transform).
 MAX_TRANSFORM_CONDITION = 1e4
 
@@ -45,8 +45,18 @@ def choose_solvers(size: int, solver: str | None = None) -> list[str]:
         return [solver.upper()]
     installed = cp.installed_solvers()
     order = ["MOSEK"] if "MOSEK" in installed else []
-    order += ["SCS", "CLARABEL"] if size > LARGE_LMI else ["CLARABEL", "SCS"]
+    large = size > config.defaults["certify.large_lmi"]
+    order += ["SCS", "CLARABEL"] if large else ["CLARABEL", "SCS"]
     return [s for s in order if s in installed]
+
+
+def _solver_options(name: str) -> dict[str, float | int]:
+    """Keyword arguments for ``prob.solve(solver=name)``: SCS (first-order, inaccurate by
+    default) is asked for ``certify.validation_tol`` absolute and relative accuracy."""
+    if name == "SCS":
+        tol = config.defaults["certify.validation_tol"]
+        return {"eps_abs": tol, "eps_rel": tol, "max_iters": 100000}
+    return {}
 
 
 def balancing_transform(ss: StateSpaceBlocks) -> np.ndarray:
@@ -150,7 +160,7 @@ def _solve(setup: _Setup, objective, constraints, size: int, value_of, solver: s
     last = SdpAnswer("failed", "none", solver_status="no SDP solver installed")
     for name in choose_solvers(size, solver):
         try:
-            kwargs = {"eps": 1e-9, "max_iters": 100000} if name == "SCS" else {}
+            kwargs = _solver_options(name)
             prob.solve(solver=name, **kwargs)
         except (cp.error.SolverError, ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
             last = SdpAnswer("failed", name, solver_status=f"solver error: {err}")

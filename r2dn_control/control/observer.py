@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..nn.base import RecurrentModel
+
 
 class Observer(nn.Module):
     """State estimator ``x̂⁺ = f(x̂, y, u)`` built on a contracting model with identity output.
@@ -37,7 +39,7 @@ class Observer(nn.Module):
         The model is not built with identity output, or its input size leaves no measurement.
     """
 
-    def __init__(self, model: nn.Module, input_size: int = 0) -> None:
+    def __init__(self, model: RecurrentModel, input_size: int = 0) -> None:
         super().__init__()
         if not getattr(model, "identity_output", False):
             raise ValueError("the observer model must be built with identity_output=True "
@@ -62,16 +64,17 @@ class Observer(nn.Module):
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if y is None or y.dim() == 0 or y.shape[-1] != self.measurement_size:
-            got = None if y is None else tuple(y.shape)
-            raise ValueError(f"y must have shape (..., {self.measurement_size}), got {got}")
+            y_shape = None if y is None else tuple(y.shape)
+            raise ValueError(f"y must have shape (..., {self.measurement_size}), got {y_shape}")
         if self.input_size == 0:
             if u is not None and (u.dim() == 0 or u.shape[-1] != 0):
                 raise ValueError("this observer was built with input_size=0; do not pass u")
             return y
         if u is None or u.dim() == 0 or u.shape[-1] != self.input_size \
                 or u.shape[:-1] != y.shape[:-1]:
-            got = None if u is None else tuple(u.shape)
-            raise ValueError(f"u must have shape {(*y.shape[:-1], self.input_size)}, got {got}")
+            u_shape = None if u is None else tuple(u.shape)
+            raise ValueError(f"u must have shape {(*y.shape[:-1], self.input_size)}, "
+                             f"got {u_shape}")
         if u.dtype != y.dtype:
             raise TypeError(f"u must have the dtype of y ({y.dtype}), got {u.dtype}")
         return torch.cat([y, u], -1)

@@ -20,6 +20,7 @@ closed loop stable; training Q changes the performance, never the stability
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -106,6 +107,17 @@ class YoulaController(nn.Module):
         controller is not stabilizing.
     """
 
+    # Buffers (registered in __init__), declared for type checkers.
+    A: Tensor
+    B: Tensor
+    C: Tensor
+    K: Tensor
+    L: Tensor
+    input_limit: Tensor | None
+    _assemble: Tensor
+    _measure: Tensor
+
+
     def __init__(self, plant: object, Q: nn.Module, K: object = "lqr", L: object = "kalman", *,
                  input_limit: object = None, **design: object) -> None:
         super().__init__()
@@ -128,7 +140,7 @@ class YoulaController(nn.Module):
             )
         self.base = base
         self.Q = Q
-        fk = {"dtype": Q.dtype, "device": Q.device}
+        fk: dict[str, Any] = {"dtype": Q.dtype, "device": Q.device}
         for name in ("A", "B", "C", "K", "L"):
             self.register_buffer(name, torch.as_tensor(getattr(base, name), **fk))
         limit = None if input_limit is None else torch.as_tensor(input_limit, **fk).reshape(-1)
@@ -201,6 +213,27 @@ class YoulaController(nn.Module):
         return torch.stack(inputs, 1), state
 
 
+def _check_loop(plant: LTIPlant, controller: YoulaController) -> None:
+    """Raise unless ``plant`` can be closed with ``controller``: matching inputs/outputs,
+    dtype and device, and no feedthrough from u to the measurements."""
+    nu = controller.sizes[0]
+    nw = len(controller.disturbance_inputs)
+    if plant.input_size != nu + nw or plant.output_size != controller.base.plant_outputs:
+        raise ValueError(
+            f"the plant has {plant.input_size} inputs and {plant.output_size} outputs, but the "
+            f"controller was designed for {nu + nw} inputs and {controller.base.plant_outputs} "
+            "outputs"
+        )
+    if plant.A.dtype != controller.A.dtype or plant.A.device != controller.A.device:
+        raise TypeError(f"plant ({plant.A.dtype}, {plant.A.device}) and controller "
+                        f"({controller.A.dtype}, {controller.A.device}) must share dtype and "
+                        "device")
+    feedthrough = plant.D[controller._measure][:, controller.control_inputs]
+    if bool(torch.any(feedthrough != 0)):
+        raise ValueError("the simulated plant has feedthrough from u to the measurements "
+                         "(D_yu ≠ 0)")
+
+
 def simulate_closed_loop(plant: LTIPlant, controller: YoulaController,
                          disturbance: Tensor | None = None, *, steps: int | None = None,
                          state: ClosedLoopState | None = None, batch: int | None = None,
@@ -232,22 +265,9 @@ def simulate_closed_loop(plant: LTIPlant, controller: YoulaController,
     -------
     ClosedLoopTrajectory
     """
+    _check_loop(plant, controller)
     nu = controller.sizes[0]
     nw = len(controller.disturbance_inputs)
-    if plant.input_size != nu + nw or plant.output_size != controller.base.plant_outputs:
-        raise ValueError(
-            f"the plant has {plant.input_size} inputs and {plant.output_size} outputs, but the "
-            f"controller was designed for {nu + nw} inputs and {controller.base.plant_outputs} "
-            "outputs"
-        )
-    if plant.A.dtype != controller.A.dtype or plant.A.device != controller.A.device:
-        raise TypeError(f"plant ({plant.A.dtype}, {plant.A.device}) and controller "
-                        f"({controller.A.dtype}, {controller.A.device}) must share dtype and "
-                        "device")
-    feedthrough = plant.D[controller._measure][:, controller.control_inputs]
-    if bool(torch.any(feedthrough != 0)):
-        raise ValueError("the simulated plant has feedthrough from u to the measurements "
-                         "(D_yu ≠ 0)")
     if disturbance is not None:
         if not isinstance(disturbance, Tensor):
             raise TypeError(f"disturbance must be a torch.Tensor, got {type(disturbance).__name__}")

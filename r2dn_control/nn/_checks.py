@@ -44,9 +44,9 @@ def rate(name: str, value: object) -> float:
 
 def choice(name: str, value: object, options: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``options``."""
-    if value not in options:
+    if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 #: dtypes the models support: the direct-to-explicit algebra needs LAPACK (no half types).
@@ -57,7 +57,7 @@ def model_dtype(value: object) -> torch.dtype:
     """Return ``value`` if it is ``torch.float32`` or ``torch.float64``, else raise ``TypeError``."""
     if value not in MODEL_DTYPES:
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def non_negative_float(name: str, value: object) -> float:

@@ -20,6 +20,7 @@ from . import _checks, realtime
 from ._algebra import default_eps, frobenius, full_precision_matmul, lecun_normal_
 from .explicit import ExplicitModel, rollout
 from .iqc import SupplyRate
+from .parametrizations import LipschitzBound
 
 INITS = ("random", "long_memory")
 
@@ -134,7 +135,7 @@ class RecurrentModel(nn.Module):
             )
         self.activation_name = activation
         self.batch_first = bool(batch_first)
-        self._factory = {"dtype": dtype, "device": device}
+        self._factory: dict[str, Any] = {"dtype": dtype, "device": device}
         self._frozen: ExplicitModel | None = None
 
     # ------------------------------------------------------------------ direct parameters
@@ -158,6 +159,27 @@ class RecurrentModel(nn.Module):
     def _init_long_memory(self) -> None:
         """Family-specific long-memory initialisation of the direct parameters."""
         raise NotImplementedError
+
+    @staticmethod
+    def _passive_supply(family: str, input_size: int, output_size: int,
+                        input_passivity: float) -> SupplyRate:
+        """The supply ``Q = 0, S = I, R = −2νI`` of a passive family (checked before the
+        model is built: it needs ``input_size == output_size``)."""
+        if input_size != output_size:
+            raise ValueError(
+                f"{family} needs input_size == output_size, got "
+                f"input_size={input_size}, output_size={output_size}"
+            )
+        return SupplyRate.passive(input_passivity, _checks.positive_int("input_size", input_size))
+
+    def _add_passivity_parameters(self, supply: SupplyRate, input_passivity: float) -> None:
+        """Keep the passive supply and ν, and add the free ``X₃, Y₃`` (nu×nu) of the passive
+        feedthrough ``D₂₂`` (docs/theory.md §2, §3)."""
+        self._supply = supply
+        self.input_passivity = float(input_passivity)
+        nu, fk = self.input_size, self._factory
+        self.X3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
+        self.Y3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
 
     def _finish_init(self) -> None:
         """Apply ``init_output_zero`` and ``init``, then set the polar magnitude p = nrm(X).
@@ -184,8 +206,9 @@ class RecurrentModel(nn.Module):
 
         With a learned γ it is built at the current γ (a detached, validated copy).
         """
-        if self.learns_gamma:
-            return SupplyRate.lipschitz(self.gamma, self.input_size,
+        gamma = self.gamma
+        if self.learns_gamma and gamma is not None:
+            return SupplyRate.lipschitz(gamma, self.input_size,
                                         self.output_size)
         return self._supply
 
@@ -196,14 +219,19 @@ class RecurrentModel(nn.Module):
         Differentiable in the model's parameters when ``gamma="learn"`` (usable in a penalty);
         a constant otherwise. The incremental ℓ₂-gain guarantee holds with exactly this γ.
         """
-        bound = self._modules.get("lipschitz_bound")
+        bound = self._lipschitz_bound()
         return None if bound is None else bound.value(self.device)
+
+    def _lipschitz_bound(self) -> LipschitzBound | None:
+        """The γ module of a Lipschitz family (None for the others)."""
+        bound = self._modules.get("lipschitz_bound")
+        return bound if isinstance(bound, LipschitzBound) else None
 
     @property
     def learns_gamma(self) -> bool:
         """Whether γ is a trained parameter (``gamma="learn"``)."""
-        bound = self._modules.get("lipschitz_bound")
-        return bound is not None and bound.learns
+        bound = self._lipschitz_bound()
+        return bound is not None and bool(bound.learns)
 
     @property
     def gamma(self) -> float | None:
@@ -214,9 +242,9 @@ class RecurrentModel(nn.Module):
     def _supply_on(self, device: torch.device) -> SupplyRate:
         """The supply rate's float64 matrices on ``device`` (cached per device when fixed;
         rebuilt from the current γ, differentiably, when learned)."""
-        if self.learns_gamma:
-            return self._modules["lipschitz_bound"].supply(self.input_size, self.output_size,
-                                                           device)
+        bound = self._lipschitz_bound()
+        if bound is not None and self.learns_gamma:
+            return bound.supply(self.input_size, self.output_size, device)
         if self._supply is None:
             raise RuntimeError(f"{type(self).__name__} has no supply rate")
         cache = self.__dict__.setdefault("_supply_cache", {})
@@ -278,7 +306,7 @@ class RecurrentModel(nn.Module):
         finally:
             self._frozen = previous
 
-    def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
+    def _apply(self, fn, *args, **kwargs):
         # .to()/.double()/.cuda() invalidate a cached explicit model.
         self._frozen = None
         return super()._apply(fn, *args, **kwargs)

@@ -35,6 +35,7 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -79,10 +80,7 @@ def to_plain(value: Any, where: str = "value") -> Any:
     if isinstance(value, torch.device):
         return str(value)
     if isinstance(value, (torch.Tensor, np.ndarray)):
-        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
-        if array.dtype.kind in "biuf":
-            return array.tolist()
-        raise TypeError(f"{where} must be a real or integer array, got dtype {array.dtype}")
+        return _plain_array(value, where)
     if isinstance(value, (list, tuple)):
         return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
@@ -94,6 +92,14 @@ def to_plain(value: Any, where: str = "value") -> Any:
         f"{where} must be None, bool, int, float, str, a list/dict of those, an array or a "
         f"dtype, got {type(value).__name__}"
     )
+
+
+def _plain_array(value: torch.Tensor | np.ndarray, where: str) -> list:
+    """A real or integer tensor/array as nested lists (``TypeError`` for other dtypes)."""
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+    if array.dtype.kind in "biuf":
+        return array.tolist()
+    raise TypeError(f"{where} must be a real or integer array, got dtype {array.dtype}")
 
 
 #: The name r2dn_control.export uses (kept so its sidecar stays in step with checkpoints).
@@ -247,23 +253,8 @@ def _resolve_class(blob: dict, fail) -> type[RecurrentModel]:
     raise AssertionError  # unreachable: fail raises
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-               ) -> tuple[RecurrentModel, dict[str, Any]]:
-    """Rebuild a model saved by :func:`save_model`; returns ``(model, metadata)``.
-
-    Raises
-    ------
-    FileNotFoundError
-        ``path`` does not exist.
-    CheckpointError
-        The file is unreadable, corrupt, fails its checksum, names an unregistered class or
-        arguments its constructor does not take, or its weights do not fit the model.
-    """
-    path = os.fspath(path)
-
-    def fail(reason: str, cause: BaseException | None = None):
-        raise CheckpointError(f"cannot load checkpoint {path!r}: {reason}") from cause
-
+def _read_checkpoint(path: str, fail: Callable[..., Any]) -> dict[str, Any]:
+    """The checkpoint's dict, with its entries' types checked (``fail`` raises otherwise)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     if os.path.isdir(path):
@@ -291,17 +282,45 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         _check_plain(metadata, "metadata")
     except ValueError as err:
         fail(str(err), err)
-    cls = _resolve_class(blob, fail)
+    return blob
+
+
+def _verify_checksum(blob: dict[str, Any], path: str, fail: Callable[..., Any]) -> None:
+    """Check the SHA-256 of a current-format checkpoint; warn that a legacy one has none."""
     if blob["format"] == FORMAT:
         stored = blob.get("sha256")
         if not isinstance(stored, str):
             fail("it has no sha256 checksum")
-        if checksum(blob["class"], kwargs, state, metadata) != stored:
+        if checksum(blob["class"], blob["kwargs"], blob["state_dict"],
+                    blob.get("metadata", {})) != stored:
             fail("SHA-256 checksum mismatch: the weights or arguments were modified or corrupted")
     else:
         warnings.warn(f"checkpoint {path!r} has the old format {LEGACY_FORMAT!r} without a "
                       "checksum: its weights cannot be verified; save it again to add one",
-                      UserWarning, stacklevel=2)
+                      UserWarning, stacklevel=3)
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+               ) -> tuple[RecurrentModel, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_model`; returns ``(model, metadata)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    CheckpointError
+        The file is unreadable, corrupt, fails its checksum, names an unregistered class or
+        arguments its constructor does not take, or its weights do not fit the model.
+    """
+    path = os.fspath(path)
+
+    def fail(reason: str, cause: BaseException | None = None):
+        raise CheckpointError(f"cannot load checkpoint {path!r}: {reason}") from cause
+
+    blob = _read_checkpoint(path, fail)
+    kwargs, state, metadata = blob["kwargs"], blob["state_dict"], blob.get("metadata", {})
+    cls = _resolve_class(blob, fail)
+    _verify_checksum(blob, path, fail)
     unknown = sorted(set(kwargs) - _allowed_arguments(cls))
     if unknown:
         fail(f"{cls.__qualname__} does not take the arguments {unknown}")

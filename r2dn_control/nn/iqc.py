@@ -13,6 +13,7 @@ Special cases: Lipschitz γ is ``Q = −I/γ, S = 0, R = γI``; input passivity 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,7 +118,7 @@ class SupplyRate:
         """
         if not isinstance(gamma, Tensor) or gamma.dim() != 0 or gamma.dtype != torch.float64:
             raise TypeError(f"gamma must be a 0-d float64 tensor, got {gamma!r}")
-        f64 = {"dtype": torch.float64, "device": gamma.device}
+        f64: dict[str, Any] = {"dtype": torch.float64, "device": gamma.device}
         eye_u, eye_y = torch.eye(input_size, **f64), torch.eye(output_size, **f64)
         root = torch.sqrt(gamma)
         return cls(-eye_y / gamma, torch.zeros(input_size, output_size, **f64), gamma * eye_u,
@@ -133,7 +134,7 @@ class SupplyRate:
 
     def to(self, device: torch.device | str) -> SupplyRate:
         """A copy on ``device`` (always float64)."""
-        move = {"device": device, "dtype": torch.float64}
+        move: dict[str, Any] = {"device": device, "dtype": torch.float64}
         return SupplyRate(self.Q.to(**move), self.S.to(**move), self.R.to(**move),
                           None if self.L_Q is None else self.L_Q.to(**move),
                           None if self.L_R is None else self.L_R.to(**move))

@@ -85,6 +85,7 @@ class LipschitzBound(nn.Module):
         super().__init__()
         start = initial_gamma(gamma, gamma_init)
         self.learns = isinstance(gamma, str)
+        self.log_gamma: nn.Parameter | None
         if self.learns:
             self.log_gamma = nn.Parameter(torch.tensor(math.log(start), dtype=dtype,
                                                        device=device))

@@ -27,6 +27,7 @@ so ‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫; the dissipative families satisf
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -95,7 +96,7 @@ class _R2DN(RecurrentModel):
     def _init_long_memory(self) -> None:
         """A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = C₁ = 0 and Y = I (docs/theory.md §3)."""
         nx, rate = self.state_size, self.contraction_rate
-        f64 = {"dtype": torch.float64, "device": self.X.device}
+        f64: dict[str, Any] = {"dtype": torch.float64, "device": self.X.device}
         self.B1_hat.zero_()
         self.C1.zero_()
         self.Y.copy_(torch.eye(nx, **f64))
@@ -294,15 +295,8 @@ class PassiveR2DN(_DissipativeR2DN):
 
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
                  input_passivity: float = 0.0, **kwargs) -> None:
-        if input_size != output_size:
-            raise ValueError(
-                "PassiveR2DN needs input_size == output_size, got "
-                f"input_size={input_size}, output_size={output_size}"
-            )
-        supply = SupplyRate.passive(input_passivity, _checks.positive_int("input_size", input_size))
+        supply = self._passive_supply("PassiveR2DN", input_size, output_size, input_passivity)
         super().__init__(input_size, state_size, features, output_size, **kwargs)
-        self._supply = supply
-        self.input_passivity = float(input_passivity)
         nx, nv, nu, ny = self.state_size, self.features, self.input_size, self.output_size
         fk = self._factory
         self.B2_hat = nn.Parameter(lecun_normal_(torch.empty(nx, nu, **fk)))
@@ -311,8 +305,7 @@ class PassiveR2DN(_DissipativeR2DN):
             self.register_buffer("D21", torch.zeros(ny, nv, **fk))
         else:
             self.D21 = nn.Parameter(lecun_normal_(torch.empty(ny, nv, **fk)))
-        self.X3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
-        self.Y3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
+        self._add_passivity_parameters(supply, input_passivity)
         self._finish_init()
 
     def _io(self, dtype: torch.dtype) -> IOBlock:

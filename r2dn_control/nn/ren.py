@@ -24,10 +24,11 @@ The implied certificate (docs/theory.md §4) is 𝒫 = EᵀP⁻¹E with the diag
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from . import _checks
 from ._algebra import eye_like, gram, lecun_normal_
 from ._implicit import (
     LONG_MEMORY_SPREAD,
@@ -101,7 +102,7 @@ class _REN(RecurrentModel):
         H₀ is scaled by c ≥ 1 if the I/O terms need room, which leaves A, D₁₁ unchanged.
         """
         nx, nv, rate = self.state_size, self.features, self.contraction_rate
-        f64 = {"dtype": torch.float64, "device": self.X.device}
+        f64: dict[str, Any] = {"dtype": torch.float64, "device": self.X.device}
         self.Y.copy_(torch.eye(nx, **f64))
         a0 = rate * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
         d11_0 = torch.tril(lecun_normal_(torch.empty(nv, nv, **f64)), -1)
@@ -258,18 +259,9 @@ class PassiveREN(_REN):
 
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
                  input_passivity: float = 0.0, **kwargs) -> None:
-        if input_size != output_size:
-            raise ValueError(
-                "PassiveREN needs input_size == output_size, got "
-                f"input_size={input_size}, output_size={output_size}"
-            )
-        supply = SupplyRate.passive(input_passivity, _checks.positive_int("input_size", input_size))
+        supply = self._passive_supply("PassiveREN", input_size, output_size, input_passivity)
         super().__init__(input_size, state_size, features, output_size, **kwargs)
-        self._supply = supply
-        self.input_passivity = float(input_passivity)
-        nu, fk = self.input_size, self._factory
-        self.X3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
-        self.Y3 = nn.Parameter(lecun_normal_(torch.empty(nu, nu, **fk)))
+        self._add_passivity_parameters(supply, input_passivity)
         self._finish_init()
 
     def _d22(self, dtype: torch.dtype) -> Tensor:

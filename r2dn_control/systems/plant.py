@@ -12,6 +12,8 @@ Shapes follow the recurrent models: ``y, x_T = plant(u, x0)`` with ``u`` of shap
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -35,7 +37,7 @@ def _per_signal(name: str, value: object, size: int, allow_inf: bool = False) ->
     return vec
 
 
-def _real_matrix(name: str, value: object, factory: dict) -> Tensor:
+def _real_matrix(name: str, value: object, factory: dict[str, Any]) -> Tensor:
     """``value`` as a finite real 2-D tensor; complex, non-numeric or non-finite input raises."""
     try:
         array = value if isinstance(value, Tensor) else np.asarray(value)
@@ -79,6 +81,16 @@ class LTIPlant(nn.Module):
         Dtype and device of the matrices (default: torch's default dtype, CPU).
     """
 
+    # Buffers (registered in __init__), declared for type checkers.
+    A: Tensor
+    B: Tensor
+    C: Tensor
+    D: Tensor
+    input_limit: Tensor | None
+    process_noise: Tensor | None
+    measurement_noise: Tensor | None
+
+
     def __init__(self, A: object, B: object, C: object, D: object, *, dt: float | bool = True,
                  input_limit: object = None, process_noise: object = None,
                  measurement_noise: object = None, generator: torch.Generator | int | None = None,
@@ -89,7 +101,7 @@ class LTIPlant(nn.Module):
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a real floating torch.dtype, got {dtype!r}")
-        fk = {"dtype": dtype, "device": device}
+        fk: dict[str, Any] = {"dtype": dtype, "device": device}
         a, b, c, d = (_real_matrix(name, m, fk) for name, m in zip("ABCD", (A, B, C, D)))
         nx = a.shape[0]
         if a.dim() != 2 or a.shape != (nx, nx):
@@ -108,8 +120,9 @@ class LTIPlant(nn.Module):
                                   ("measurement_noise", measurement_noise, ny)):
             vec = _per_signal(name, value, size, allow_inf=name == "input_limit")
             self.register_buffer(name, None if vec is None else vec.to(**fk))
-        if input_limit is not None and not bool(torch.all(self.input_limit > 0)):
-            raise ValueError(f"input_limit must be positive, got {self.input_limit.tolist()}")
+        limit = self.input_limit
+        if limit is not None and not bool(torch.all(limit > 0)):
+            raise ValueError(f"input_limit must be positive, got {limit.tolist()}")
         if generator is not None and not isinstance(generator, (torch.Generator, int)):
             raise TypeError(f"generator must be a torch.Generator or an int seed, "
                             f"got {type(generator).__name__}")

@@ -2,8 +2,9 @@
 
 The sources beside this file are compiled once per machine with the system C++ compiler
 (``-O3 -march=native``) through :func:`torch.utils.cpp_extension.load` and cached in torch's
-extensions directory (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later
-processes only load the cached library. The first compilation (about a minute) is announced by
+extensions directory (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), in a
+folder named after the CPU and a hash of the sources and flags (different kernels never share
+one); later processes only load the cached library. The first compilation (about a minute) is announced by
 one WARNING log line; prebuild with ``python -m r2dn_control.nn.cpp`` or :func:`build`. When no
 compiler is found or the build fails, :func:`available` returns False, one ``RuntimeWarning``
 says why, and callers take their pure-torch path. Disabled (``R2DN_DISABLE_CPP=1`` or
@@ -49,6 +50,10 @@ from ... import config
 DISABLE_ENV = config.DISABLE_CPP_ENV
 SOURCES = tuple(pathlib.Path(__file__).with_name(name)
                 for name in ("ren_kernels.cpp", "r2dn_kernels.cpp"))
+#: Headers the sources include (they change the build as much as the sources do).
+HEADERS = tuple(pathlib.Path(__file__).with_name(name) for name in ("activation_math.h",))
+#: Compiler flags of the kernels.
+CFLAGS = ("-O3", "-march=native", "-std=c++17")
 _LOG = logging.getLogger(__name__)
 
 _lock = threading.Lock()
@@ -71,8 +76,25 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
+def _source_tag(files: tuple[pathlib.Path, ...] | None = None,
+                flags: tuple[str, ...] | None = None) -> str:
+    """A short hash of the kernel sources, headers and compiler flags.
+
+    It is part of the library's name, hence of its build folder: two checkouts (or versions)
+    whose kernels differ never share a folder, so neither rebuilds the other's library nor
+    waits on a ``lock`` file the other left behind.
+    """
+    digest = hashlib.sha1()
+    for path in (SOURCES + HEADERS) if files is None else files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(" ".join(CFLAGS if flags is None else flags).encode())
+    return digest.hexdigest()[:10]
+
+
 def _library_name() -> str:
-    return f"r2dn_control_kernels_{_cpu_tag()}"
+    """``r2dn_control_kernels_<cpu>_<sources>``: the CPU tag (builds use ``-march=native``)
+    and the hash of the sources and flags (:func:`_source_tag`)."""
+    return f"r2dn_control_kernels_{_cpu_tag()}_{_source_tag()}"
 
 
 #: A load that takes longer than this (seconds) is compiling: announce it. Loading a cached
@@ -104,7 +126,7 @@ def _build() -> None:
             cpp_extension.load(
                 name=_library_name(),
                 sources=[str(s) for s in SOURCES],
-                extra_cflags=["-O3", "-march=native", "-std=c++17"],
+                extra_cflags=list(CFLAGS),
                 is_python_module=False,
                 verbose=False,
             )
