@@ -1,4 +1,4 @@
-"""The gymnasium side of a task: a float64, unbatched view of its :class:`TorchTwin`.
+"""The gymnasium side of a task: a float64, unbatched view of its `TorchTwin`.
 
 The environment owns no dynamics of its own: ``step`` draws the exogenous input with the
 environment's seeded ``np_random`` and then calls the twin's ``reward``, ``step`` and
@@ -18,7 +18,7 @@ from ._twin import TorchTwin
 
 
 class TwinEnv(gym.Env[np.ndarray, np.ndarray]):
-    """Base class of the environments of :mod:`r2dn_control.envs`.
+    """Base class of the environments of `r2dn_control.envs`.
 
     Episodes never terminate (these are regulation/estimation tasks without failure states);
     they are truncated after ``horizon`` steps. Actions outside the action box are clipped
@@ -32,7 +32,7 @@ class TwinEnv(gym.Env[np.ndarray, np.ndarray]):
     render_mode : str, optional
         Accepted for API compatibility; no rendering is provided (``render()`` returns None).
     **twin_kwargs
-        Physical parameters forwarded to the task's :class:`TorchTwin`.
+        Physical parameters forwarded to the task's `TorchTwin`.
 
     Reset options
     -------------

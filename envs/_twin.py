@@ -1,15 +1,16 @@
 r"""The batched, differentiable torch twin shared by every environment.
 
-A task is written once as a :class:`TorchTwin`: a discrete-time system
+A task is written once as a `TorchTwin`: a discrete-time system
 
-.. math::
-    x_{t+1} = f(x_t, \mathrm{clip}(a_t), w_t), \qquad o_t = h(x_t), \qquad
-    r_t = \rho(x_t, \mathrm{clip}(a_t)),
+$$
+x_{t+1} = f(x_t, \mathrm{clip}(a_t), w_t), \qquad o_t = h(x_t), \qquad
+r_t = \rho(x_t, \mathrm{clip}(a_t)),
+$$
 
-with state :math:`x`, action :math:`a` (clipped to the action box), exogenous random input
-:math:`w` (disturbances, noise; drawn outside the dynamics so that a trajectory is a
-deterministic function of ``(x_0, a_{0:T}, w_{0:T})``), observation :math:`o` and reward
-:math:`r`. The gymnasium environment calls the same methods on a batch of one in float64; the
+with state $x$, action $a$ (clipped to the action box), exogenous random input
+$w$ (disturbances, noise; drawn outside the dynamics so that a trajectory is a
+deterministic function of ``(x_0, a_{0:T}, w_{0:T})``), observation $o$ and reward
+$r$. The gymnasium environment calls the same methods on a batch of one in float64; the
 twin is used directly, batched and in any dtype, for backpropagation through the simulator.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-#: A closed-loop controller for :meth:`TorchTwin.rollout`:
+#: A closed-loop controller for `TorchTwin.rollout`:
 #: ``(observation (B, no), controller_state or None) -> (action (B, na), next_state or None)``.
 Controller = Callable[[Tensor, Any], tuple[Tensor, Any]]
 
@@ -54,11 +55,11 @@ class Rollout:
 
 
 def as_controller(model: nn.Module | Controller) -> Controller:
-    """Adapt a model to the :data:`Controller` protocol.
+    """Adapt a model to the `Controller` protocol.
 
     A recurrent model (anything with ``step(x, u) -> (y, x_next)`` and ``state_size``, such as
     the R2DN family) maps the observation through its state, which starts at zero; a
-    feed-forward module (e.g. :class:`~r2dn_control.nn.LBDN`) is applied to the observation
+    feed-forward module (e.g. `LBDN`) is applied to the observation
     and carries no state; any other callable is assumed to follow the protocol already.
     """
     if hasattr(model, "step") and hasattr(model, "state_size"):
@@ -105,15 +106,15 @@ def _checked(method: Callable, name: str) -> Callable:
 class TorchTwin(nn.Module):
     """Base class: batched torch dynamics of one environment.
 
-    Subclasses set the sizes and the action box and implement :meth:`step`, :meth:`observe`,
-    :meth:`reward`, :meth:`sample_initial_state` and (if ``exogenous_size > 0``)
-    :meth:`sample_exogenous`. Every method takes and returns batched tensors (leading batch
+    Subclasses set the sizes and the action box and implement `step`, `observe`,
+    `reward`, `sample_initial_state` and (if ``exogenous_size > 0``)
+    `sample_exogenous`. Every method takes and returns batched tensors (leading batch
     dimension B) and is differentiable in the state and the action.
 
     Parameters
     ----------
     action_low, action_high : sequence of float
-        The action box; actions are clipped to it inside :meth:`step` and :meth:`reward`.
+        The action box; actions are clipped to it inside `step` and `reward`.
     dtype, device
         dtype and device of the constant buffers (``.to()`` moves them like any module).
     """
@@ -187,12 +188,12 @@ class TorchTwin(nn.Module):
         Parameters
         ----------
         controller : nn.Module, callable or Tensor
-            A model or :data:`Controller` (closed loop, see :func:`as_controller`), or an
+            A model or `Controller` (closed loop, see `as_controller`), or an
             action sequence (B, T, na) (open loop).
         initial_state : Tensor
             x_0, shape (B, nx).
         exogenous : Tensor, optional
-            w_{0:T}, shape (B, T, nw); drawn with :meth:`sample_exogenous` when None.
+            w_{0:T}, shape (B, T, nw); drawn with `sample_exogenous` when None.
         steps : int, optional
             Horizon T (taken from the action or exogenous sequence when omitted).
         controller_state : Any

@@ -2,17 +2,19 @@ r"""``BoxInFluid-v0``: push a box through a fluid to a goal position (docs/envs.
 
 A box of mass m between two springs (total stiffness k) in a fluid with quadratic drag μ:
 
-.. math::
-    m\ddot q = u - k q - \mu\,\dot q\,|\dot q|,
+$$
+m\ddot q = u - k q - \mu\,\dot q\,|\dot q|,
+$$
 
 discretised with forward Euler at dt = 0.02 s over T = 4 s (200 steps), m = 1, k = 5, μ = 0.5
 (RobustNeuralNetworks.jl, ``rl.md``). The state is x = (q, q̇, q_ref): the goal q_ref ~ U[−1, 1]
 is drawn at reset and held, and is part of the observation so one policy serves every goal.
 The box starts at rest at q = 0. The stage reward is minus the reference cost
 
-.. math::
-    r_t = -\big(10 (q_t - q_\mathrm{ref})^2 + \dot q_t^2 + 0.1 (u_t - u_\mathrm{ref})^2\big),
-    \qquad u_\mathrm{ref} = k\, q_\mathrm{ref}.
+$$
+r_t = -\big(10 (q_t - q_\mathrm{ref})^2 + \dot q_t^2 + 0.1 (u_t - u_\mathrm{ref})^2\big),
+\qquad u_\mathrm{ref} = k\, q_\mathrm{ref}.
+$$
 
 The reference setup leaves u unbounded; here |u| ≤ 50 N (ten times the largest static force
 k·|q_ref|), so that the action space is a bounded Box.
@@ -33,7 +35,7 @@ COST_WEIGHTS = (10.0, 1.0, 0.1)
 
 
 class BoxInFluidTwin(TorchTwin):
-    """Batched torch dynamics of :class:`BoxInFluidEnv`; state (B, 3) = (q, q̇, q_ref), u (B, 1).
+    """Batched torch dynamics of `BoxInFluidEnv`; state (B, 3) = (q, q̇, q_ref), u (B, 1).
 
     Parameters
     ----------
@@ -109,7 +111,7 @@ class BoxInFluidEnv(TwinEnv):
     Observation (q, q̇, q_ref) (q, q̇ unbounded, q_ref ∈ [−1, 1]), action u ∈ [−50, 50] N,
     200-step (4 s) episodes. Reset options: ``{"goal": q_ref}`` fixes the goal;
     ``{"state": (q, q̇, q_ref)}`` fixes everything. Keyword arguments are those of
-    :class:`BoxInFluidTwin` plus ``horizon``.
+    `BoxInFluidTwin` plus ``horizon``.
     """
 
     twin_class = BoxInFluidTwin

@@ -2,18 +2,20 @@ r"""``PendulumSwingUp-v0``: swing a torque-limited pendulum up and balance it (�
 
 A pendulum of mass m and length l (a uniform rod, inertia ml²/3) with θ = 0 upright:
 
-.. math::
-    \ddot\theta = \frac{3g}{2l}\sin\theta + \frac{3}{ml^2}\,\tau,\qquad |\tau| \le 2,
+$$
+\ddot\theta = \frac{3g}{2l}\sin\theta + \frac{3}{ml^2}\,\tau,\qquad |\tau| \le 2,
+$$
 
 integrated with semi-implicit Euler at dt = 0.05 s and the speed clipped to |θ̇| ≤ 8:
-:math:`\dot\theta_{t+1} = \mathrm{clip}(\dot\theta_t + dt\,\ddot\theta_t, \pm 8)`,
-:math:`\theta_{t+1} = \theta_t + dt\,\dot\theta_{t+1}`. With g = 10, m = l = 1 the torque
+$\dot\theta_{t+1} = \mathrm{clip}(\dot\theta_t + dt\,\ddot\theta_t, \pm 8)$,
+$\theta_{t+1} = \theta_t + dt\,\dot\theta_{t+1}$. With g = 10, m = l = 1 the torque
 limit is below the static torque needed at θ = π/2, so the policy must pump energy.
 Observation (cos θ, sin θ, θ̇); reward
 
-.. math::
-    r_t = -\big(\mathrm{wrap}(\theta_t)^2 + 0.1\,\dot\theta_t^2 + 0.001\,\tau_t^2\big),\qquad
-    \mathrm{wrap}(\theta) = \operatorname{atan2}(\sin\theta, \cos\theta) \in (-\pi, \pi].
+$$
+r_t = -\big(\mathrm{wrap}(\theta_t)^2 + 0.1\,\dot\theta_t^2 + 0.001\,\tau_t^2\big),\qquad
+\mathrm{wrap}(\theta) = \operatorname{atan2}(\sin\theta, \cos\theta) \in (-\pi, \pi].
+$$
 
 These are the conventions of the classic gym ``Pendulum`` task (the swing-up used in the
 LBDN-RL paper, arXiv 2405.11432), written here as a closed-form torch simulator.
@@ -32,7 +34,7 @@ from ._twin import TorchTwin
 
 
 class PendulumSwingUpTwin(TorchTwin):
-    """Batched torch dynamics of :class:`PendulumSwingUpEnv`; state (B, 2) = (θ, θ̇), τ (B, 1).
+    """Batched torch dynamics of `PendulumSwingUpEnv`; state (B, 2) = (θ, θ̇), τ (B, 1).
 
     Parameters
     ----------
@@ -104,7 +106,7 @@ class PendulumSwingUpEnv(TwinEnv):
 
     Observation (cos θ, sin θ, θ̇) ∈ [−1, 1]² × [−8, 8], action τ ∈ [−2, 2], 200-step episodes
     from θ₀ ~ U[−π, π], θ̇₀ ~ U[−1, 1]. Reset option ``{"state": (θ₀, θ̇₀)}`` with
-    |θ̇₀| ≤ max_speed. Keyword arguments are those of :class:`PendulumSwingUpTwin` plus
+    |θ̇₀| ≤ max_speed. Keyword arguments are those of `PendulumSwingUpTwin` plus
     ``horizon``.
     """
 

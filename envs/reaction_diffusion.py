@@ -1,24 +1,26 @@
 r"""``ReactionDiffusionObserver-v0``: state estimation of a reaction–diffusion PDE (§2).
 
-.. math::
-    \partial_t\xi = \partial_z^2\xi + R(\xi),\quad R(\xi) = \tfrac12\,\xi(1-\xi)(\xi-\tfrac12),
-    \qquad \xi(0,t) = \xi(L,t) = b(t),
+$$
+\partial_t\xi = \partial_z^2\xi + R(\xi),\quad R(\xi) = \tfrac12\,\xi(1-\xi)(\xi-\tfrac12),
+\qquad \xi(0,t) = \xi(L,t) = b(t),
+$$
 
 on L = 10 with nx = 51 sites (dx = 0.2) and explicit Euler sub-steps of dt = σ dx² (σ = 0.1):
 
-.. math::
-    E_b(\xi)_i = \xi_i + dt\Big(\frac{\xi_{i-1} - 2\xi_i + \xi_{i+1}}{dx^2} + R(\xi_i)\Big)
-    \ (0 < i < 50),\qquad E_b(\xi)_0 = E_b(\xi)_{50} = b.
+$$
+E_b(\xi)_i = \xi_i + dt\Big(\frac{\xi_{i-1} - 2\xi_i + \xi_{i+1}}{dx^2} + R(\xi_i)\Big)
+\ (0 < i < 50),\qquad E_b(\xi)_0 = E_b(\xi)_{50} = b.
+$$
 
-One sample step is :math:`\xi_{t+1} = E_{b_t}^4(\xi_t)`: four sub-steps, the reference code's
+One sample step is $\xi_{t+1} = E_{b_t}^4(\xi_t)$: four sub-steps, the reference code's
 quirk (its 5-iteration loop returns the iterate before the fifth update), so Δt = 0.016. The
-boundary input is a clipped random walk :math:`b_{t+1} = \mathrm{clip}(b_t + 0.05 n_t, 0, 1)`,
-:math:`n_t \sim N(0, 1)` (the exogenous input), and the measurement is
-:math:`y_t = (b_t, \xi_t[25])`.
+boundary input is a clipped random walk $b_{t+1} = \mathrm{clip}(b_t + 0.05 n_t, 0, 1)$,
+$n_t \sim N(0, 1)$ (the exogenous input), and the measurement is
+$y_t = (b_t, \xi_t[25])$.
 
-As an environment: the observation is y_t, the action is an estimate :math:`\hat\xi_t` of the
+As an environment: the observation is y_t, the action is an estimate $\hat\xi_t$ of the
 current state (the output of an observer with identity output, see docs/experiments.md, observer), the
-reward is :math:`-\frac{1}{51}\|\hat\xi_t - \xi_t\|^2`, and ``info["state"]`` carries the true
+reward is $-\frac{1}{51}\|\hat\xi_t - \xi_t\|^2$, and ``info["state"]`` carries the true
 state (ξ, b). The estimate does not affect the PDE.
 """
 
@@ -131,7 +133,7 @@ class ReactionDiffusionObserverEnv(TwinEnv):
     Reset options: by default the paper's training start ξ₀ = 0, b₀ = 0;
     ``{"start": "test"}`` gives its test start ξ₀ = 1, b₀ = 0.5; ``{"start": "random"}`` draws
     a flat profile ξ₀ = c and b₀ independently from U[0, 1]; ``{"state": (ξ₀, b₀)}`` with
-    entries in [0, 1]. Keyword arguments are those of :class:`ReactionDiffusionTwin` plus
+    entries in [0, 1]. Keyword arguments are those of `ReactionDiffusionTwin` plus
     ``horizon``.
     """
 

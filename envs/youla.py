@@ -1,22 +1,24 @@
 r"""``YoulaLinear-v0``: the Youla-REN paper's linear plant (docs/experiments.md, youla).
 
-The closed loop in Youla form is :math:`[z;\tilde y] = [T_0\ T_1; T_2\ 0][w;\tilde u]` with
-:math:`T_0 = T_1 = -T_2 = T`,
+The closed loop in Youla form is $[z;\tilde y] = [T_0\ T_1; T_2\ 0][w;\tilde u]$ with
+$T_0 = T_1 = -T_2 = T$,
 
-.. math::
-    T(q) = \frac{0.3}{q^2 - 2\rho\cos\varphi\, q + \rho^2},\qquad \rho = 0.8,\ \varphi = 0.2\pi,
-    \ T_s = 1,
+$$
+T(q) = \frac{0.3}{q^2 - 2\rho\cos\varphi\, q + \rho^2},\qquad \rho = 0.8,\ \varphi = 0.2\pi,
+\ T_s = 1,
+$$
 
-realised as :math:`(A, B, C) = ([[2\rho\cos\varphi, -\rho^2], [1, 0]], [1, 0]^\top, [0, 0.3])`.
+realised as $(A, B, C) = ([[2\rho\cos\varphi, -\rho^2], [1, 0]], [1, 0]^\top, [0, 0.3])$.
 Three copies are stacked into x = (x₁, x₂, x₃) ∈ ℝ⁶:
 
-.. math::
-    x_1^+ = A x_1 + B w,\quad x_2^+ = A x_2 + B\,\mathrm{clip}(\tilde u, \pm 5),\quad
-    x_3^+ = A x_3 + B w,\qquad z = C x_1 + C x_2,\quad \tilde y = -C x_3.
+$$
+x_1^+ = A x_1 + B w,\quad x_2^+ = A x_2 + B\,\mathrm{clip}(\tilde u, \pm 5),\quad
+x_3^+ = A x_3 + B w,\qquad z = C x_1 + C x_2,\quad \tilde y = -C x_3.
+$$
 
 The agent sees ỹ and applies ũ (the Youla parameter Q maps ỹ to ũ). The disturbance w is
 piecewise constant, held 50 steps at amplitudes ~ U[−10, 10]. The reward is minus the paper's
-stage cost, :math:`r_t = -(|z_t|_1 + 10^{-4}\|\mathrm{clip}(\tilde u_t)\|^2)`, so the mean
+stage cost, $r_t = -(|z_t|_1 + 10^{-4}\|\mathrm{clip}(\tilde u_t)\|^2)$, so the mean
 reward over an episode is minus the paper's cost.
 """
 
@@ -53,7 +55,7 @@ def youla_matrices() -> dict[str, np.ndarray]:
 
 
 class YoulaLinearTwin(TorchTwin):
-    """Batched torch dynamics of :class:`YoulaLinearEnv` (state (B, 6), action ũ (B, 1)).
+    """Batched torch dynamics of `YoulaLinearEnv` (state (B, 6), action ũ (B, 1)).
 
     Parameters
     ----------
@@ -138,7 +140,7 @@ class YoulaLinearEnv(TwinEnv):
     Observation ỹ ∈ ℝ (unbounded), action ũ ∈ [−5, 5], 800-step episodes (the paper's training
     and test horizon) from x₀ = 0. ``info`` adds ``"z"`` (the performance output at the new
     state); ``info["exogenous"]`` is the disturbance w_t of the step. Keyword arguments are those of
-    :class:`YoulaLinearTwin` plus ``horizon``.
+    `YoulaLinearTwin` plus ``horizon``.
     """
 
     twin_class = YoulaLinearTwin

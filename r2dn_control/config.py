@@ -1,5 +1,5 @@
-"""Package-wide settings in one place: read them from :data:`defaults`, change them with
-:func:`set_defaults`, restore them with :func:`reset_defaults`.
+"""Package-wide settings in one place: read them from `defaults`, change them with
+`set_defaults`, restore them with `reset_defaults`.
 
 ============================  ==========  ====================================================
 key                           default     meaning

@@ -44,7 +44,7 @@ class DemoReport:
 
 def run_demo(seconds: float = 10.0, seed: int = 0, out_dir: str = "runs/demo",
              progress: bool = True) -> DemoReport:
-    """Fit, evaluate and certify; returns the :class:`DemoReport`."""
+    """Fit, evaluate and certify; returns the `DemoReport`."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     plant = DuffingOscillator()

@@ -1,7 +1,7 @@
 """Certificates: the incremental LMIs of docs/theory.md §4 checked in float64.
 
-Reads a model's explicit matrices; never trains. Entry points: :func:`contraction`,
-:func:`lipschitz`, :func:`dissipativity` (see ``docs/certificates.md``).
+Reads a model's explicit matrices; never trains. Entry points: `contraction`,
+`lipschitz`, `dissipativity` (see ``docs/certificates.md``).
 """
 
 from .api import contraction, dissipativity, lipschitz

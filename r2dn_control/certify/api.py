@@ -1,11 +1,11 @@
 """Public entry points: ``contraction``, ``lipschitz``, ``dissipativity``.
 
-Tiers (docs/theory.md §4), tried in the order of :data:`TIERS` (as torchdiffeq's
+Tiers (docs/theory.md §4), tried in the order of `TIERS` (as torchdiffeq's
 ``SOLVERS[method](...)`` table): ``"implied"`` re-checks the certificate the parameterization
 implies (milliseconds); ``"kyp"`` is the Riccati route for a scalar multiplier (R2DN, LTI, no
 D₁₁); ``"sdp"`` is cvxpy after conditioning. Each tier turns the question into a
-:class:`Candidate` (𝒫, multiplier, the bound it claims) or a refusal; every candidate goes
-through the strict float64 check :func:`lmi.validate`. ``method="auto"`` answers a yes/no
+`Candidate` (𝒫, multiplier, the bound it claims) or a refusal; every candidate goes
+through the strict float64 check `lmi.validate`. ``method="auto"`` answers a yes/no
 question (a given rate, a (Q,S,R) supply) with the first tier that certifies it, and a
 "smallest bound" question with the tightest tier that applies, keeping the implied certificate
 as a fallback. Anything not proved is "not certified" or "inconclusive".
@@ -65,7 +65,7 @@ class Candidate:
     """A tier's proposed certificate, before the float64 check.
 
     ``bound`` is the rate (contraction) or γ (lipschitz) it claims; for a search the check
-    may inflate it slightly (:data:`INFLATIONS`) until the strict LMI holds.
+    may inflate it slightly (`INFLATIONS`) until the strict LMI holds.
     """
 
     metric: np.ndarray
@@ -257,7 +257,7 @@ def _better(a: CertificateResult | None, b: CertificateResult) -> CertificateRes
 
 
 def answer(q: Question) -> CertificateResult:
-    """Run the tiers of ``q.method`` (one tier, or all of :data:`TIERS` in order for auto)."""
+    """Run the tiers of ``q.method`` (one tier, or all of `TIERS` in order for auto)."""
     names = list(TIERS) if q.method == "auto" else [q.method]
     best, last = None, None
     for name in names:
@@ -334,7 +334,7 @@ def contraction(system: object, rate: float | None = None, method: str = "auto",
     """Certify contraction at ``rate`` (ᾱ), or find the smallest certified rate.
 
     ``‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫`` for any two trajectories under the same input (LMI (4a),
-    docs/theory.md §4), proved by the strict float64 check of :func:`lmi.validate`.
+    docs/theory.md §4), proved by the strict float64 check of `lmi.validate`.
 
     Parameters
     ----------
@@ -367,7 +367,7 @@ def lipschitz(system: object, method: str = "auto", solver: str | None = None,
 
     ``‖Δy‖₂ ≤ γ‖Δu‖₂ + √(γΔx₀ᵀ𝒫Δx₀)`` (docs/theory.md §4). For an LBDN: ``method="sandwich"``
     (default) or ``"lipsdp"``; a list of weight matrices gets the per-layer LipSDP. ``dtype``
-    as in :func:`contraction`.
+    as in `contraction`.
     """
     if isinstance(system, LBDN) or isinstance(system, (list, tuple)):
         return lbdn_cert.lipschitz(system, "sandwich" if method in ("auto", "sandwich")
@@ -388,7 +388,7 @@ def dissipativity(system: object, Q, S, R, method: str = "auto", solver: str | N
                   dtype: torch.dtype | None = None) -> CertificateResult:
     """Certify incremental (Q,S,R)-dissipativity: ``Σ s(Δu,Δy) ≥ −Δx₀ᵀ𝒫Δx₀`` (LMI (4b)).
 
-    ``dtype`` as in :func:`contraction`.
+    ``dtype`` as in `contraction`.
     """
     _check_method(method, ("auto", "implied", "sdp"))
     if isinstance(system, LBDN):

@@ -56,7 +56,7 @@ _cache: dict[str, object] = {"modules": -1, "pools": []}
 
 
 def _openblas_pools() -> list[tuple[object, object]]:
-    """:func:`_loaded_openblas`, rescanned only when a module was imported since the last scan
+    """`_loaded_openblas`, rescanned only when a module was imported since the last scan
     (shared libraries arrive with imports), so each bisection step does not reopen OpenBLAS."""
     if _cache["modules"] != len(sys.modules):
         _cache["pools"] = _loaded_openblas()

@@ -7,7 +7,7 @@ normalisation metadata, unwritable JSON path). Errors are one line on stderr, ne
 
 When the checkpoint metadata holds ``"normalization": {"u_mean", "u_std", "y_mean", "y_std"}``
 (per-channel lists, as the sysid workflow saves them), γ is also certified in physical units
-on the model with the scalings folded in (:func:`.physical.in_physical_units`), next to the
+on the model with the scalings folded in (`.physical.in_physical_units`), next to the
 simple bound ``γ · max(y_std) / min(u_std)``.
 """
 

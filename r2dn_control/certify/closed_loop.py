@@ -4,8 +4,9 @@ A contracting controller alone does not make a stable closed loop. With the plan
 ``x_p⁺ = A_p x_p + B_p u_p, y_p = C_p x_p + D_p u_p`` and the model (input u, output y),
 the interconnection is
 
-.. math::
-    u = y_p + r,\qquad u_p = y + d,
+$$
+u = y_p + r,\qquad u_p = y + d,
+$$
 
 with external inputs (r, d) and outputs (y, y_p). Solving the loop for u (needs
 ``I − D_p D₂₂`` invertible), ``u = K(C_p x_p + D_p C₂ x + D_p D₂₁ w + D_p d + r)`` with
@@ -28,7 +29,7 @@ class ClosedLoop:
 
     Parameters
     ----------
-    model : object accepted by :func:`certify.target.as_target`
+    model : object accepted by `certify.target.as_target`
     plant : control.StateSpace
         Discrete-time, with as many inputs as the model has outputs and as many outputs as the
         model has inputs.
@@ -74,7 +75,7 @@ class ClosedLoop:
                                 v_row[:, w], v_row[:, e], out[:, w], out[:, e])
 
     def to_target(self) -> Target:
-        """The closed loop as a :class:`Target` (with a simulator when D_p = 0)."""
+        """The closed loop as a `Target` (with a simulator when D_p = 0)."""
         blocks = self.blocks()
         kind = self.model.nonlinearity
         sim = None

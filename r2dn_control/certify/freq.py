@@ -7,9 +7,10 @@ With F(z) = C(zI − A)⁻¹B + D the map (w, u) → (v, y) of the R2DN's LTI pa
 (B = [B₁ B₂], C = [C₁; C₂], D = [[0, D₁₂], [D₂₁, D₂₂]]), the KYP lemma turns the γ-form of
 (4b) with multiplier κ (= λγ) into the frequency-wise condition, for all z = e^{jω},
 
-.. math::
-    \Phi(\omega;\kappa,\mu) = \kappa\,(E_w - F_v^*F_v) + \mu E_u - F_y^*F_y \succeq 0,
-    \qquad \mu = \gamma^2,
+$$
+\Phi(\omega;\kappa,\mu) = \kappa\,(E_w - F_v^*F_v) + \mu E_u - F_y^*F_y \succeq 0,
+\qquad \mu = \gamma^2,
+$$
 
 with E_w, E_u the selectors of the w and u columns and F_v, F_y the v and y rows of F. Φ is
 *linear* in (κ, μ), so the feasible set is convex and μ*(κ) = max_ω μ(κ, ω) is convex in κ.
@@ -17,10 +18,11 @@ At one frequency the Schur complement on the w block gives μ(κ, ω) in closed 
 ``LL* = I − F_vw*F_vw`` (≻ 0 when the w-channel has gain < 1) and the eigen-decomposition
 ``L⁻¹F_yw*F_yw L⁻* = U diag(d) U*``,
 
-.. math::
-    \mu(\kappa,\omega) = \lambda_{\max}\Big(\kappa F_{vu}^*F_{vu} + F_{yu}^*F_{yu}
-      + (\kappa p_a - p_b)^*\,\mathrm{diag}\big(1/(\kappa - d)\big)\,(\kappa p_a - p_b)\Big),
-    \quad p_a = -QF_{vw}^*F_{vu},\; p_b = QF_{yw}^*F_{yu},\; Q = U^*L^{-1},
+$$
+\mu(\kappa,\omega) = \lambda_{\max}\Big(\kappa F_{vu}^*F_{vu} + F_{yu}^*F_{yu}
+  + (\kappa p_a - p_b)^*\,\mathrm{diag}\big(1/(\kappa - d)\big)\,(\kappa p_a - p_b)\Big),
+\quad p_a = -QF_{vw}^*F_{vu},\; p_b = QF_{yw}^*F_{yu},\; Q = U^*L^{-1},
+$$
 
 valid for κ > max d (the multiplier edge at this ω). After one O(n_v³) factorization per
 frequency, every κ costs O(n_v n_u²): the outer minimization over κ is essentially free, and

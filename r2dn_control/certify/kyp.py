@@ -4,28 +4,30 @@ docs/theory.md §4 "Frequency-domain route". For a 1-Lipschitz φ (R2DN) the mul
 both LMIs are instances of the discrete bounded-real lemma (BRL) for an LTI system
 (Â, B̂, Ĉ, D̂): ``‖Ĉ(zI − Â)⁻¹B̂ + D̂‖_∞ ≤ 1`` iff some X ⪰ 0 satisfies
 
-.. math::
-    N(X) = \begin{bmatrix} X - \hat A^\top X \hat A - \hat C^\top \hat C &
-        -\hat A^\top X \hat B - \hat C^\top \hat D \\ \cdot &
-        I - \hat B^\top X \hat B - \hat D^\top \hat D \end{bmatrix} \succeq 0 .
+$$
+N(X) = \begin{bmatrix} X - \hat A^\top X \hat A - \hat C^\top \hat C &
+    -\hat A^\top X \hat B - \hat C^\top \hat D \\ \cdot &
+    I - \hat B^\top X \hat B - \hat D^\top \hat D \end{bmatrix} \succeq 0 .
+$$
 
 * Contraction at rate ᾱ (4a): ``(Â, B̂, Ĉ, D̂) = (A/ᾱ, B₁/ᾱ, C₁, D₁₁)``; multiplying N by ᾱ²
   gives (4a) with ``𝒫 = X`` and ``λ = ᾱ²``.
 * Incremental gain γ (4b, γ-form): for κ > 0, ``B̂ = [B₁/√κ, B₂/γ]``, ``Ĉ = [√κC₁; C₂]``,
   ``D̂ = [[D₁₁, √κD₁₂/γ], [D₂₁/√κ, D₂₂/γ]]``; N(X)/γ in the coordinates (x, w, u) is (4b) for
   the supply (−I/γ, 0, γI) with ``𝒫 = X/γ`` and ``λ = κ/γ``. The feasible (κ, γ²) set is
-  convex. :func:`smallest_gain` takes the optimum (κ*, γ*) from the frequency domain
-  (:mod:`.freq`: no Riccati solves) and proves γ*(1+δ) with one Riccati solve (δ = 1e-7; a
-  few more on failure); :func:`bisection_gain` (Brent over log κ, bisection on γ, ~200–400
+  convex. `smallest_gain` takes the optimum (κ*, γ*) from the frequency domain
+  (`.freq`: no Riccati solves) and proves γ*(1+δ) with one Riccati solve (δ = 1e-7; a
+  few more on failure); `bisection_gain` (Brent over log κ, bisection on γ, ~200–400
   solves) is only the fallback.
 
 Each BRL test solves the stabilizing solution of the Riccati equation
 
-.. math::
-    X = \bar A^\top X (I - G X)^{-1} \bar A + \bar Q,\quad
-    \bar A = \hat A + \hat B R^{-1}\hat D^\top \hat C,\;
-    G = \hat B R^{-1} \hat B^\top,\; \bar Q = \hat C^\top (I - \hat D\hat D^\top)^{-1}\hat C,\;
-    R = I - \hat D^\top \hat D \succ 0,
+$$
+X = \bar A^\top X (I - G X)^{-1} \bar A + \bar Q,\quad
+\bar A = \hat A + \hat B R^{-1}\hat D^\top \hat C,\;
+G = \hat B R^{-1} \hat B^\top,\; \bar Q = \hat C^\top (I - \hat D\hat D^\top)^{-1}\hat C,\;
+R = I - \hat D^\top \hat D \succ 0,
+$$
 
 by the structure-preserving doubling algorithm (only n×n products and one LU per step, no
 2n×2n eigenvalue problem). ``Ĉ`` is augmented with ``√ε I`` so the certificate is strict and 𝒫
@@ -53,7 +55,7 @@ RETRY_REGULARIZATIONS = (1e-8, 1e-6, 1e-4)
 
 @dataclass
 class KypCertificate:
-    """A BRL-derived certificate in the coordinates of :func:`lmi.dissipation_matrix`."""
+    """A BRL-derived certificate in the coordinates of `lmi.dissipation_matrix`."""
 
     metric: np.ndarray
     multiplier: float
@@ -318,7 +320,7 @@ def frequency_gain(ss: StateSpaceBlocks, grid: int | None = None, eps: float = R
                    ) -> tuple[KypCertificate | None, int, bool]:
     """Candidate (κ*, γ*) from the frequency domain, then a handful of Riccati tests.
 
-    :class:`~r2dn_control.certify.freq.GainSearch` minimizes max_ω μ(κ, ω) (μ = γ²) over κ
+    `GainSearch` minimizes max_ω μ(κ, ω) (μ = γ²) over κ
     on a frequency grid with refined peaks: a lower estimate of the optimum that costs one
     eigen-decomposition of A plus one O(n³) product/factorization per frequency. The
     estimate is then *certified* by the Riccati equation at (κ*, γ*(1 + δ)), δ ≥ 1e-7: its
@@ -356,9 +358,9 @@ def smallest_gain(ss: StateSpaceBlocks, gamma_hint: float | None = None,
                   eps: float = REGULARIZATION) -> KypCertificate | None:
     """Smallest certified γ with a scalar multiplier (R2DN, LTI; D₁₁ = 0).
 
-    The frequency-domain candidate plus 1–3 Riccati solves (:func:`frequency_gain`); if that
-    yields nothing, the slower pure-Riccati search :func:`bisection_gain` (hints: e.g. the
-    implied certificate γ, κ = λγ). Runs with one BLAS thread (see :mod:`.blas`).
+    The frequency-domain candidate plus 1–3 Riccati solves (`frequency_gain`); if that
+    yields nothing, the slower pure-Riccati search `bisection_gain` (hints: e.g. the
+    implied certificate γ, κ = λγ). Runs with one BLAS thread (see `.blas`).
     """
     nu, _, _, ny = ss.sizes
     with blas_threads(1):

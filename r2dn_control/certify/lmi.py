@@ -3,18 +3,19 @@ r"""The incremental certificate LMIs of docs/theory.md §4: one builder, checked
 With ξ = (Δx, Δw, Δu), G = [A B₁ B₂], C_v = [C₁ D₁₁ D₁₂] (D₁₁ = 0 for R2DN) and
 C_y = [C₂ D₂₁ D₂₂], the dissipation LMI at rate ᾱ is
 
-.. math::
-    M = \bar\alpha^2 I_x^\top \mathcal P I_x - G^\top \mathcal P G - \Pi
-        + C_y^\top Q C_y + \mathrm{sym}(I_u^\top S C_y) + I_u^\top R I_u \succeq 0,
+$$
+M = \bar\alpha^2 I_x^\top \mathcal P I_x - G^\top \mathcal P G - \Pi
+    + C_y^\top Q C_y + \mathrm{sym}(I_u^\top S C_y) + I_u^\top R I_u \succeq 0,
+$$
 
-with the multiplier term :math:`\Pi = \lambda(C_v^\top C_v - I_w^\top I_w)` (scalar λ, for a
-1-Lipschitz φ) or :math:`\Pi = \mathrm{sym}(I_w^\top \Lambda (C_v - I_w))` (diagonal Λ, for a
+with the multiplier term $\Pi = \lambda(C_v^\top C_v - I_w^\top I_w)$ (scalar λ, for a
+1-Lipschitz φ) or $\Pi = \mathrm{sym}(I_w^\top \Lambda (C_v - I_w))$ (diagonal Λ, for a
 slope-restricted σ). Contraction (4a) drops the supply terms and the Δu columns; the γ-form of
 the gain LMI replaces the supply by ``μ I_uᵀI_u − C_yᵀC_y`` (μ = γ², 𝒫 and Λ scaled by γ).
 
-:func:`lmi_terms` lists M as a signed sum of products ``Lᵀ·Mid·R``. The same list is assembled
-by numpy (the float64 proof, :func:`dissipation_matrix`), by cvxpy (the SDP, :mod:`.sdp`) and
-with absolute values (the rounding-error bound of :func:`validate`), so the solver and the
+`lmi_terms` lists M as a signed sum of products ``Lᵀ·Mid·R``. The same list is assembled
+by numpy (the float64 proof, `dissipation_matrix`), by cvxpy (the SDP, `.sdp`) and
+with absolute values (the rounding-error bound of `validate`), so the solver and the
 re-check can never drift apart.
 """
 
@@ -97,7 +98,7 @@ def _selector(rows: int, cols: int, start: int) -> np.ndarray:
 
 def lmi_terms(ss: StateSpaceBlocks, metric: Any, multiplier: Any, rate: float = 1.0,
               supply: tuple | None = None, mu: Any = None, xp: Any = np) -> list[Term]:
-    r"""M of the module docstring as a list of :class:`Term` (any array backend).
+    r"""M of the module docstring as a list of `Term` (any array backend).
 
     Parameters
     ----------
@@ -210,7 +211,7 @@ def min_eigenvalue(matrix: np.ndarray) -> float:
 
 def relative_margin(ss: StateSpaceBlocks, metric: np.ndarray, multiplier: np.ndarray | float,
                     rate: float = 1.0, supply: tuple | None = None) -> float:
-    """``λ_min(M) / max(1, max|𝒫_ij|)`` (a diagnostic; :func:`validate` is the strict test)."""
+    """``λ_min(M) / max(1, max|𝒫_ij|)`` (a diagnostic; `validate` is the strict test)."""
     m = dissipation_matrix(ss, metric, multiplier, rate, supply)
     return min_eigenvalue(m) / max(1.0, float(np.abs(metric).max()) if metric.size else 1.0)
 
@@ -290,7 +291,7 @@ def validate(ss: StateSpaceBlocks, metric: np.ndarray, multiplier: np.ndarray | 
 
     The certificate holds when everything is finite, the multiplier is non-negative, 𝒫 is
     positive definite (contraction, which needs a distance) or semidefinite (dissipation),
-    and the computed ``λ_min(M)`` exceeds :func:`rounding_bound`: then the exact M of these
+    and the computed ``λ_min(M)`` exceeds `rounding_bound`: then the exact M of these
     float64 matrices is positive definite, whatever the rounding in forming and factoring it.
     """
     metric, mult, sup = _as_float64(metric, multiplier, supply)

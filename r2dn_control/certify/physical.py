@@ -3,10 +3,11 @@ r"""Certificates in physical units for a model trained on normalised data (docs/
 A model identified on ``u_n = (u − ū)/σ_u`` and ``y_n = (y − ȳ)/σ_y`` (per channel) maps
 physical inputs to physical outputs through
 
-.. math::
-    B_2 \leftarrow B_2 S_u^{-1},\quad D_{12} \leftarrow D_{12} S_u^{-1},\quad
-    C_2 \leftarrow S_y C_2,\quad D_{21} \leftarrow S_y D_{21},\quad
-    D_{22} \leftarrow S_y D_{22} S_u^{-1},
+$$
+B_2 \leftarrow B_2 S_u^{-1},\quad D_{12} \leftarrow D_{12} S_u^{-1},\quad
+C_2 \leftarrow S_y C_2,\quad D_{21} \leftarrow S_y D_{21},\quad
+D_{22} \leftarrow S_y D_{22} S_u^{-1},
+$$
 
 with ``S_u = diag(σ_u)``, ``S_y = diag(σ_y)``. The state, A, B₁, C₁ and the nonlinearity are
 unchanged, so contraction is unit-free; the incremental gain is not: certify γ of the folded

@@ -1,7 +1,7 @@
 """The result object every certificate returns.
 
 A result never says more than was proved: ``status == "certified"`` only after the returned
-(𝒫, multiplier) passed the float64 re-validation of the LMI (:func:`lmi.validate`).
+(𝒫, multiplier) passed the float64 re-validation of the LMI (`lmi.validate`).
 """
 
 from __future__ import annotations

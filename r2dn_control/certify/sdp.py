@@ -5,7 +5,7 @@ variables scaled by the implied Λ, (3) preconditioning with the implied metric 
 The solver is always named explicitly: MOSEK when installed, else Clarabel; SCS for LMIs larger
 than ``config.defaults["certify.large_lmi"]`` or when Clarabel fails (SCS then runs to the accuracy
 ``config.defaults["certify.validation_tol"]``). The solver's answer is only a candidate: the
-caller re-validates it in float64 (:func:`lmi.validate`).
+caller re-validates it in float64 (`lmi.validate`).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class _Setup:
         return cls(target, t_mat, scale, ss, metric, mult, mult_expr)
 
     def lmi(self, rate: float = 1.0, supply=None, mu=None):
-        """The cvxpy expression of M: the same :func:`lmi.lmi_terms` as the float64 check."""
+        """The cvxpy expression of M: the same `lmi.lmi_terms` as the float64 check."""
         return assemble(lmi_terms(self.ss, self.metric, self.mult_expr, rate=rate,
                                   supply=supply, mu=mu, xp=cp))
 
@@ -155,7 +155,7 @@ class _Setup:
 
 def _solve(setup: _Setup, objective, constraints, size: int, value_of, solver: str | None
            ) -> SdpAnswer:
-    """Try the solvers of :func:`choose_solvers` in order; map the first accurate answer back."""
+    """Try the solvers of `choose_solvers` in order; map the first accurate answer back."""
     prob = cp.Problem(objective, constraints)
     last = SdpAnswer("failed", "none", solver_status="no SDP solver installed")
     for name in choose_solvers(size, solver):

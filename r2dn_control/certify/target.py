@@ -2,11 +2,12 @@ r"""What a certificate is checked on: the LTI blocks, the nonlinearity's IQC, an
 
 Every accepted object (a recurrent model, an explicit model, a discrete ``control.StateSpace``,
 anything with a ``to_target()`` method such as
-:class:`~r2dn_control.certify.closed_loop.ClosedLoop`) is converted to a :class:`Target`:
+`ClosedLoop`) is converted to a `Target`:
 
-.. math::
-    x^+ = A x + B_1 w + B_2 u,\quad v = C_1 x + D_{11} w + D_{12} u,\quad
-    y = C_2 x + D_{21} w + D_{22} u,\quad w = \phi(v),
+$$
+x^+ = A x + B_1 w + B_2 u,\quad v = C_1 x + D_{11} w + D_{12} u,\quad
+y = C_2 x + D_{21} w + D_{22} u,\quad w = \phi(v),
+$$
 
 with the IQC of φ: ``"lipschitz"`` (φ is 1-Lipschitz, scalar multiplier λ, the R2DN case),
 ``"slope"`` (φ is an elementwise slope-[0,1] map possibly behind a strictly lower triangular
@@ -197,7 +198,7 @@ def rounded_blocks(ss: StateSpaceBlocks, dtype: torch.dtype) -> StateSpaceBlocks
 
 
 def as_target(obj: object, dtype: torch.dtype | None = None) -> Target:
-    """Convert a supported object to a :class:`Target` (see the module docstring).
+    """Convert a supported object to a `Target` (see the module docstring).
 
     With ``dtype`` (e.g. ``torch.float32``) the LTI blocks are the float64 explicit matrices
     rounded to that dtype: what a rollout in that dtype multiplies with (docs/theory.md §5).
@@ -210,7 +211,7 @@ def as_target(obj: object, dtype: torch.dtype | None = None) -> Target:
 
 
 def _convert(obj: object) -> Target:
-    """Objects with a ``to_target()`` method (e.g. :class:`~.closed_loop.ClosedLoop`) convert
+    """Objects with a ``to_target()`` method (e.g. `ClosedLoop`) convert
     themselves, so this module needs no import of theirs."""
     if isinstance(obj, Target):
         return obj

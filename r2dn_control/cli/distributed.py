@@ -1,7 +1,7 @@
 """The data-parallel demo: ``torchrun --nproc_per_node=N -m r2dn_control.cli.distributed``.
 
 Identifies a forced Duffing oscillator with a Lipschitz R2DN, the batch sharded across the
-ranks (:mod:`r2dn_control.train.distributed`; docs/distributed.md). Without ``torchrun`` it
+ranks (`r2dn_control.train.distributed`; docs/distributed.md). Without ``torchrun`` it
 runs in one process. ``-m r2dn_control.train.distributed`` runs the same CLI.
 """
 

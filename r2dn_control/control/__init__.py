@@ -1,11 +1,11 @@
 """Control designs with provably stable recurrent models.
 
-* :class:`YoulaController`: observer-based base controller + contracting Youla parameter Q;
+* `YoulaController`: observer-based base controller + contracting Youla parameter Q;
   stable in closed loop with a linear plant for every Q.
-* :class:`Observer`: contracting state estimator ``x̂⁺ = f(x̂, y, u)`` trained on the one-step
+* `Observer`: contracting state estimator ``x̂⁺ = f(x̂, y, u)`` trained on the one-step
   correctness loss.
-* :func:`train_policy_gradient` / :func:`fit_observer`: training loops.
-* :class:`RecurrentPolicy`: any recurrent model as a gymnasium (vector-env) policy with
+* `train_policy_gradient` / `fit_observer`: training loops.
+* `RecurrentPolicy`: any recurrent model as a gymnasium (vector-env) policy with
   per-environment state, reset at episode boundaries.
 """
 

@@ -3,9 +3,10 @@ r"""Observer-based base controllers (the stabilizing controller a Youla design s
 For the discrete plant ``x⁺ = Ax + B_w w + B u``, ``y = Cx + D_w w`` (``u`` the control
 inputs, ``y`` the measurements, ``w`` every other input) the base controller is
 
-.. math::
-    \hat x_{t+1} = A\hat x_t + B u_t + L\tilde y_t,\qquad
-    \tilde y_t = y_t - C\hat x_t,\qquad u_t = -K\hat x_t + \tilde u_t,
+$$
+\hat x_{t+1} = A\hat x_t + B u_t + L\tilde y_t,\qquad
+\tilde y_t = y_t - C\hat x_t,\qquad u_t = -K\hat x_t + \tilde u_t,
+$$
 
 stabilizing iff both ``A − BK`` and ``A − LC`` are Schur (spectral radius < 1): the
 closed loop has the separation structure ``x⁺ = (A − BK)x + BKe + …``, ``e⁺ = (A − LC)e + …``.
@@ -186,12 +187,13 @@ class ObserverBasedController:
         The nominal closed loop of the plant model with the base controller, inputs
         ``(ũ)`` and outputs ``(ỹ, u)``, states ``(x, x̂)``:
 
-        .. math::
-            \begin{bmatrix} x \\ \hat x \end{bmatrix}^+ =
-            \begin{bmatrix} A & -BK \\ LC & A - BK - LC \end{bmatrix}
-            \begin{bmatrix} x \\ \hat x \end{bmatrix}
-            + \begin{bmatrix} B \\ B \end{bmatrix}\tilde u,
-            \qquad \tilde y = C(x - \hat x).
+        $$
+        \begin{bmatrix} x \\ \hat x \end{bmatrix}^+ =
+        \begin{bmatrix} A & -BK \\ LC & A - BK - LC \end{bmatrix}
+        \begin{bmatrix} x \\ \hat x \end{bmatrix}
+        + \begin{bmatrix} B \\ B \end{bmatrix}\tilde u,
+        \qquad \tilde y = C(x - \hat x).
+        $$
 
         The map ũ → ỹ is identically zero (the Youla property), so Q in feedback with it is
         stable whenever Q is: the certify package can check this loop once it provides

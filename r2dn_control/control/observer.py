@@ -2,13 +2,15 @@ r"""Contracting recurrent observers (docs/experiments.md, observer).
 
 The observer is a contracting model f_θ with identity output, so its state is the estimate:
 
-.. math::
-    \hat x_{t+1} = f_\theta(\hat x_t, y_t, u_t), \qquad \text{output } \hat x_t .
+$$
+\hat x_{t+1} = f_\theta(\hat x_t, y_t, u_t), \qquad \text{output } \hat x_t .
+$$
 
 Training enforces the *correctness* condition on true trajectories (teacher forcing),
 
-.. math::
-    \ell(\theta) = \frac{1}{N}\sum_{i} \big\| x_{i+1} - f_\theta(x_i, y_i, u_i) \big\|^2 ,
+$$
+\ell(\theta) = \frac{1}{N}\sum_{i} \big\| x_{i+1} - f_\theta(x_i, y_i, u_i) \big\|^2 ,
+$$
 
 so the true state is (approximately) a trajectory of the observer; contraction of f_θ in x̂
 then makes every other trajectory, i.e. the estimate from any wrong x̂₀, converge to it.

@@ -2,11 +2,12 @@ r"""A recurrent model as a gymnasium policy, with one recurrent state per enviro
 
 For environment i of a (vector) environment the policy is the model's state-space recursion
 
-.. math::
-    a^i_t = g(x^i_t, o^i_t),\qquad x^i_{t+1} = f(x^i_t, o^i_t),\qquad x^i_0 = \bar x_0
-    \ \text{at the first observation of every episode},
+$$
+a^i_t = g(x^i_t, o^i_t),\qquad x^i_{t+1} = f(x^i_t, o^i_t),\qquad x^i_0 = \bar x_0
+\ \text{at the first observation of every episode},
+$$
 
-with ``model.step(x, o) -> (a, x_next)`` (R2DN/REN families), or :math:`a = \pi(o)` for a
+with ``model.step(x, o) -> (a, x_next)`` (R2DN/REN families), or $a = \pi(o)$ for a
 feed-forward module (e.g. an LBDN), which carries no state.
 
 Episode boundaries depend on the vector environment's autoreset mode (gymnasium ≥ 1.0):
@@ -83,7 +84,7 @@ class RecurrentPolicy:
 
     ``done`` is ``terminated | truncated`` from the previous step; the policy resets the
     affected states itself, at the call the autoreset mode implies. ``done=None`` means no
-    episode ended. A new policy starts every environment at x̄₀; call :meth:`reset` whenever
+    episode ended. A new policy starts every environment at x̄₀; call `reset` whenever
     the environments are reset by hand (``envs.reset()``, or a single ``env.reset()``).
     """
 

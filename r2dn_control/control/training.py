@@ -3,8 +3,9 @@ r"""Training loops: analytic policy gradients for Youla controllers, one-step ob
 **Analytic policy gradients** (docs/experiments.md, youla). The plant and the controller are both
 differentiable torch code, so the gradient of a closed-loop cost
 
-.. math::
-    J(\theta) = \frac{1}{BT}\sum_{b,t} c(z_t^b, u_t^b, \tilde u_t^b)
+$$
+J(\theta) = \frac{1}{BT}\sum_{b,t} c(z_t^b, u_t^b, \tilde u_t^b)
+$$
 
 is obtained by backpropagation through the simulation. Long horizons are cut into segments
 (truncated BPTT): each segment is one optimizer step, the state is carried to the next segment
@@ -44,7 +45,7 @@ def step_disturbances(batch: int, steps: int, size: int = 1, *, hold: int = 50,
 
 @dataclass
 class PolicyGradientHistory:
-    """Costs logged by :func:`train_policy_gradient`.
+    """Costs logged by `train_policy_gradient`.
 
     ``train`` has one value per optimizer step (segment); ``test`` one value before every
     epoch and one at the end (when a test disturbance is given); ``epoch_seconds`` the wall

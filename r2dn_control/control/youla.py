@@ -1,13 +1,14 @@
 r"""Youla-parameterized controllers: an observer-based base controller plus a contracting Q.
 
-With the base controller of :class:`~r2dn_control.control.design.ObserverBasedController`
+With the base controller of `ObserverBasedController`
 (gains K, L) the Youla controller is
 
-.. math::
-    \tilde y_t = y_t - C\hat x_t,\qquad
-    \tilde u_t = Q(\tilde y_t),\qquad
-    u_t = \mathrm{sat}(-K\hat x_t + \tilde u_t),\qquad
-    \hat x_{t+1} = A\hat x_t + B u_t + L\tilde y_t .
+$$
+\tilde y_t = y_t - C\hat x_t,\qquad
+\tilde u_t = Q(\tilde y_t),\qquad
+u_t = \mathrm{sat}(-K\hat x_t + \tilde u_t),\qquad
+\hat x_{t+1} = A\hat x_t + B u_t + L\tilde y_t .
+$$
 
 For a linear plant the innovation obeys ``e⁺ = (A − LC)e + (disturbance terms)``,
 ``ỹ = Ce + (disturbance terms)`` with ``e = x − x̂``: it does not depend on ũ. Q therefore
@@ -91,13 +92,13 @@ class YoulaController(nn.Module):
         Contracting model (any R2DN/REN family) with ``input_size`` = number of measurements
         and ``output_size`` = number of control inputs. Its parameters are the controller's.
     K, L : str or array_like
-        Gains, see :meth:`ObserverBasedController.design` (``"lqr"``/``"place"``/matrix and
+        Gains, see `ObserverBasedController.design` (``"lqr"``/``"place"``/matrix and
         ``"kalman"``/``"place"``/matrix).
     input_limit : float or array_like, optional
         Symmetric saturation of the applied u (the observer uses the saturated u, so ỹ stays
         independent of ũ when the plant saturates at the same level).
     **design
-        Other keywords of :meth:`ObserverBasedController.design` (``dt``, ``control_inputs``,
+        Other keywords of `ObserverBasedController.design` (``dt``, ``control_inputs``,
         ``measurements``, weights, covariances, poles).
 
     Raises
@@ -243,9 +244,10 @@ def simulate_closed_loop(plant: LTIPlant, controller: YoulaController,
     The plant's inputs are the disturbances ``w`` (every input that is not a control input)
     and the controls ``u``; at each step
 
-    .. math::
-        y_t = \text{measured outputs of } (x_t, w_t) + v_t,\quad
-        u_t = \text{controller}(y_t),\quad x_{t+1} = \text{plant update}(x_t, w_t, u_t).
+    $$
+    y_t = \text{measured outputs of } (x_t, w_t) + v_t,\quad
+    u_t = \text{controller}(y_t),\quad x_{t+1} = \text{plant update}(x_t, w_t, u_t).
+    $$
 
     Parameters
     ----------

@@ -1,9 +1,10 @@
 r"""Simulated nonlinear systems that make small, reproducible identification problems.
 
-:class:`DuffingOscillator` is the forced Duffing oscillator
+`DuffingOscillator` is the forced Duffing oscillator
 
-.. math::
-    \ddot q + c\,\dot q + k\,q + k_3\,q^3 = u, \qquad y = q,
+$$
+\ddot q + c\,\dot q + k\,q + k_3\,q^3 = u, \qquad y = q,
+$$
 
 integrated with the semi-implicit Euler method at step ``dt`` (velocity first, then
 position), which is stable for the default parameters and cheap in batch.
@@ -25,7 +26,7 @@ def multisine(batch: int, steps: int, channels: int = 1, *, harmonics: int = 32,
               dtype: torch.dtype = torch.float32) -> Tensor:
     r"""Random-phase multisine inputs, shape (batch, steps, channels).
 
-    :math:`u_t = a \sum_{k=1}^{K} \cos(2\pi k t / T + \varphi_k) / \sqrt{K/2}` with uniform
+    $u_t = a \sum_{k=1}^{K} \cos(2\pi k t / T + \varphi_k) / \sqrt{K/2}$ with uniform
     random phases, so the RMS value is ``amplitude``.
     """
     _checks.positive_int("batch", batch)

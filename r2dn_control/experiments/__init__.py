@@ -1,13 +1,13 @@
 """The paper's experiments, runnable with one call or ``r2dn-control run EXPERIMENT``.
 
-:data:`EXPERIMENTS` is the dispatch table: experiment name → :class:`Experiment` (its presets
+`EXPERIMENTS` is the dispatch table: experiment name → `Experiment` (its presets
 ``full`` / ``quick`` / ``test`` as frozen dataclasses and the function that runs one model with
 one seed). Adding an experiment is one module with a ``run`` function and a ``PRESETS`` dict,
-plus one entry here. Names in :data:`UNAVAILABLE` are known but not runnable yet; asking for
-one raises :class:`ExperimentError` with the reason (the CLI's exit status 2).
+plus one entry here. Names in `UNAVAILABLE` are known but not runnable yet; asking for
+one raises `ExperimentError` with the reason (the CLI's exit status 2).
 
-Every run writes ``<out>/<experiment>-<model>-<seed>/`` (see :mod:`.common`); the runs are
-compared with :func:`r2dn_control.experiments.compare.compare`.
+Every run writes ``<out>/<experiment>-<model>-<seed>/`` (see `.common`); the runs are
+compared with `r2dn_control.experiments.compare.compare`.
 """
 
 from __future__ import annotations

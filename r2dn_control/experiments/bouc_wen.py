@@ -1,12 +1,12 @@
 """Bouc–Wen hysteretic oscillator identification: R2DN vs REN (data-free second benchmark).
 
-The records are simulated by :func:`r2dn_control.sysid.bouc_wen_data` (the benchmark's
+The records are simulated by `r2dn_control.sysid.bouc_wen_data` (the benchmark's
 parameters, random-phase multisines of 5–150 Hz, 50 N RMS, 750 Hz, the first period of each
-record dropped as transient; see :mod:`r2dn_control.sysid.boucwen` for how the simulator differs
+record dropped as transient; see `r2dn_control.sysid.boucwen` for how the simulator differs
 from the published files): training and test records come from independent multisines (seeds
 ``data_seed`` and ``data_seed + 1``). Input force u [N], output displacement y [m];
 normalisation fitted on the training records. Training and scoring as in
-:mod:`.identification`, with no paper configuration to follow (the R2DN paper does not run
+`.identification`, with no paper configuration to follow (the R2DN paper does not run
 this benchmark): the full preset is the benchmark's size, 5 training records of 2 × 8,192
 samples, one test record of 8,192.
 """
@@ -26,7 +26,7 @@ DESCRIPTION = "Bouc-Wen hysteresis identification on simulated multisine records
 
 @dataclass(frozen=True)
 class BoucWenConfig(IdentificationConfig):
-    """:class:`~.identification.IdentificationConfig` plus the simulated data set."""
+    """`IdentificationConfig` plus the simulated data set."""
 
     train_records: int = 5
     train_periods: int = 2

@@ -7,7 +7,7 @@ Every run writes ``<out>/<experiment>-<model>-<seed>/`` with
   parameter count, certified bounds with their status;
 * ``curves.json`` and ``loss.png``: the loss curves;
 * the experiment's characteristic plot (PNG);
-* ``model.pt`` (:func:`r2dn_control.nn.checkpoint.save_model`) and ``certificate.json``.
+* ``model.pt`` (`r2dn_control.nn.checkpoint.save_model`) and ``certificate.json``.
 
 Files are written atomically (temporary file, then ``os.replace``): an interrupted run never
 leaves a half-written file under its final name.
@@ -74,7 +74,7 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; a missing or unparseable file is an :class:`ExperimentError`."""
+    """Read a JSON file; a missing or unparseable file is an `ExperimentError`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -90,7 +90,7 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, **metadata: Any) -> None:
-    """:func:`~r2dn_control.nn.checkpoint.save_model`, written atomically."""
+    """`save_model`, written atomically."""
     from ..nn.checkpoint import save_model
 
     _atomic(Path(path), lambda tmp: save_model(model, tmp, **metadata))
@@ -134,7 +134,7 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a config dataclass from :func:`config_dict` output (lists back to tuples)."""
+    """Rebuild a config dataclass from `config_dict` output (lists back to tuples)."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -145,7 +145,7 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"cpu"`` or ``"cuda"``; CUDA that is not available is an :class:`ExperimentError`."""
+    """``"cpu"`` or ``"cuda"``; CUDA that is not available is an `ExperimentError`."""
     if device not in ("cpu", "cuda"):
         raise ExperimentError(f"--device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
@@ -186,7 +186,7 @@ class EpochTimer:
 
 
 def certificate_summary(result: Any) -> dict[str, Any]:
-    """Status, bound and method of a :class:`~r2dn_control.certify.CertificateResult`."""
+    """Status, bound and method of a `CertificateResult`."""
     return {"status": result.status, "bound": result.bound, "margin": result.margin,
             "solver": result.solver, "seconds": result.seconds, "message": result.message}
 
@@ -206,8 +206,8 @@ def write_run(run_dir: Path, *, experiment: str, family: str, seed: int, preset:
     """Write config.json, curves.json, certificate.json, metrics.json and loss.png.
 
     ``metrics`` must hold ``test_metric`` ({"name", "value", "lower_is_better"}),
-    ``epoch_time`` (:meth:`EpochTimer.summary`) and ``parameters``; ``certificates`` maps a
-    label to a :class:`CertificateResult`. Returns the metrics dict as written.
+    ``epoch_time`` (`EpochTimer.summary`) and ``parameters``; ``certificates`` maps a
+    label to a `CertificateResult`. Returns the metrics dict as written.
     """
     header = {"experiment": experiment, "model": family, "seed": seed, "preset": preset,
               "device": str(device)}

@@ -93,7 +93,7 @@ def summarize(runs: list[Path]) -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Plain-text table of :func:`summarize` rows."""
+    """Plain-text table of `summarize` rows."""
     header = (f"{'experiment':<15} {'model':<5} {'seeds':>5}  {'test metric (mean ± std)':<34} "
               f"{'s/epoch':>8} {'REN/R2DN':>8} {'params':>8}  certified bounds")
     lines = [header, "-" * len(header)]

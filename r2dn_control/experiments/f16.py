@@ -1,7 +1,7 @@
 """F-16 ground-vibration identification: R2DN vs REN (the paper's experiment 1).
 
 Data: the benchmark's seven full-multisine records (Noël & Schoukens 2017), loaded by
-:func:`r2dn_control.sysid.load_f16` from ``--data DIR`` or ``$R2DN_F16_DIR`` (the folder holding
+`r2dn_control.sysid.load_f16` from ``--data DIR`` or ``$R2DN_F16_DIR`` (the folder holding
 ``F16Data_FullMSine_Level{1,3,5,7}.csv`` and ``..._Level{2,4,6}_Validation.csv``, or its parent
 with ``BenchmarkData/``). Training: L1, L3, L5, L7; test: L2, L4, L6; u = (force, voltage),
 y = three accelerations; the paper's normalisation (mean/std of L4_Validation, ``paper_split``).
@@ -9,7 +9,7 @@ y = three accelerations; the paper's normalisation (mean/std of L4_Validation, `
 Full preset (the paper's): R2DN nx = nv = 75 with LBDN (87, 87, 87), REN nx = 75, nv = 150,
 relu, ``init="long_memory"``; 70 epochs of truncated BPTT (segments of 256 samples, state
 carried, not shuffled; the paper's loss), Adam 1e-3 ×0.1 at epochs 20/40/60, clip ±10. Test:
-simulation from the zero state, NRMSE after 100 samples (see :mod:`.identification`).
+simulation from the zero state, NRMSE after 100 samples (see `.identification`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ EXPECTED_FILES = tuple(f"F16Data_FullMSine_Level{k}.csv" for k in (1, 3, 5, 7)) 
 
 @dataclass(frozen=True)
 class F16Config(IdentificationConfig):
-    """:class:`~.identification.IdentificationConfig` plus the data folder (None: $R2DN_F16_DIR)."""
+    """`IdentificationConfig` plus the data folder (None: $R2DN_F16_DIR)."""
 
     data: str | None = None
     paper_normalization: bool = True

@@ -1,19 +1,19 @@
 r"""Shared run of the system-identification experiments (``f16``, ``bouc-wen``).
 
-Both go through the public :mod:`r2dn_control.sysid` workflow (docs/sysid.md): the measured
-records are normalised per channel (:class:`~r2dn_control.sysid.Normalization`), a contracting
+Both go through the public `r2dn_control.sysid` workflow (docs/sysid.md): the measured
+records are normalised per channel (`Normalization`), a contracting
 R2DN or REN is fitted by truncated BPTT with the state carried across segments
-(:func:`~r2dn_control.sysid.fit`, ``val=False``: a fixed number of epochs, the last weights kept),
+(`fit`, ``val=False``: a fixed number of epochs, the last weights kept),
 and the identified model is simulated on the test records from the zero state and scored after
-a washout (:func:`~r2dn_control.sysid.evaluate`, physical units):
+a washout (`evaluate`, physical units):
 
-* per channel :math:`\mathrm{RMSE}_c = \sqrt{\mathrm{mean}_t(\hat y_{t,c} - y_{t,c})^2}` and
-  :math:`\mathrm{NRMSE}_c = \mathrm{RMSE}_c / \mathrm{std}_t(y_{t,c})`; the test metric is the
+* per channel $\mathrm{RMSE}_c = \sqrt{\mathrm{mean}_t(\hat y_{t,c} - y_{t,c})^2}$ and
+  $\mathrm{NRMSE}_c = \mathrm{RMSE}_c / \mathrm{std}_t(y_{t,c})$; the test metric is the
   mean of the NRMSE over channels.
 
 Certificates (docs/theory.md §4 and §7): contraction and the incremental ℓ₂ gain γ of the
 normalised model, and the same two for the model in physical units
-(:func:`r2dn_control.certify.in_physical_units`: inputs scaled by 1/σ_u, outputs by σ_y). The
+(`r2dn_control.certify.in_physical_units`: inputs scaled by 1/σ_u, outputs by σ_y). The
 contraction rate does not depend on the units; γ does (γ_phys ≤ γ̃ · max σ_y / min σ_u).
 """
 
@@ -43,7 +43,7 @@ from .common import (
 class IdentificationConfig:
     """Model and training fields shared by the identification experiments.
 
-    ``schedule``/``milestones``/``decay`` as in :func:`r2dn_control.sysid.fit` (``"step"``: the
+    ``schedule``/``milestones``/``decay`` as in `r2dn_control.sysid.fit` (``"step"``: the
     learning rate ×``decay`` at each milestone epoch). ``contraction_rate`` None keeps the
     constructors' ᾱ = 1. ``max_samples`` (optional) keeps only the first samples of every
     training and test record (the quick and test presets).

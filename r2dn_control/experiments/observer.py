@@ -1,19 +1,19 @@
 r"""Contracting observer of a reaction–diffusion PDE: R2DN vs REN (docs/control.md §4).
 
-The PDE :math:`\partial_t\xi = \partial_z^2\xi + \tfrac12\xi(1-\xi)(\xi-\tfrac12)` on
+The PDE $\partial_t\xi = \partial_z^2\xi + \tfrac12\xi(1-\xi)(\xi-\tfrac12)$ on
 z ∈ [0, 10] with boundary ξ(0) = ξ(10) = b(t) is simulated by
-:class:`r2dn_control.envs.reaction_diffusion.ReactionDiffusionTwin` (51 sites, 4 explicit
+`r2dn_control.envs.reaction_diffusion.ReactionDiffusionTwin` (51 sites, 4 explicit
 Euler sub-steps per sample). The boundary is a clipped random walk
-:math:`b_{t+1} = \mathrm{clip}(b_t + 0.05 n_t, 0, 1)` and the measurement is
-:math:`y_t = (b_t, \xi_t(z = 5))`.
+$b_{t+1} = \mathrm{clip}(b_t + 0.05 n_t, 0, 1)$ and the measurement is
+$y_t = (b_t, \xi_t(z = 5))$.
 
-The observer :math:`\hat\xi_{t+1} = f_\theta(\hat\xi_t, y_t)` is a contracting model with
-identity output (:class:`r2dn_control.control.Observer`), fitted on the one-step correctness
-loss :math:`\lVert\xi_{t+1} - f_\theta(\xi_t, y_t)\rVert^2` (true state teacher-forced) over one
+The observer $\hat\xi_{t+1} = f_\theta(\hat\xi_t, y_t)$ is a contracting model with
+identity output (`r2dn_control.control.Observer`), fitted on the one-step correctness
+loss $\lVert\xi_{t+1} - f_\theta(\xi_t, y_t)\rVert^2$ (true state teacher-forced) over one
 long trajectory from ξ₀ = 0, b₀ = 0, cut into contiguous mini-batches shuffled once. It is
 tested on a new trajectory from ξ₀ = 1, b₀ = 0.5, starting from the wrong estimate
-:math:`\hat\xi_0 = 0`: contraction makes the estimate converge. Test metric:
-:math:`\mathrm{NRMSE} = \sqrt{\mathrm{mean}(\xi-\hat\xi)^2 / \mathrm{mean}\,\xi^2}` over all
+$\hat\xi_0 = 0$: contraction makes the estimate converge. Test metric:
+$\mathrm{NRMSE} = \sqrt{\mathrm{mean}(\xi-\hat\xi)^2 / \mathrm{mean}\,\xi^2}$ over all
 steps and sites, no washout.
 """
 

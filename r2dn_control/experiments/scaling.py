@@ -2,9 +2,10 @@ r"""Expressivity and timing against model size: R2DN vs REN (the paper's scaling
 
 **Task.** Learn the scalar one-step map
 
-.. math::
-    x^+ = 0.2\sin x + 0.05\cos 2(x+u) + 0.05\sin 3(x+u)
-          + 0.075\sin 4(x+u)\,\mathrm{atan}(0.1(x+u)^2) + 0.05x + u,
+$$
+x^+ = 0.2\sin x + 0.05\cos 2(x+u) + 0.05\sin 3(x+u)
+      + 0.075\sin 4(x+u)\,\mathrm{atan}(0.1(x+u)^2) + 0.05x + u,
+$$
 
 x ~ U[−30, 30], u ~ U[−1, 1], with a contracting model of state x (identity output) trained as a
 static map: the prediction is the model's next state from state x and input u. As in the

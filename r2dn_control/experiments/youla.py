@@ -1,23 +1,23 @@
 r"""Learned feedback through the Youla parameterization: Youla-R2DN vs Youla-REN.
 
 **Paper plant** (``plant="paper"``; docs/control.md §3). With
-:math:`T(q) = 0.3/(q^2 - 2\rho\cos\varphi\,q + \rho^2)`, ρ = 0.8, φ = 0.2π, the generalized
+$T(q) = 0.3/(q^2 - 2\rho\cos\varphi\,q + \rho^2)$, ρ = 0.8, φ = 0.2π, the generalized
 plant has inputs (w, u) and outputs (z, y), both equal to T(w + u). It is stable, so the base
-controller is K = L = 0 and the closed loop is exactly :math:`[z;\tilde y] = [T\ T; T\ 0][w;\tilde u]`.
+controller is K = L = 0 and the closed loop is exactly $[z;\tilde y] = [T\ T; T\ 0][w;\tilde u]$.
 The control ũ = Q(ỹ) is saturated at ±5; w is piecewise constant (held 50 steps, levels
-~ U[−10, 10]); the cost is :math:`\mathrm{mean}_{t,b}(|z| + 10^{-4}\tilde u^2)`. Q is trained by
+~ U[−10, 10]); the cost is $\mathrm{mean}_{t,b}(|z| + 10^{-4}\tilde u^2)$. Q is trained by
 analytic policy gradients (backpropagation through the simulated closed loop, 4 truncated-BPTT
 segments of 200 steps per 800-step epoch, Adam 5e-3 ×0.1 after 60 of 80 epochs, clip ±10).
 
 **Unstable plant** (``plant="unstable"``): the same structure with
-:math:`T_u(q) = 0.3/((q - 1.05)(q - 0.5))` (a pole outside the unit circle) and the base
+$T_u(q) = 0.3/((q - 1.05)(q - 0.5))$ (a pole outside the unit circle) and the base
 controller designed by LQR (K = dlqr(A, B, I, 1)) and a Kalman predictor
 (L = dlqe(A, I, C, I, 1)). Every contracting Q keeps the unsaturated nominal loop stable
 (docs/theory.md §5): ỹ does not depend on ũ. The levels are ~ U[−2, 2] so that the saturated
 actuator (±5) can still hold the unstable plant. The baseline is the base controller alone
 (ũ = 0); open loop the plant diverges.
 
-The closed-loop certificate is computed by :class:`r2dn_control.certify.ClosedLoop`: Q in
+The closed-loop certificate is computed by `r2dn_control.certify.ClosedLoop`: Q in
 feedback with the nominal Youla system (input ũ, output ỹ) is contracting, with the rate
 printed. The characteristic plot shows z for the baseline and for Youla-Q on steps of
 amplitude 0, 4/3, …, 8 (50 steps on, 50 off) and ũ against its ±5 limit.
@@ -232,7 +232,7 @@ def certify_q(config: YoulaConfig, controller: YoulaController, progress: bool =
     contract no faster than Q itself or the base loop (spectral radius ρ of its state matrix),
     so its rate is checked at ``r + 0.1 (1 − r)``, ``r = max(Q's certified rate, ρ)``: one
     float64-validated LMI instead of a bisection. That LMI is a dense SDP; beyond
-    :data:`CLOSED_LOOP_SDP_SIZE` states plus features it is not attempted (status
+    `CLOSED_LOOP_SDP_SIZE` states plus features it is not attempted (status
     "inconclusive", message says so).
     """
     q = controller.Q

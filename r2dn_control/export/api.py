@@ -64,7 +64,7 @@ def to_onnx(model: RecurrentModel, path: str | os.PathLike, mode: str = "step", 
         Precision of the stored weights (and of the graph).
     on_failure : {"raise", "warn"}
         What to do when the certificate does not hold on the ``dtype`` weights
-        (:class:`~r2dn_control.export.CertificateError`, or a ``RuntimeWarning``).
+        (`CertificateError`, or a ``RuntimeWarning``).
 
     Returns
     -------
@@ -91,7 +91,7 @@ def to_c(model: RecurrentModel, directory: str | os.PathLike, name: str = "r2dn"
     The step is ``name_step(const name_real *u, name_real *x, name_real *y)`` with
     ``name_real`` = ``float`` (``dtype=torch.float32``) or ``double``; define
     ``NAME_REAL=double`` (upper-case name) when compiling to build in the other precision.
-    The header starts with the certificate as a comment. ``on_failure`` as in :func:`to_onnx`.
+    The header starts with the certificate as a comment. ``on_failure`` as in `to_onnx`.
     """
     c_export.check_name(name)
     form, record = _prepare(model, dtype, on_failure)

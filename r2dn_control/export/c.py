@@ -1,11 +1,12 @@
 r"""Plain C99 export: a header and a source with static weights and ``name_step``.
 
-The generated step evaluates the stacked step form of :mod:`r2dn_control.nn.realtime`
+The generated step evaluates the stacked step form of `r2dn_control.nn.realtime`
 (docs/theory.md §2, §3), with ``z = [x; u]``:
 
-.. math::
-    v = W_{in}^\top z + b_v,\quad w = \phi(v),\quad
-    [y; x^+] = W_{out}^\top [z; w] + b_{out},
+$$
+v = W_{in}^\top z + b_v,\quad w = \phi(v),\quad
+[y; x^+] = W_{out}^\top [z; w] + b_{out},
+$$
 
 ``φ`` the folded LBDN (one matrix per layer) or the REN equilibrium solved row by row
 (``w_i = σ(v_i + Σ_{j<i} (D₁₁)_{ij} w_j)``, exact). No heap allocation (stack buffers of

@@ -4,7 +4,7 @@ The parameterization guarantees its bounds for the exact (float64) explicit mode
 (docs/theory.md §4, §5). An artifact stores the weights rounded to the export dtype, so the
 export re-validates the implied certificate — the same metric 𝒫 and multiplier — on the
 rounded matrices promoted to float64, with the strict float64 check of
-:func:`r2dn_control.certify.validate` (λ_min(M) must exceed a rounding-error bound).
+`r2dn_control.certify.validate` (λ_min(M) must exceed a rounding-error bound).
 
 Rounding to float32 moves the LMI by about 1e-8 relative, so at *exactly* the guaranteed
 bound the LMI of the rounded weights may sit a hair on the wrong side (margins ≈ −1e-14 are
@@ -16,7 +16,7 @@ weights, with the same 𝒫 and multiplier:
 * Lipschitz: the smallest γ' ≥ γ of the ladder ``γ(1 + δ)``
   (``certify.lipschitz(method="implied")``);
 * (Q,S,R): the supply with R relaxed to ``R + δ s I``, ``s = max(‖Q‖₂, ‖S‖₂, ‖R‖₂)``, for
-  the smallest δ in :data:`RELAXATIONS` that certifies (a larger R is a weaker claim).
+  the smallest δ in `RELAXATIONS` that certifies (a larger R is a weaker claim).
 
 The export is accepted when every certified bound is within the relative tolerance
 ``config.defaults["export.certificate_rtol"]`` (1e-6) of the guaranteed one, i.e.
@@ -91,7 +91,7 @@ def _summary(res: certify.CertificateResult, guaranteed: float | None, rtol: flo
 
 
 def _relaxed_dissipativity(target: certify.Target, supply: tuple, rtol: float) -> dict:
-    """(Q, S, R + δ s I) with the smallest δ ≤ rtol of :data:`RELAXATIONS` that certifies."""
+    """(Q, S, R + δ s I) with the smallest δ ≤ rtol of `RELAXATIONS` that certifies."""
     q, s, r = supply
     scale = max(float(np.linalg.norm(m, 2)) if m.size else 0.0 for m in supply) or 1.0
     res, delta = None, 0.0
@@ -156,7 +156,7 @@ def certified_bounds(checks: dict) -> dict:
 
 def certificate_record(model: RecurrentModel, exported: ExplicitModel, dtype: torch.dtype,
                        on_failure: str = "raise") -> dict:
-    """The sidecar's certificate block; raises :class:`CertificateError` (or warns) if the
+    """The sidecar's certificate block; raises `CertificateError` (or warns) if the
     certificate fails on the exported weights."""
     if on_failure not in ON_FAILURE:
         raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {on_failure!r}")

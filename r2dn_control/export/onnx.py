@@ -4,7 +4,7 @@ r"""ONNX export of the stacked step form (written with ``onnx.helper``, no torch
 ``x_next`` (batch, nx). ``mode="sequence"``: inputs ``u`` (batch, time, nu), ``x0``
 (batch, nx); outputs ``y`` (batch, time, ny), ``x_final`` (batch, nx), the time loop an ONNX
 ``Scan`` whose body is the step graph. The graph is the step form of
-:mod:`r2dn_control.nn.realtime` (docs/theory.md §2, §3): ``Gemm`` for every affine map,
+`r2dn_control.nn.realtime` (docs/theory.md §2, §3): ``Gemm`` for every affine map,
 the LBDN folded to one ``Gemm`` per layer, and for a REN the equilibrium ``w = σ(D₁₁w + v)``
 as its exact triangular sequence (``w_i = σ(v_i + w_{<i} · (D₁₁)_{i,<i})``, nv small nodes,
 no iterative solve).

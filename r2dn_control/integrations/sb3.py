@@ -2,25 +2,26 @@ r"""Stable-baselines3 policies built from Lipschitz-bounded networks (optional e
 
 Install with ``pip install "r2dn-control[rl]"``.
 
-:class:`LBDNActorCriticPolicy` is an ``ActorCriticPolicy`` (PPO, A2C) whose action mean is an
+`LBDNActorCriticPolicy` is an ``ActorCriticPolicy`` (PPO, A2C) whose action mean is an
 LBDN of the features, with no linear action head after it:
 
-.. math::
-    \mu(o) = \mathrm{LBDN}_\gamma(\phi(o)),\qquad
-    \|\mu(o) - \mu(o')\|_2 \le \gamma\,L_\phi\,\|o - o'\|_2,
+$$
+\mu(o) = \mathrm{LBDN}_\gamma(\phi(o)),\qquad
+\|\mu(o) - \mu(o')\|_2 \le \gamma\,L_\phi\,\|o - o'\|_2,
+$$
 
 for the features extractor φ with Lipschitz constant L_φ: 1 for the default flatten, γ_R2DN
-for :class:`R2DNHistoryExtractor` with a Lipschitz R2DN. The bound holds for every value of the
+for `R2DNHistoryExtractor` with a Lipschitz R2DN. The bound holds for every value of the
 parameters, so it survives training. The critic is an ordinary MLP (its smoothness does not
 affect the deployed policy). The deterministic action ``clip(μ(o))`` has the same bound.
 
-Recurrent option: SB3's PPO has no recurrent rollout buffer, so :class:`R2DNHistoryExtractor`
-runs a :class:`~r2dn_control.nn.LipschitzR2DN` from the zero state over the last k
+Recurrent option: SB3's PPO has no recurrent rollout buffer, so `R2DNHistoryExtractor`
+runs a `LipschitzR2DN` from the zero state over the last k
 observations (stack them with ``VecFrameStack(venv, k)``). From a common zero state an R2DN
 with incremental ℓ₂ gain γ_R satisfies ‖Δy_{k}‖ ≤ ‖Δy_{1:k}‖ ≤ γ_R ‖Δo_{1:k}‖, so the features
 are γ_R-Lipschitz in the observation window. For unbounded memory train the R2DN by
 backpropagation through an environment's torch twin and deploy it with
-:class:`~r2dn_control.control.policy.RecurrentPolicy`.
+`RecurrentPolicy`.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class LBDNActorCriticPolicy(ActorCriticPolicy):
     hidden : sequence of int
         Hidden widths of the LBDN actor.
     learn_gamma : bool
-        Learn log γ (the bound then holds for the current γ, see :meth:`lipschitz_bound`).
+        Learn log γ (the bound then holds for the current γ, see `lipschitz_bound`).
     activation : str
         LBDN activation (``"relu"``, ``"tanh"``, ...).
     critic_hidden : sequence of int

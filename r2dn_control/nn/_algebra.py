@@ -1,7 +1,7 @@
 """Small matrix algebra shared by every directly parameterized model.
 
 Everything here works on tensors of any float dtype; callers run it in float64
-(see :func:`r2dn_control.nn.base.RecurrentModel.explicit`) because the
+(see `r2dn_control.nn.base.RecurrentModel.explicit`) because the
 certificates are lost to float32 round-off when a contraction nears norm 1
 (docs/theory.md §6).
 """
@@ -26,7 +26,7 @@ def default_eps(dtype: torch.dtype) -> float:
 
 
 def frobenius(x: Tensor, eps: float) -> Tensor:
-    r"""Differentiable Frobenius norm :math:`\mathrm{nrm}(X) = (\sum X_{ij}^2 + \epsilon)^{1/2}`."""
+    r"""Differentiable Frobenius norm $\mathrm{nrm}(X) = (\sum X_{ij}^2 + \epsilon)^{1/2}$."""
     return torch.sqrt(torch.sum(x * x) + eps)
 
 
@@ -36,11 +36,12 @@ def eye_like(x: Tensor, n: int) -> Tensor:
 
 
 def gram(x: Tensor, polar: Tensor | None, eps: float) -> Tensor:
-    r"""Positive definite factor :math:`H_X`.
+    r"""Positive definite factor $H_X$.
 
-    .. math::
-        H_X = \frac{p^2}{\mathrm{nrm}(X)^2} X^\top X + \epsilon I  \quad\text{(polar)},
-        \qquad H_X = X^\top X + \epsilon I \quad\text{(polar is None)}.
+    $$
+    H_X = \frac{p^2}{\mathrm{nrm}(X)^2} X^\top X + \epsilon I  \quad\text{(polar)},
+    \qquad H_X = X^\top X + \epsilon I \quad\text{(polar is None)}.
+    $$
     """
     h = x.T @ x
     if polar is not None:
@@ -51,13 +52,13 @@ def gram(x: Tensor, polar: Tensor | None, eps: float) -> Tensor:
 def cayley(w: Tensor, n: int) -> tuple[Tensor, Tensor]:
     r"""Cayley transform of the stacked ``W = [U; V]`` (``U`` is n×n, ``V`` is m×n).
 
-    With :math:`Z = U - U^\top + V^\top V` returns
-    :math:`\tilde A = (I+Z)^{-1}(I-Z)` (n×n) and :math:`B = -2 (I+Z)^{-\top} V^\top` (n×m),
-    which satisfy :math:`\tilde A^\top \tilde A + B B^\top = I_n` (docs/theory.md §1).
+    With $Z = U - U^\top + V^\top V$ returns
+    $\tilde A = (I+Z)^{-1}(I-Z)$ (n×n) and $B = -2 (I+Z)^{-\top} V^\top$ (n×m),
+    which satisfy $\tilde A^\top \tilde A + B B^\top = I_n$ (docs/theory.md §1).
 
     ``I+Z`` and ``I−Z`` are polynomials in ``Z``, so they commute and
-    :math:`\tilde A = (I-Z)(I+Z)^{-1}`; with :math:`B^\top = -2V(I+Z)^{-1}` both factors come
-    from one right division, :math:`[\tilde A;\ B^\top] = [I-Z;\ -2V]\,(I+Z)^{-1}` (one
+    $\tilde A = (I-Z)(I+Z)^{-1}$; with $B^\top = -2V(I+Z)^{-1}$ both factors come
+    from one right division, $[\tilde A;\ B^\top] = [I-Z;\ -2V]\,(I+Z)^{-1}$ (one
     LU, one solve, and a single solve in the backward pass). The symmetric part of ``I+Z`` is
     ``I + VᵀV`` ≻ 0, so it is always invertible. Leading batch dimensions are allowed
     (identically shaped layers are transformed together).
@@ -70,18 +71,18 @@ def cayley(w: Tensor, n: int) -> tuple[Tensor, Tensor]:
 
 
 def contraction_size(rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Shapes of the ``(X, Y)`` and ``Z`` parameters of :func:`contraction` for an r×c result."""
+    """Shapes of the ``(X, Y)`` and ``Z`` parameters of `contraction` for an r×c result."""
     d = min(rows, cols)
     return (d, d), (abs(rows - cols), d)
 
 
 def contraction(x: Tensor, y: Tensor, z: Tensor, rows: int, cols: int, eps: float) -> Tensor:
-    r"""Matrix :math:`N \in \mathbb{R}^{r\times c}` with spectral norm :math:`\|N\| < 1`.
+    r"""Matrix $N \in \mathbb{R}^{r\times c}$ with spectral norm $\|N\| < 1$.
 
-    With :math:`M = X^\top X + Y - Y^\top + Z^\top Z + \epsilon I_d`:
-    tall (r ≥ c): :math:`N = [(I-M)(I+M)^{-1};\ -2Z(I+M)^{-1}]`;
-    wide: :math:`N = [(I+M)^{-1}(I-M),\ -2(I+M)^{-1}Z^\top]`.
-    Then :math:`I - N^\top N = 4(I+M)^{-\top}(X^\top X+\epsilon I)(I+M)^{-1} \succ 0` (tall case).
+    With $M = X^\top X + Y - Y^\top + Z^\top Z + \epsilon I_d$:
+    tall (r ≥ c): $N = [(I-M)(I+M)^{-1};\ -2Z(I+M)^{-1}]$;
+    wide: $N = [(I+M)^{-1}(I-M),\ -2(I+M)^{-1}Z^\top]$.
+    Then $I - N^\top N = 4(I+M)^{-\top}(X^\top X+\epsilon I)(I+M)^{-1} \succ 0$ (tall case).
     """
     d = min(rows, cols)
     eye = eye_like(x, d)
@@ -95,7 +96,7 @@ def contraction(x: Tensor, y: Tensor, z: Tensor, rows: int, cols: int, eps: floa
 
 
 def zero_contraction_params(d: int, eps: float, dtype: torch.dtype) -> Tensor:
-    r"""The ``X`` of :func:`contraction` that gives ``N = 0`` exactly (``M = I``) when Y = Z = 0."""
+    r"""The ``X`` of `contraction` that gives ``N = 0`` exactly (``M = I``) when Y = Z = 0."""
     return math.sqrt(1.0 - eps) * torch.eye(d, dtype=dtype)
 
 

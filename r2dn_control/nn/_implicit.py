@@ -3,9 +3,10 @@ r"""Implicit-to-explicit algebra shared by the R2DN and REN families (docs/theor
 Both families build a positive definite matrix H from their direct parameters and read the
 implicit model off its blocks:
 
-.. math::
-    E = \tfrac12\left(H_{11} + H_{\mathrm{last}}/\bar\alpha^2 + Y - Y^\top\right),\quad
-    F = H_{\mathrm{last},1},\quad \mathcal P_{\mathrm{impl}} = H_{\mathrm{last}},
+$$
+E = \tfrac12\left(H_{11} + H_{\mathrm{last}}/\bar\alpha^2 + Y - Y^\top\right),\quad
+F = H_{\mathrm{last},1},\quad \mathcal P_{\mathrm{impl}} = H_{\mathrm{last}},
+$$
 
 then ``A = E⁻¹F`` etc. by one LU solve, and the Lyapunov metric 𝒫 = EᵀP⁻¹E.
 """
@@ -29,7 +30,7 @@ class IOBlock:
     """The input/output matrices of an R2DN (column convention).
 
     ``B2_hat`` is implicit (divided by E later); the others are explicit. The REN's block,
-    whose D̂₁₂ is implicit too, is :class:`ImplicitIOBlock`.
+    whose D̂₁₂ is implicit too, is `ImplicitIOBlock`.
     """
 
     B2_hat: Tensor
@@ -53,18 +54,19 @@ class ImplicitIOBlock:
 
 def dissipative_terms(io: IOBlock, C1: Tensor, B1_hat: Tensor, supply: SupplyRate,
                       D11_term: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    r"""The (Q,S,R) terms added to :math:`H_X` for a model whose nonlinearity is
+    r"""The (Q,S,R) terms added to $H_X$ for a model whose nonlinearity is
     1-Lipschitz (scalar multiplier λ = 1).
 
-    .. math::
-        R_1 &= \begin{bmatrix} I + D_{21}^\top Q D_{21} & D_{21}^\top (Q D_{22} + S^\top) \\
-               \cdot^\top & R - D_{12}^\top D_{12} + S D_{22} + D_{22}^\top S^\top + D_{22}^\top Q D_{22}
-               \end{bmatrix}, \\
-        \mathcal N &= \begin{bmatrix} C_2^\top Q D_{21} & -C_1^\top D_{12} + C_2^\top (Q D_{22} + S^\top) \\
-                     \hat B_1 & \hat B_2 \end{bmatrix}.
+    $$
+    R_1 &= \begin{bmatrix} I + D_{21}^\top Q D_{21} & D_{21}^\top (Q D_{22} + S^\top) \\
+           \cdot^\top & R - D_{12}^\top D_{12} + S D_{22} + D_{22}^\top S^\top + D_{22}^\top Q D_{22}
+           \end{bmatrix}, \\
+    \mathcal N &= \begin{bmatrix} C_2^\top Q D_{21} & -C_1^\top D_{12} + C_2^\top (Q D_{22} + S^\top) \\
+                 \hat B_1 & \hat B_2 \end{bmatrix}.
+    $$
 
     Returns ``(top_left, ncal, r1)`` with ``top_left = C₁ᵀC₁ − C₂ᵀQC₂``; the caller adds
-    ``blkdiag(top_left, 0) + 𝒩 R₁⁻¹ 𝒩ᵀ``. The REN counterpart is :func:`supply_terms`.
+    ``blkdiag(top_left, 0) + 𝒩 R₁⁻¹ 𝒩ᵀ``. The REN counterpart is `supply_terms`.
     """
     dt, dev = C1.dtype, C1.device
     q, s, r = (m.to(dtype=dt, device=dev) for m in (supply.Q, supply.S, supply.R))
@@ -87,18 +89,19 @@ def dissipative_terms(io: IOBlock, C1: Tensor, B1_hat: Tensor, supply: SupplyRat
 def supply_terms(io: ImplicitIOBlock, supply: SupplyRate) -> tuple[Tensor, Tensor, Tensor]:
     r"""The (Q,S,R) terms of a REN, ``H = H_X + Γ_R − Γ_Q`` (docs/theory.md §2, [R] Eqs. 28–33).
 
-    The REN counterpart of :func:`dissipative_terms` (diagonal multiplier Λ, implicit
+    The REN counterpart of `dissipative_terms` (diagonal multiplier Λ, implicit
     ``D̂₁₂ = io.D12_hat``):
 
-    .. math::
-        \hat C_2 = (D_{22}^\top Q + S) C_2,\quad
-        \hat D_{21} = (D_{22}^\top Q + S) D_{21} - \hat D_{12}^\top,\quad
-        R_1 = R + S D_{22} + D_{22}^\top S^\top + D_{22}^\top Q D_{22},
+    $$
+    \hat C_2 = (D_{22}^\top Q + S) C_2,\quad
+    \hat D_{21} = (D_{22}^\top Q + S) D_{21} - \hat D_{12}^\top,\quad
+    R_1 = R + S D_{22} + D_{22}^\top S^\top + D_{22}^\top Q D_{22},
 
-        \Gamma_Q = [C_2, D_{21}, 0]^\top Q [C_2, D_{21}, 0],\qquad
-        \Gamma_R = G_R^\top R_1^{-1} G_R,\qquad G_R = [\hat C_2, \hat D_{21}, \hat B_2^\top].
+    \Gamma_Q = [C_2, D_{21}, 0]^\top Q [C_2, D_{21}, 0],\qquad
+    \Gamma_R = G_R^\top R_1^{-1} G_R,\qquad G_R = [\hat C_2, \hat D_{21}, \hat B_2^\top].
+    $$
 
-    Returns ``(top_left, ncal, r1)`` for :func:`add_quadratic`:
+    Returns ``(top_left, ncal, r1)`` for `add_quadratic`:
     ``top_left = −[C₂, D₂₁]ᵀQ[C₂, D₂₁]`` (size nx+nv) and
     ``ncal = [Ĉ₂ᵀ; D̂₂₁ᵀ; B̂₂]`` (N × nu). R₁ ≻ 0 must hold by construction of D₂₂.
     """
@@ -116,7 +119,7 @@ def supply_terms(io: ImplicitIOBlock, supply: SupplyRate) -> tuple[Tensor, Tenso
 
 
 def add_quadratic(h: Tensor, top_left: Tensor, ncal: Tensor, r1: Tensor | None) -> Tensor:
-    r""":math:`H + \mathrm{blkdiag}(T, 0) + \mathcal N R_1^{-1} \mathcal N^\top` (``R₁ = I`` if None).
+    r"""$H + \mathrm{blkdiag}(T, 0) + \mathcal N R_1^{-1} \mathcal N^\top$ (``R₁ = I`` if None).
 
     ``R₁⁻¹`` enters through a Cholesky factor so the result is symmetric to round-off.
     """
@@ -146,7 +149,7 @@ def lyapunov_metric(e: Tensor, p: Tensor) -> Tensor:
 
 
 def long_memory_factor(target: Tensor, extra: Tensor, eps: float) -> Tensor:
-    r"""An upper factor X with :math:`X^\top X + \epsilon I + K = cH_0`, c ≥ 1 minimal-ish.
+    r"""An upper factor X with $X^\top X + \epsilon I + K = cH_0$, c ≥ 1 minimal-ish.
 
     ``target`` is H₀ (positive definite), ``extra`` is K, the part of H that comes from the
     other parameters. Scaling H₀ by c leaves A = E⁻¹F unchanged, so the long-memory

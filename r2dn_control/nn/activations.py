@@ -54,7 +54,7 @@ DERIVATIVE_FROM_OUTPUT: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 def activation_name(activation: object) -> str | None:
-    """The name of ``activation`` in :data:`ACTIVATIONS` (by identity), or None."""
+    """The name of ``activation`` in `ACTIVATIONS` (by identity), or None."""
     for name, fn in ACTIVATIONS.items():
         if fn is activation:
             return name

@@ -1,8 +1,8 @@
 """The recurrent-model base class: input checks, rollout dispatch, caching, checkpoints config.
 
-Every recurrent family (R2DN, REN) subclasses :class:`RecurrentModel` and implements only
+Every recurrent family (R2DN, REN) subclasses `RecurrentModel` and implements only
 ``_build_explicit(dtype)``: the map from its direct parameters to an
-:class:`~r2dn_control.nn.explicit.ExplicitModel`.
+`ExplicitModel`.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ class RecurrentModel(nn.Module):
     ``y, x_T = model(u, x0=None)`` with ``u`` of shape (batch, time, nu) (or (time, nu)),
     ``x0`` of shape (batch, nx) (or (nx,)); ``y`` has shape (batch, time, ny).
 
-    Efficient implementation (a fused backend of :data:`~r2dn_control.nn.explicit.BACKENDS`
-    where one applies, see :attr:`rollout_method`) equivalent to the following, with
+    Efficient implementation (a fused backend of `BACKENDS`
+    where one applies, see `rollout_method`) equivalent to the following, with
     ``m = model.explicit()`` and ``φ = m.network`` (docs/theory.md §2–§3)::
 
         x = x0
@@ -70,14 +70,14 @@ class RecurrentModel(nn.Module):
             x = x @ m.A.T + w @ m.B1.T + u[:, t] @ m.B2.T + m.bx
         return y, x
 
-    (:func:`~r2dn_control.nn.explicit.reference_loop` is this loop, public.)
+    (`reference_loop` is this loop, public.)
     """
 
-    #: The fixed supply rate of a dissipative family (None: contracting); read :attr:`supply`.
+    #: The fixed supply rate of a dissipative family (None: contracting); read `supply`.
     _supply: SupplyRate | None = None
     init_kwargs: dict[str, Any]
-    #: Passed to :func:`~r2dn_control.nn.explicit.rollout`: "auto", "fused", "reference" or a
-    #: backend name of :data:`~r2dn_control.nn.explicit.BACKENDS`.
+    #: Passed to `rollout`: "auto", "fused", "reference" or a
+    #: backend name of `BACKENDS`.
     rollout_method: str = "auto"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -279,7 +279,7 @@ class RecurrentModel(nn.Module):
 
         The direct-to-explicit algebra always runs in float64 (the certificate survives only
         there, docs/theory.md §6); the result is cast to ``dtype`` (default: the model's dtype).
-        Inside :meth:`frozen` the cached model is returned.
+        Inside `frozen` the cached model is returned.
         """
         return self._explicit(dtype, certificate=True)
 
@@ -366,7 +366,7 @@ class RecurrentModel(nn.Module):
         """One time step: returns ``(y_t, x_{t+1})`` for ``x`` (batch, nx) and ``u`` (batch, nu).
 
         Unbatched ``x`` (nx,) and ``u`` (nu,) are accepted. Builds the explicit model each call
-        unless inside :meth:`frozen`, where it takes the cached fast path of :meth:`compile_step`.
+        unless inside `frozen`, where it takes the cached fast path of `compile_step`.
         """
         if self._frozen is not None:
             return realtime.frozen_step(self)(x, u)
@@ -384,7 +384,7 @@ class RecurrentModel(nn.Module):
 
     def compile_step(self, backend: str = "auto") -> realtime.CompiledStep:
         """A low-overhead ``y, x_next = step(x, u)`` of the current weights (no gradients to
-        parameters; see :mod:`r2dn_control.nn.realtime`)."""
+        parameters; see `r2dn_control.nn.realtime`)."""
         return realtime.compile_step(self, backend)
 
     def extra_repr(self) -> str:

@@ -8,7 +8,7 @@ file can run code)::
 
 Guarantees
 ----------
-* Only classes in the explicit registry (:func:`~r2dn_control.nn.registry.register_model`) are
+* Only classes in the explicit registry (`register_model`) are
   constructed, and only with keyword arguments their constructors accept, whose values are
   JSON-like primitives (``None``, bool, int, float, str, lists, str-keyed dicts) or a dtype
   marker ``{"__dtype__": "float64"}``.
@@ -18,7 +18,7 @@ Guarantees
   and every tensor's name, dtype, shape and raw bytes in sorted key order; it is verified on load.
 * The dtype is read from the parameters at save time, so ``model.double()`` reloads as float64.
 * Non-finite weights are refused at save time unless ``allow_nonfinite=True``.
-* Every failure to read a file raises :class:`CheckpointError` (a ``ValueError``) naming it;
+* Every failure to read a file raises `CheckpointError` (a ``ValueError``) naming it;
   a missing file raises ``FileNotFoundError``.
 
 Files in the earlier format ``"r2dn-control/1"`` (import path as class, no checksum) still load
@@ -302,7 +302,7 @@ def _verify_checksum(blob: dict[str, Any], path: str, fail: Callable[..., Any]) 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                ) -> tuple[RecurrentModel, dict[str, Any]]:
-    """Rebuild a model saved by :func:`save_model`; returns ``(model, metadata)``.
+    """Rebuild a model saved by `save_model`; returns ``(model, metadata)``.
 
     Raises
     ------

@@ -5,17 +5,19 @@ Math contract: ``equilibrium.md`` beside this file.
 Forward (exact, nv sequential steps vectorised over the batch; row ``i`` only needs
 ``w_1 … w_{i−1}`` because ``D₁₁`` is strictly lower triangular):
 
-.. math::
-    w_i = \sigma\Big(b_i + \sum_{j<i} (D_{11})_{ij} w_j\Big), \qquad i = 1, \dots, n_v.
+$$
+w_i = \sigma\Big(b_i + \sum_{j<i} (D_{11})_{ij} w_j\Big), \qquad i = 1, \dots, n_v.
+$$
 
 Backward by the implicit function theorem, per sample, with ``J = diag(σ'(v))``,
 ``v = D₁₁w + b`` and the incoming gradient ``g = ∂L/∂w``:
 
-.. math::
-    (I - J D_{11})^\top \mu = g, \qquad
-    \frac{\partial L}{\partial b} = J\mu, \qquad
-    \frac{\partial L}{\partial D_{11}}
-        = \mathrm{tril}\Big(\sum_{\text{batch}} J\mu\, w^\top, -1\Big).
+$$
+(I - J D_{11})^\top \mu = g, \qquad
+\frac{\partial L}{\partial b} = J\mu, \qquad
+\frac{\partial L}{\partial D_{11}}
+    = \mathrm{tril}\Big(\sum_{\text{batch}} J\mu\, w^\top, -1\Big).
+$$
 
 ``(I − JD₁₁)ᵀ`` is unit upper triangular, so the adjoint is one batched triangular solve per
 call, instead of autograd storing and replaying the nv-step loop.
@@ -60,7 +62,7 @@ def _kernel_activation(activation: Activation, *tensors: Tensor) -> str | None:
 
 
 def _solve_inplace(D11: Tensor, b: Tensor, activation: Activation) -> Tensor:
-    """:func:`solve_equilibrium` without autograd: the C++ kernel where it applies, else one
+    """`solve_equilibrium` without autograd: the C++ kernel where it applies, else one
     preallocated buffer filled column by column."""
     name = _kernel_activation(activation, b, D11)
     if name is not None:
@@ -121,7 +123,7 @@ class _Equilibrium(torch.autograd.Function):
 class EquilibriumLayer:
     """The explicit nonlinearity of a REN: ``b ↦ w`` with ``w = σ(D₁₁w + b)``.
 
-    Satisfies the :class:`~r2dn_control.nn.explicit.Network` protocol.
+    Satisfies the `Network` protocol.
 
     Attributes
     ----------
@@ -129,7 +131,7 @@ class EquilibriumLayer:
         Strictly lower-triangular nv×nv matrix (only its strict lower triangle is read).
     activation : callable
         Elementwise activation with slope in [0, 1] (one of
-        :data:`~r2dn_control.nn.activations.ACTIVATIONS`).
+        `ACTIVATIONS`).
     implicit_backward : bool
         Differentiate by the implicit function theorem (default) or, if False, by plain
         autograd through the nv-step loop (the reference path).

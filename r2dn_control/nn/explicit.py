@@ -1,9 +1,10 @@
 r"""The explicit form shared by every recurrent model, and its rollout.
 
-.. math::
-    x_{t+1} &= A x_t + B_1 w_t + B_2 u_t + b_x \\
-    v_t &= C_1 x_t + D_{11} w_t + D_{12} u_t + b_v, \qquad w_t = \phi(v_t) \\
-    y_t &= C_2 x_t + D_{21} w_t + D_{22} u_t + b_y
+$$
+x_{t+1} &= A x_t + B_1 w_t + B_2 u_t + b_x \\
+v_t &= C_1 x_t + D_{11} w_t + D_{12} u_t + b_v, \qquad w_t = \phi(v_t) \\
+y_t &= C_2 x_t + D_{21} w_t + D_{22} u_t + b_y
+$$
 
 For an R2DN ``D11`` is absent (``None``) and φ is an LBDN; for a REN φ is the
 equilibrium layer ``w = σ(D₁₁ w + b)`` with ``D₁₁`` strictly lower triangular.
@@ -94,7 +95,7 @@ RecurrentPart = tuple[Tensor, Tensor, Tensor]
 
 @dataclass(frozen=True)
 class RolloutBackend:
-    """One way to run the recurrent part of :func:`rollout`.
+    """One way to run the recurrent part of `rollout`.
 
     Attributes
     ----------
@@ -174,7 +175,7 @@ METHODS = ("auto", "fused", *BACKENDS)
 
 def select_backend(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
                    ) -> RolloutBackend:
-    """The backend :func:`rollout` uses for ``method`` (see there); raises ``ValueError`` if
+    """The backend `rollout` uses for ``method`` (see there); raises ``ValueError`` if
     the requested one does not apply."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
@@ -196,8 +197,8 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
     """Simulate the explicit model on a batch of input sequences.
 
     The input terms ``B₂u + bₓ``, ``D₁₂u + b_v`` and ``D₂₂u + b_y`` are computed for all time
-    steps in one matmul each; the time loop (one of :data:`BACKENDS`, all equal to
-    :func:`reference_loop`) holds only the recurrent part; the outputs are computed after the
+    steps in one matmul each; the time loop (one of `BACKENDS`, all equal to
+    `reference_loop`) holds only the recurrent part; the outputs are computed after the
     loop in one matmul.
 
     Parameters
@@ -208,10 +209,10 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
     x0 : Tensor
         Initial states, shape (batch, nx).
     method : {"auto", "fused", "fused_r2dn", "fused_ren", "reference"}
-        ``"fused_r2dn"``: the hand-written adjoint of :mod:`r2dn_control.nn.fused_rollout`
+        ``"fused_r2dn"``: the hand-written adjoint of `r2dn_control.nn.fused_rollout`
         (R2DN with an LBDN network); ``"fused_ren"``: the C++ time loop of
-        :mod:`r2dn_control.nn.fused_ren` (REN, CPU float32/float64, kernels built);
-        ``"reference"``: :func:`reference_loop`, differentiated by autograd; ``"fused"``: the
+        `r2dn_control.nn.fused_ren` (REN, CPU float32/float64, kernels built);
+        ``"reference"``: `reference_loop`, differentiated by autograd; ``"fused"``: the
         fused backend that applies (error if none); ``"auto"``: the first backend that applies.
 
     Returns
@@ -234,5 +235,5 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
 
 
 def reference_rollout(model: ExplicitModel, u: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`rollout` with ``method="reference"`` (the plain loop autograd differentiates)."""
+    """`rollout` with ``method="reference"`` (the plain loop autograd differentiates)."""
     return rollout(model, u, x0, "reference")

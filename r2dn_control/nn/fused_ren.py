@@ -24,7 +24,7 @@ __all__ = ["activation_name", "can_fuse", "fused_ren_rollout"]
 
 
 def can_fuse(network: object, *tensors: Tensor) -> bool:
-    """Whether :func:`fused_ren_rollout` applies: an implicit-backward equilibrium layer with a
+    """Whether `fused_ren_rollout` applies: an implicit-backward equilibrium layer with a
     known activation, CPU float32/float64 tensors, and the C++ kernels loaded."""
     return (isinstance(network, EquilibriumLayer) and network.implicit_backward
             and activation_name(network.activation) is not None
@@ -69,7 +69,7 @@ class _FusedRENRollout(torch.autograd.Function):
 
 def fused_ren_rollout(network: EquilibriumLayer, x0: Tensor, drive_x: Tensor, drive_v: Tensor,
                       A: Tensor, B1: Tensor, C1: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Run the recurrent part of a REN in the C++ kernel (check :func:`can_fuse` first).
+    """Run the recurrent part of a REN in the C++ kernel (check `can_fuse` first).
 
     Parameters
     ----------

@@ -1,17 +1,17 @@
 r"""Fused R2DN rollout: a hand-written adjoint for the whole sequence.
 
 Autograd records every small op of every time step and computes each weight gradient as T
-separate small matmuls. This :class:`torch.autograd.Function` runs the forward loop into
+separate small matmuls. This `torch.autograd.Function` runs the forward loop into
 preallocated buffers, and its backward runs only the sequential adjoint chain through time,
 then forms every weight gradient as one matmul over all (time × batch) samples. The
 activations' derivatives are recovered from their saved outputs. The equations are in
 ``fused_rollout.md`` beside this file; ``tests/test_fused_rollout.py`` holds it equal to the
-reference path (:func:`r2dn_control.nn.explicit.reference_rollout`) to 1e-10 in float64.
+reference path (`r2dn_control.nn.explicit.reference_rollout`) to 1e-10 in float64.
 
-On CPU float32/float64 tensors, when the C++ kernels are built (:mod:`.cpp`), both time loops
+On CPU float32/float64 tensors, when the C++ kernels are built (`.cpp`), both time loops
 run in C++ (``torch.ops.r2dn_control.r2dn_forward`` / ``r2dn_adjoint``): hand-vectorised loops
 over blocks of batch rows when every width is at most the ``nn.cpp.loop_width`` setting
-(:mod:`r2dn_control.config`), else torch's CPU kernels called in this file's order, in both
+(`r2dn_control.config`), else torch's CPU kernels called in this file's order, in both
 cases without per-op Python and dispatcher overhead. Elsewhere (CUDA, other dtypes,
 ``R2DN_DISABLE_CPP=1``, no compiler, inside ``cpp.suspended()``) the Python loops below run.
 σ' and the weight gradients are a few large ops and stay in torch either way.

@@ -1,7 +1,8 @@
 r"""Incremental (Q, S, R) supply rates and their validation.
 
-.. math::
-    s(\Delta u, \Delta y) = \Delta y^\top Q \Delta y + 2\Delta u^\top S \Delta y + \Delta u^\top R \Delta u,
+$$
+s(\Delta u, \Delta y) = \Delta y^\top Q \Delta y + 2\Delta u^\top S \Delta y + \Delta u^\top R \Delta u,
+$$
 
 with Q ∈ ℝ^{ny×ny}, S ∈ ℝ^{nu×ny}, R ∈ ℝ^{nu×nu}. A model is (Q,S,R)-dissipative if
 ``Σ_t s(Δu_t, Δy_t) ≥ −V(Δx₀)`` along every pair of trajectories.
@@ -113,7 +114,7 @@ class SupplyRate:
         """``Q = −I/γ, S = 0, R = γI`` from a positive 0-d float64 tensor γ, differentiable in γ.
 
         Not validated (no eigen-decompositions): γ > 0 is the caller's construction, e.g.
-        γ = exp(ρ) in :class:`~r2dn_control.nn.parametrizations.LipschitzBound`. The Cholesky
+        γ = exp(ρ) in `LipschitzBound`. The Cholesky
         factors are closed-form: ``L_Q = I/√γ``, ``L_R = √γ I``.
         """
         if not isinstance(gamma, Tensor) or gamma.dim() != 0 or gamma.dtype != torch.float64:

@@ -1,18 +1,19 @@
 r"""Sandwich layers and Lipschitz-bounded deep networks (LBDN).
 
-Wang & Manchester (2023). A hidden sandwich layer :math:`h \mapsto h^+` is
+Wang & Manchester (2023). A hidden sandwich layer $h \mapsto h^+$ is
 
-.. math::
-    h^+ = \sqrt{2}\,\tilde A \Psi\, \sigma\!\left(\sqrt{2}\,\Psi^{-1} B h + b\right),
+$$
+h^+ = \sqrt{2}\,\tilde A \Psi\, \sigma\!\left(\sqrt{2}\,\Psi^{-1} B h + b\right),
+$$
 
-with :math:`(\tilde A, B)` the Cayley transform of the normalised weight
-:math:`\bar{W} = (a/\mathrm{nrm}(W)) W` (so :math:`\tilde A^\top\tilde A + BB^\top = I`) and
-:math:`\Psi = \mathrm{diag}(e^{d})`. It is 1-Lipschitz for any σ with slope in [0, 1].
-The linear output layer is :math:`h^+ = Bh + b` with :math:`\|B\| \le 1`, and the network is
-:math:`f(x) = \sqrt\gamma\, g_L \circ \dots \circ g_1(\sqrt\gamma\, x)`, which is γ-Lipschitz.
+with $(\tilde A, B)$ the Cayley transform of the normalised weight
+$\bar{W} = (a/\mathrm{nrm}(W)) W$ (so $\tilde A^\top\tilde A + BB^\top = I$) and
+$\Psi = \mathrm{diag}(e^{d})$. It is 1-Lipschitz for any σ with slope in [0, 1].
+The linear output layer is $h^+ = Bh + b$ with $\|B\| \le 1$, and the network is
+$f(x) = \sqrt\gamma\, g_L \circ \dots \circ g_1(\sqrt\gamma\, x)$, which is γ-Lipschitz.
 
 For evaluation the constant scalings are folded into the neighbouring matrices so the
-network is an ordinary MLP (:class:`ExplicitMLP`) with one matmul per layer.
+network is an ordinary MLP (`ExplicitMLP`) with one matmul per layer.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class ExplicitMLP:
     activation : callable
         The elementwise activation applied after every layer but the last.
     activation_name : str
-        Its name in :data:`r2dn_control.nn.activations.ACTIVATIONS` (used by the fused rollout).
+        Its name in `r2dn_control.nn.activations.ACTIVATIONS` (used by the fused rollout).
     """
 
     weights: tuple[Tensor, ...]
@@ -85,7 +86,7 @@ class SandwichLayer(nn.Module):
     in_features, out_features : int
         Sizes m and n.
     activation : str
-        Slope-restricted activation (see :mod:`r2dn_control.nn.activations`).
+        Slope-restricted activation (see `r2dn_control.nn.activations`).
     linear : bool
         If True this is the linear output layer ``h⁺ = B h + b`` (no activation, no ``d``).
     bias : bool
@@ -139,11 +140,11 @@ class SandwichLayer(nn.Module):
         return (a / frobenius(w, self.eps)) * w
 
     def cayley_factors(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
-        r"""Return :math:`(\tilde A, B)` with :math:`\tilde A^\top\tilde A + BB^\top = I`."""
+        r"""Return $(\tilde A, B)$ with $\tilde A^\top\tilde A + BB^\top = I$."""
         return cayley(self.normalized_weight(dtype), self.out_features)
 
     def psi(self, dtype: torch.dtype | None = None) -> Tensor | None:
-        r""":math:`\psi = \exp(\mathrm{clip}(d, \pm 20))`, or None for the linear layer."""
+        r"""$\psi = \exp(\mathrm{clip}(d, \pm 20))$, or None for the linear layer."""
         if self.log_psi is None:
             return None
         d = self.log_psi if dtype is None else self.log_psi.to(dtype)
@@ -156,7 +157,7 @@ class SandwichLayer(nn.Module):
 
         ``pre = √2 Bᵀ Ψ⁻¹`` and ``post = √2 Ψ Ãᵀ`` for a hidden layer;
         ``pre = Bᵀ`` and ``post = None`` for the linear layer. ``factors`` are precomputed
-        :meth:`cayley_factors` (the LBDN batches them over identically shaped layers).
+        `cayley_factors` (the LBDN batches them over identically shaped layers).
         """
         a_tilde, b = self.cayley_factors(dtype) if factors is None else factors
         bias = self.bias if (self.bias is None or dtype is None) else self.bias.to(dtype)
@@ -179,7 +180,7 @@ class SandwichLayer(nn.Module):
 
 
 class LBDN(nn.Module):
-    r"""Lipschitz-bounded deep network :math:`f(x)=\sqrt\gamma\,g_L\circ\dots\circ g_1(\sqrt\gamma x)`.
+    r"""Lipschitz-bounded deep network $f(x)=\sqrt\gamma\,g_L\circ\dots\circ g_1(\sqrt\gamma x)$.
 
     ``‖f(a) − f(b)‖ ≤ γ‖a − b‖`` for every value of the parameters.
 
@@ -290,7 +291,7 @@ class LBDN(nn.Module):
 
     def _folded_factors(self, dtype: torch.dtype | None
                         ) -> tuple[list[Tensor], list[Tensor | None]]:
-        r"""Every layer's right-multiplied ``pre`` and ``post`` of :meth:`SandwichLayer.folded`,
+        r"""Every layer's right-multiplied ``pre`` and ``post`` of `SandwichLayer.folded`,
         computed group-wise: ``W̄ = (a/nrm(W))W``, ``(Ã, B) = cayley(W̄)``,
         ``pre = √2 Bᵀ Ψ⁻¹``, ``post = √2 Ψ Ãᵀ`` (``pre = Bᵀ``, ``post = None`` if linear)."""
         pres: list[Tensor] = [None] * len(self.layers)  # type: ignore[list-item]

@@ -4,13 +4,13 @@ Each module owns the direct (free) parameters of one constrained quantity and ma
 every parameter value gives a quantity that satisfies the constraint, so gradient descent
 never leaves the certified set:
 
-* :class:`ContractionFactor`: a matrix N with ‖N‖ < 1 (the feedthrough contractions of the
-  (Q,S,R) families; :func:`~r2dn_control.nn._algebra.contraction`).
-* :class:`LipschitzBound`: the prescribed Lipschitz bound γ > 0 of the Lipschitz families,
+* `ContractionFactor`: a matrix N with ‖N‖ < 1 (the feedthrough contractions of the
+  (Q,S,R) families; `contraction`).
+* `LipschitzBound`: the prescribed Lipschitz bound γ > 0 of the Lipschitz families,
   fixed, or learned as γ = exp(ρ) of a scalar parameter ρ (``gamma="learn"``).
 
-The positive definite factor ``H_X = XᵀX + εI`` (:func:`~r2dn_control.nn._algebra.gram`) and
-the LBDN's Cayley transform (:func:`~r2dn_control.nn._algebra.cayley`) stay functions of
+The positive definite factor ``H_X = XᵀX + εI`` (`gram`) and
+the LBDN's Cayley transform (`cayley`) stay functions of
 parameters held by the model itself, so that checkpoints keep their state-dict keys.
 """
 
@@ -31,7 +31,7 @@ LEARN = "learn"
 class ContractionFactor(nn.Module):
     """Direct parameters ``(X, Y, Z)`` of a matrix N (rows×cols) with ‖N‖ < 1.
 
-    See :func:`r2dn_control.nn._algebra.contraction` (docs/theory.md §3).
+    See `r2dn_control.nn._algebra.contraction` (docs/theory.md §3).
     """
 
     def __init__(self, rows: int, cols: int, eps: float, zero: bool = False, **factory) -> None:
@@ -76,7 +76,7 @@ class LipschitzBound(nn.Module):
     one scalar parameter ``log_gamma`` = ρ, initialised to log(``gamma_init``); exp is taken in
     float64 whatever the parameter dtype, so γ > 0 for every finite ρ and the supply rate
     ``Q = −I/γ, S = 0, R = γI`` built from it is valid for every parameter value. The
-    certificate holds for the γ that :meth:`value` returns.
+    certificate holds for the γ that `value` returns.
     """
 
     def __init__(self, gamma: float | str = 1.0, gamma_init: float = 1.0, *,

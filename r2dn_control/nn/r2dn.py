@@ -1,16 +1,17 @@
 r"""R2DN: an LTI system in feedback with a 1-Lipschitz LBDN (Barbara, Wang & Manchester, 2025).
 
-.. math::
-    x_{t+1} = A x_t + B_1 w_t + B_2 u_t + b_x,\quad
-    v_t = C_1 x_t + D_{12} u_t + b_v,\quad w_t = \phi(v_t),\quad
-    y_t = C_2 x_t + D_{21} w_t + D_{22} u_t + b_y,
+$$
+x_{t+1} = A x_t + B_1 w_t + B_2 u_t + b_x,\quad
+v_t = C_1 x_t + D_{12} u_t + b_v,\quad w_t = \phi(v_t),\quad
+y_t = C_2 x_t + D_{21} w_t + D_{22} u_t + b_y,
+$$
 
 with φ an LBDN of Lipschitz constant 1. The LTI weights come from a positive definite
 ``H ∈ ℝ^{2nx×2nx}`` (independent of nv and depth, docs/theory.md §3):
 
 * contracting: ``H = H_X + blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)``;
 * (Q,S,R)-dissipative: ``H = H_X + blkdiag(C₁ᵀC₁ − C₂ᵀQC₂, 0) + 𝒩R₁⁻¹𝒩ᵀ``
-  (see :func:`r2dn_control.nn._implicit.dissipative_terms`),
+  (see `r2dn_control.nn._implicit.dissipative_terms`),
 
 then ``E = ½(H₁₁ + H₂₂/ᾱ² + Y − Yᵀ)``, ``F = H₂₁``, ``P = H₂₂``, ``A = E⁻¹F``,
 ``B₁ = E⁻¹B̂₁`` (and ``B₂ = E⁻¹B̂₂`` for the dissipative families). Every parameter value
@@ -151,9 +152,9 @@ class ContractingR2DN(_R2DN):
     hidden : sequence of int
         Hidden widths of the LBDN φ: ℝ^nv → ℝ^nv.
     output_layer : {"linear", "sandwich"}
-        Last LBDN layer (see :class:`~r2dn_control.nn.lbdn.LBDN`).
+        Last LBDN layer (see `LBDN`).
     **common
-        See :class:`~r2dn_control.nn.base.RecurrentModel`.
+        See `RecurrentModel`.
     """
 
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int,
@@ -178,7 +179,7 @@ class ContractingR2DN(_R2DN):
     _io_enters_h = False
 
     def _extra_h(self, io: IOBlock, C1: Tensor, B1_hat: Tensor) -> Tensor:
-        """``blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)`` (:func:`add_quadratic` with 𝒩 = [0; B̂₁], R₁ = I)."""
+        """``blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)`` (`add_quadratic` with 𝒩 = [0; B̂₁], R₁ = I)."""
         return torch.block_diag(C1.T @ C1, B1_hat @ B1_hat.T)
 
 
@@ -206,7 +207,7 @@ class GeneralR2DN(_DissipativeR2DN):
     full_d22 : bool
         Learn the full feedthrough D₂₂ (otherwise D₂₂ sits at the centre −Q⁻¹Sᵀ).
     **kwargs
-        See :class:`ContractingR2DN`.
+        See `ContractingR2DN`.
 
     Notes
     -----
@@ -261,12 +262,12 @@ class LipschitzR2DN(GeneralR2DN):
     ----------
     gamma, gamma_init : float or "learn", float
         The prescribed bound γ > 0, or ``"learn"`` from ``gamma_init``
-        (:class:`~r2dn_control.nn.parametrizations.LipschitzBound`; current value
-        :meth:`gamma_bound`).
+        (`LipschitzBound`; current value
+        `gamma_bound`).
     full_d22 : bool
         Learn a feedthrough D₂₂ (extension of the paper's D₂₂ = 0).
     **kwargs
-        See :class:`ContractingR2DN`.
+        See `ContractingR2DN`.
     """
 
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
@@ -290,7 +291,7 @@ class PassiveR2DN(_DissipativeR2DN):
     input_passivity : float
         Input passivity index ν ≥ 0.
     **kwargs
-        See :class:`ContractingR2DN`.
+        See `ContractingR2DN`.
     """
 
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,

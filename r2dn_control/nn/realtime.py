@@ -2,18 +2,19 @@ r"""Low-overhead stepping for real-time loops: the explicit model in a stacked "
 
 One step of every model (docs/theory.md §2, §3), with ``z = [x; u]``:
 
-.. math::
-    v = W_{in}^\top z + b_v, \qquad w = \phi(v), \qquad
-    \begin{bmatrix} y \\ x^+ \end{bmatrix} = W_{out}^\top \begin{bmatrix} z \\ w \end{bmatrix} + b_{out},
+$$
+v = W_{in}^\top z + b_v, \qquad w = \phi(v), \qquad
+\begin{bmatrix} y \\ x^+ \end{bmatrix} = W_{out}^\top \begin{bmatrix} z \\ w \end{bmatrix} + b_{out},
+$$
 
-where :math:`W_{in} = [C_1\; D_{12}]^\top` and
-:math:`W_{out} = \begin{bmatrix} C_2 & D_{22} & D_{21} \\ A & B_2 & B_1 \end{bmatrix}^\top`
+where $W_{in} = [C_1\; D_{12}]^\top$ and
+$W_{out} = \begin{bmatrix} C_2 & D_{22} & D_{21} \\ A & B_2 & B_1 \end{bmatrix}^\top$
 only *stack* the explicit matrices (no products, so the stacked values are exactly the
 explicit model's values in any dtype), ``φ`` is the LBDN with its scalings folded into one
 matrix per layer (R2DN) or the equilibrium ``w = σ(D₁₁w + v)`` solved row by row (REN).
-:class:`StepForm` holds these arrays; the ONNX and C exporters write the same form.
+`StepForm` holds these arrays; the ONNX and C exporters write the same form.
 
-:class:`CompiledStep` evaluates it with every weight cached and every intermediate buffer
+`CompiledStep` evaluates it with every weight cached and every intermediate buffer
 preallocated: on CPU an R2DN runs in numpy (about one BLAS call per layer, biases folded into
 the matmuls through a constant-one row), elsewhere (CUDA, REN, or inputs that need gradients)
 in torch with the same stacked matrices.
@@ -59,7 +60,7 @@ class StepForm:
     b_out : ndarray (ny+nx,)
         ``[b_y, b_x]``.
     activation : str
-        Name in :data:`~r2dn_control.nn.activations.ACTIVATIONS`.
+        Name in `ACTIVATIONS`.
     dtype : torch.dtype
         The dtype of the explicit model the values were read from (they are exactly
         representable in it).
@@ -342,14 +343,14 @@ class CompiledStep:
 
 
 def compile_step(model: RecurrentModel, backend: str = "auto") -> CompiledStep:
-    """A :class:`CompiledStep` of ``model``'s current explicit model (no gradients)."""
+    """A `CompiledStep` of ``model``'s current explicit model (no gradients)."""
     with torch.no_grad():
         explicit = model.explicit()
     return CompiledStep(explicit, backend)
 
 
 def frozen_step(model: RecurrentModel) -> CompiledStep:
-    """The :class:`CompiledStep` of the explicit model cached by ``model.frozen()``."""
+    """The `CompiledStep` of the explicit model cached by ``model.frozen()``."""
     cached = model.__dict__.get("_frozen_step")
     if cached is None or cached[0] is not model._frozen:
         cached = (model._frozen, CompiledStep(model._frozen))

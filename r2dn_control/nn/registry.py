@@ -1,10 +1,10 @@
 """The explicit registry of model classes that checkpoints may rebuild.
 
 A checkpoint names its class by a stable registry name (``"LipschitzR2DN"``), never by an import
-path: :func:`~r2dn_control.nn.checkpoint.load_model` only constructs classes registered here, so a
+path: `load_model` only constructs classes registered here, so a
 crafted file cannot make it call an arbitrary function. The built-in families are registered by
-:mod:`r2dn_control.nn.checkpoint`; a third-party subclass of
-:class:`~r2dn_control.nn.base.RecurrentModel` registers itself with the decorator::
+`r2dn_control.nn.checkpoint`; a third-party subclass of
+`RecurrentModel` registers itself with the decorator::
 
     @register_model                 # registry name "MyModel"
     class MyModel(ContractingR2DN): ...
@@ -49,7 +49,7 @@ def register_model(cls: None = None, *, name: str | None = None
 
 
 def register_model(cls=None, *, name=None):
-    """Register a :class:`RecurrentModel` subclass for checkpoints (usable as a decorator).
+    """Register a `RecurrentModel` subclass for checkpoints (usable as a decorator).
 
     Parameters
     ----------

@@ -2,11 +2,12 @@ r"""REN: Recurrent Equilibrium Networks (Revay, Wang & Manchester, TAC 2023), do
 
 Implicit model (hats mark implicit quantities, Λ ≻ 0 diagonal, D̂₁₁ strictly lower triangular):
 
-.. math::
-    E x_{t+1} = F x_t + \hat B_1 w_t + \hat B_2 u_t,\qquad
-    \Lambda v_t = \hat C_1 x_t + \hat D_{11} w_t + \hat D_{12} u_t,\qquad w_t = \sigma(v_t),
+$$
+E x_{t+1} = F x_t + \hat B_1 w_t + \hat B_2 u_t,\qquad
+\Lambda v_t = \hat C_1 x_t + \hat D_{11} w_t + \hat D_{12} u_t,\qquad w_t = \sigma(v_t),
 
-    y_t = C_2 x_t + D_{21} w_t + D_{22} u_t,
+y_t = C_2 x_t + D_{21} w_t + D_{22} u_t,
+$$
 
 with biases added in explicit form. Every block comes from one positive definite
 ``H ∈ ℝ^{N×N}``, ``N = 2nx + nv``, partitioned (nx | nv | nx):
@@ -17,7 +18,7 @@ with biases added in explicit form. Every block comes from one positive definite
 and the explicit model is ``[A B₁ B₂] = E⁻¹[F B̂₁ B̂₂]``, ``[C₁ D₁₁ D₁₂] = Λ⁻¹[Ĉ₁ D̂₁₁ D̂₁₂]``.
 
 * contracting: ``H = H_X``;
-* (Q,S,R)-dissipative: ``H = H_X + Γ_R − Γ_Q`` (:func:`supply_terms`).
+* (Q,S,R)-dissipative: ``H = H_X + Γ_R − Γ_Q`` (`supply_terms`).
 
 The implied certificate (docs/theory.md §4) is 𝒫 = EᵀP⁻¹E with the diagonal multiplier Λ.
 """
@@ -156,7 +157,7 @@ class ContractingREN(_REN):
     input_size, state_size, features, output_size : int
         nu, nx, nv (equilibrium-layer width), ny.
     **common
-        See :class:`~r2dn_control.nn.base.RecurrentModel` (``activation``, ``init``,
+        See `RecurrentModel` (``activation``, ``init``,
         ``contraction_rate``, ``polar``, ``eps``, ``init_output_zero``, ``identity_output``,
         ``batch_first``, ``dtype``, ``device``).
     """
@@ -179,7 +180,7 @@ class GeneralREN(_REN):
     r"""(Q,S,R)-dissipative REN: ``Σ_t s(Δu_t, Δy_t) ≥ −Δx₀ᵀ𝒫Δx₀`` on any pair of trajectories.
 
     ``D₂₂ = −Q⁻¹Sᵀ + L_Q⁻¹ N L_R`` with ``N = Cont(X₃, Y₃, Z₃)`` (ny×nu, ‖N‖ < 1) and
-    ``H = H_X + Γ_R − Γ_Q`` (:func:`supply_terms`).
+    ``H = H_X + Γ_R − Γ_Q`` (`supply_terms`).
 
     Parameters
     ----------
@@ -189,7 +190,7 @@ class GeneralREN(_REN):
         Learn the feedthrough (default, as in the REN paper); if False, D₂₂ stays at the
         centre −Q⁻¹Sᵀ. N starts at 0 either way.
     **kwargs
-        See :class:`ContractingREN`.
+        See `ContractingREN`.
 
     Notes
     -----
@@ -224,12 +225,12 @@ class LipschitzREN(GeneralREN):
     ----------
     gamma, gamma_init : float or "learn", float
         The prescribed bound γ > 0, or ``"learn"`` from ``gamma_init``
-        (:class:`~r2dn_control.nn.parametrizations.LipschitzBound`; current value
-        :meth:`gamma_bound`).
+        (`LipschitzBound`; current value
+        `gamma_bound`).
     full_d22 : bool
         Learn the feedthrough D₂₂ = γN (default); if False, D₂₂ = 0.
     **kwargs
-        See :class:`ContractingREN`.
+        See `ContractingREN`.
     """
 
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,
@@ -247,14 +248,14 @@ class PassiveREN(_REN):
     Supply ``Q = 0, S = I, R = −2νI`` (needs ``input_size == output_size``), as in
     RobustNeuralNetworks.jl with ρ = 0: ``D₂₂ = νI + X₃ᵀX₃ + Y₃ − Y₃ᵀ + εI`` so that
     ``R₁ = D₂₂ + D₂₂ᵀ − 2νI = 2(X₃ᵀX₃ + εI) ≻ 0``; ``Γ_Q = 0``, ``Ĉ₂ = C₂``,
-    ``D̂₂₁ = D₂₁ − D̂₁₂ᵀ`` (:func:`supply_terms` with Q = 0, S = I).
+    ``D̂₂₁ = D₂₁ − D̂₁₂ᵀ`` (`supply_terms` with Q = 0, S = I).
 
     Parameters
     ----------
     input_passivity : float
         Input passivity index ν ≥ 0.
     **kwargs
-        See :class:`ContractingREN`.
+        See `ContractingREN`.
     """
 
     def __init__(self, input_size: int, state_size: int, features: int, output_size: int, *,

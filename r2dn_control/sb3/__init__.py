@@ -1,4 +1,4 @@
-"""Compatibility path: the Stable-Baselines3 adapters live in :mod:`r2dn_control.integrations.sb3`.
+"""Compatibility path: the Stable-Baselines3 adapters live in `r2dn_control.integrations.sb3`.
 
 (A package rather than ``sb3.py`` so that version control sees ``sb3.py`` as renamed.)
 """

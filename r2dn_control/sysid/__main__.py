@@ -1,4 +1,4 @@
-"""``python -m r2dn_control.sysid --model r2dn --out DIR``: the paper's F-16 run (see :mod:`.f16`)."""
+"""``python -m r2dn_control.sysid --model r2dn --out DIR``: the paper's F-16 run (see `.f16`)."""
 
 import sys
 

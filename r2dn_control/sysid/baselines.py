@@ -1,8 +1,8 @@
 """Plain (unconstrained) torch GRU/LSTM baselines with the recurrent models' calling convention.
 
 ``y, x_T = baseline(u, x0)`` with ``u`` (batch, time, nu) and the state flattened to
-(batch, state_size), so :func:`~r2dn_control.sysid.fit`, the initial-state estimators and
-:func:`~r2dn_control.sysid.evaluate` treat a baseline exactly like an R2DN or REN. A baseline has
+(batch, state_size), so `fit`, the initial-state estimators and
+`evaluate` treat a baseline exactly like an R2DN or REN. A baseline has
 no stability guarantee: it is what a user compares the certified models against.
 """
 

@@ -1,13 +1,14 @@
 r"""A Bouc–Wen hysteretic oscillator: a data-free second benchmark (Noël & Schoukens 2016).
 
-.. math::
-    m \ddot y + c \dot y + k y + z = u, \qquad
-    \dot z = \alpha \dot y - \beta\,(\gamma |\dot y| |z|^{\nu-1} z + \delta \dot y |z|^{\nu})
+$$
+m \ddot y + c \dot y + k y + z = u, \qquad
+\dot z = \alpha \dot y - \beta\,(\gamma |\dot y| |z|^{\nu-1} z + \delta \dot y |z|^{\nu})
+$$
 
 with the benchmark's parameters m = 2 kg, c = 10 N s/m, k = 5·10⁴ N/m, α = 5·10⁴ N/m,
 β = 10³ m⁻¹, γ = 0.8, δ = −1.1, ν = 1; input force u in N, output displacement y in m, sampled at
 750 Hz. The benchmark's excitation is a random-phase multisine of 8,192 samples per period,
-5–150 Hz, 50 N RMS (:func:`multisine`).
+5–150 Hz, 50 N RMS (`multisine`).
 
 This simulator integrates with classical Runge–Kutta 4 at ``substeps`` × 750 Hz and holds the
 input constant over each sample (zero-order hold); the benchmark itself uses a Newmark scheme at

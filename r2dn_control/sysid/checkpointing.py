@@ -1,4 +1,4 @@
-"""Atomic, code-free training checkpoints (every epoch) for :func:`~r2dn_control.sysid.fit`.
+"""Atomic, code-free training checkpoints (every epoch) for `fit`.
 
 A checkpoint is a ``torch.save`` dict of tensors, numbers, strings, lists and dicts only, so it
 loads with ``weights_only=True`` (nothing in it can run code). It is written to a temporary file
@@ -39,12 +39,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Atomically write a training-state dict (see :func:`load_checkpoint`)."""
+    """Atomically write a training-state dict (see `load_checkpoint`)."""
     atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    """Read a checkpoint written by `save_checkpoint` (``weights_only=True``)."""
     blob = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a sysid training checkpoint (format {FORMAT!r})")

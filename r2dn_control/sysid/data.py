@@ -1,12 +1,12 @@
 r"""Input–output records for system identification: experiments, normalisation, windows, splits.
 
-A :class:`SequenceData` holds one or several *experiments* (measured records that each start from
+A `SequenceData` holds one or several *experiments* (measured records that each start from
 their own unknown initial state), possibly of different lengths. Each experiment is a pair of
 float64 arrays ``u`` (T, nu) and ``y`` (T, ny).
 
-Normalisation (docs/theory.md §7) is the affine map :math:`\tilde u = (u - \mu_u) / \sigma_u`,
-:math:`\tilde y = (y - \mu_y) / \sigma_y` per channel, with statistics fitted on the *training*
-data only (:meth:`Normalization.fit`), and stored with the predictor so that predictions come back
+Normalisation (docs/theory.md §7) is the affine map $\tilde u = (u - \mu_u) / \sigma_u$,
+$\tilde y = (y - \mu_y) / \sigma_y$ per channel, with statistics fitted on the *training*
+data only (`Normalization.fit`), and stored with the predictor so that predictions come back
 in physical units.
 """
 
@@ -120,7 +120,7 @@ class SequenceData:
         """Cut the last ``fraction`` of every experiment off: ``(head, tail)``.
 
         The tail of experiment i continues from where its head stops, so a model simulated over
-        the whole experiment can be scored on the tail (what :func:`~r2dn_control.sysid.fit`
+        the whole experiment can be scored on the tail (what `fit`
         does with ``val=None``).
         """
         if not 0 < fraction < 1:
@@ -144,13 +144,13 @@ class SequenceData:
 class Normalization:
     """Per-channel affine normalisation ``ũ = (u − u_mean)/u_std``, ``ỹ = (y − y_mean)/y_std``.
 
-    All four vectors are float64 numpy arrays. :meth:`as_metadata` gives the checkpoint metadata
+    All four vectors are float64 numpy arrays. `as_metadata` gives the checkpoint metadata
     ``{"u_mean": [...], "u_std": [...], "y_mean": [...], "y_std": [...]}`` that the certify CLI
     reads.
 
     Physical units (docs/theory.md §7): if the normalised model has incremental ℓ₂ gain γ̃, the
     physical model ``y = σ_y ⊙ f(σ_u⁻¹ ⊙ (u − μ_u)) + μ_y`` has gain at most
-    ``γ̃ · max(σ_y) / min(σ_u)`` (:meth:`physical_gamma`).
+    ``γ̃ · max(σ_y) / min(σ_u)`` (`physical_gamma`).
     """
 
     u_mean: np.ndarray
@@ -190,7 +190,7 @@ class Normalization:
 
     @classmethod
     def from_metadata(cls, meta: dict) -> Normalization:
-        """Inverse of :meth:`as_metadata`."""
+        """Inverse of `as_metadata`."""
         try:
             return cls(*(meta[k] for k in ("u_mean", "u_std", "y_mean", "y_std")))
         except KeyError as error:

@@ -1,15 +1,15 @@
-"""Recommended starting models for identification (:func:`default_model`).
+"""Recommended starting models for identification (`default_model`).
 
 Defaults (docs/sysid.md, "Defaults that generalise", gives the study behind them):
 
 * ``init="long_memory"`` with a contraction rate ᾱ **estimated from the training data** when
-  ``default_model(train)`` is given a :class:`SequenceData`: ᾱ = min(1, max(0.9, |λ|max^{1/2}))
-  where |λ|max is the slowest pole of a least-squares ARX fit (:mod:`.poles`). ᾱ bounds every
+  ``default_model(train)`` is given a `SequenceData`: ᾱ = min(1, max(0.9, |λ|max^{1/2}))
+  where |λ|max is the slowest pole of a least-squares ARX fit (`.poles`). ᾱ bounds every
   pole's modulus (docs/theory.md §3), so a fixed default is wrong in both directions: below the
   data's slowest pole (a mode of damping ζ and natural frequency ω_n sampled at dt has
   |λ| = exp(−ζ ω_n dt)) that mode cannot be represented; at ᾱ = 1 the model can fit a slow drift
   instead of the system. With the old signature ``default_model(nu, ny)`` there is no data to
-  estimate from and ᾱ = :data:`DEFAULT_CONTRACTION_RATE`.
+  estimate from and ᾱ = `DEFAULT_CONTRACTION_RATE`.
 * Sizes: ``"small"`` (nx = 16, nv = 32, LBDN 2×32) trains in minutes on a CPU.
 """
 
@@ -47,8 +47,8 @@ def default_model(data_or_nu: SequenceData | int, output_size: int | None = None
     size : {"small", "medium", "large"}
         (nx, nv, LBDN hidden widths); "large" is the F-16 paper's R2DN.
     contraction_rate : float or "auto"
-        ᾱ. ``"auto"``: :func:`~r2dn_control.sysid.poles.suggested_contraction_rate` of the data
-        (ARX order ``arx_order``), or :data:`DEFAULT_CONTRACTION_RATE` without data. The chosen
+        ᾱ. ``"auto"``: `suggested_contraction_rate` of the data
+        (ARX order ``arx_order``), or `DEFAULT_CONTRACTION_RATE` without data. The chosen
         value is the model's ``contraction_rate`` attribute.
     gamma : float or "learn", optional
         Lipschitz bound γ of the normalised model (``"learn"``: a learned bound, where the

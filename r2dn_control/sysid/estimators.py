@@ -4,9 +4,9 @@ A recurrent model simulated from the wrong initial state is wrong until the stat
 it; on short records this transient is the main source of error. Two estimators (docs/theory.md
 §7):
 
-* :class:`LearnedInitialStates` (``x0="learn"``): one free state per *training* experiment,
+* `LearnedInitialStates` (``x0="learn"``): one free state per *training* experiment,
   trained with the model. New experiments start from zero (plus a washout).
-* :class:`StateEncoder` (``x0="encoder"``): a network that maps the first ``washout`` samples of
+* `StateEncoder` (``x0="encoder"``): a network that maps the first ``washout`` samples of
   measured ``(u, y)`` (normalised) to x₀; it applies to new experiments.
 
 What guarantee survives: the model's certified bounds hold for *any* pair of initial states, with

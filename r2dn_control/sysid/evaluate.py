@@ -3,12 +3,12 @@ r"""Simulation-error metrics of an identified model on measured experiments.
 Definitions (all in the data's physical units, over the *scored* samples: every sample after
 the first ``washout`` of each experiment, pooled over experiments):
 
-* per channel c: :math:`\mathrm{RMSE}_c = \sqrt{\mathrm{mean}_t (\hat y_{t,c} - y_{t,c})^2}`;
-* per channel: :math:`\mathrm{NRMSE}_c = \mathrm{RMSE}_c / \mathrm{std}_t(y_{t,c})`, the standard
+* per channel c: $\mathrm{RMSE}_c = \sqrt{\mathrm{mean}_t (\hat y_{t,c} - y_{t,c})^2}$;
+* per channel: $\mathrm{NRMSE}_c = \mathrm{RMSE}_c / \mathrm{std}_t(y_{t,c})$, the standard
   deviation (not the RMS) of the measured channel over the scored samples, the benchmarks'
   convention; a model predicting the channel's mean scores 1;
-* overall ``rmse``: :math:`\sqrt{\mathrm{mean}_c \mathrm{RMSE}_c^2}` (RMS over channels);
-* overall ``nrmse``: :math:`\mathrm{mean}_c \mathrm{NRMSE}_c`;
+* overall ``rmse``: $\sqrt{\mathrm{mean}_c \mathrm{RMSE}_c^2}$ (RMS over channels);
+* overall ``nrmse``: $\mathrm{mean}_c \mathrm{NRMSE}_c$;
 * ``fit`` = 100·(1 − nrmse) %.
 """
 
@@ -24,7 +24,7 @@ from .predictor import Predictor
 
 @dataclass(frozen=True)
 class Report:
-    """Scores of :func:`evaluate` (see the module docstring for the definitions).
+    """Scores of `evaluate` (see the module docstring for the definitions).
 
     Attributes
     ----------

@@ -1,6 +1,6 @@
 """The F-16 ground-vibration-test benchmark (Noël & Schoukens 2017): loader and paper run.
 
-:func:`load_f16` reads the seven full-multisine files of the benchmark's ``BenchmarkData``
+`load_f16` reads the seven full-multisine files of the benchmark's ``BenchmarkData``
 folder, with the R2DN paper's split: training L1, L3, L5, L7; test L2, L4, L6 (the
 ``_Validation`` files). Inputs u = (Force, Voltage), outputs y = (Acceleration1..3); the Fs
 column (on the first data row only) and the trailing comma of every line are dropped.

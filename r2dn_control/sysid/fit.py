@@ -1,6 +1,6 @@
 r"""Training loop for system identification: truncated BPTT, validation, checkpoints, resume.
 
-:func:`fit` minimises the simulation error of a recurrent model on normalised data:
+`fit` minimises the simulation error of a recurrent model on normalised data:
 
 * **Truncated BPTT with the state carried across segments** (default, the R2DN paper's F-16
   recipe): every experiment is cut into contiguous segments of ``segment`` samples; segment k of
@@ -13,12 +13,12 @@ r"""Training loop for system identification: truncated BPTT, validation, checkpo
 
 Loss (per step, normalised units): ``loss="mean"`` (default) is the mean of (ŷ − y)² over the
 batch, time and output channels; ``loss="paper"`` is the paper's
-:math:`\mathrm{mean}_t \sum_{batch, outputs} (\hat y - y)^2`.
+$\mathrm{mean}_t \sum_{batch, outputs} (\hat y - y)^2$.
 
-Validation runs after each epoch and scores the NRMSE (see :mod:`.evaluate`) of the whole model
+Validation runs after each epoch and scores the NRMSE (see `.evaluate`) of the whole model
 (normalisation and x₀ estimate included): with ``val=None`` on the held-out last ``val_fraction``
 (default 20 %) of every training experiment, simulated from the start of the experiment so its
-state is known; with a :class:`SequenceData` on its experiments after ``washout`` samples; with
+state is known; with a `SequenceData` on its experiments after ``washout`` samples; with
 ``val=False`` not at all (the last epoch's weights are kept). The best-validation weights are
 restored at the end, and training stops early after ``early_stopping`` epochs without
 improvement.
@@ -58,7 +58,7 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_nrmse", "val_rmse", "lr", "seconds
 
 @dataclass
 class FitResult:
-    """What :func:`fit` produced.
+    """What `fit` produced.
 
     Attributes
     ----------
@@ -282,12 +282,12 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
         clip_norm: float | None = None, on_nonfinite: str = "raise", loss: str = "mean",
         gamma_penalty: float = 0.0, val_fraction: float = 0.2, seed: int = 0,
         encoder_hidden: int = 64, x0_lr_scale: float = 10.0) -> FitResult:
-    r"""Identify ``model`` from measured data; returns a :class:`FitResult`.
+    r"""Identify ``model`` from measured data; returns a `FitResult`.
 
     Parameters
     ----------
     model : nn.Module
-        Any R2DN/REN family, or a :class:`~r2dn_control.sysid.RecurrentBaseline` (GRU/LSTM).
+        Any R2DN/REN family, or a `RecurrentBaseline` (GRU/LSTM).
         Trained in place, in its own dtype and on its own device.
     train : SequenceData
         Training experiments (physical units).
@@ -304,10 +304,10 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
         Samples not scored in validation (and, for shuffled windows from the zero state, in the
         loss); with ``x0="encoder"`` also the encoder's input window.
     x0 : {"zero", "learn", "encoder"}
-        Initial-state estimate (see :mod:`.estimators`).
+        Initial-state estimate (see `.estimators`).
     normalize : bool or Normalization
         ``True``: per-channel mean/std of the training data (training part only when val=None);
-        ``False``: none; or a given :class:`Normalization` (e.g. the F-16 paper's).
+        ``False``: none; or a given `Normalization` (e.g. the F-16 paper's).
     out_dir : path, optional
         Where to write ``checkpoint.pt`` (every epoch, atomically), ``history.csv/json``,
         ``loss.png``, ``model.pt`` (with the ``normalization`` metadata) and ``log.txt``.

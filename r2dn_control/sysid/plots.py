@@ -1,4 +1,4 @@
-"""Loss-curve figure of a :func:`~r2dn_control.sysid.fit` history (needs the ``plot`` extra)."""
+"""Loss-curve figure of a `fit` history (needs the ``plot`` extra)."""
 
 from __future__ import annotations
 

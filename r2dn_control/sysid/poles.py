@@ -1,18 +1,18 @@
 r"""The data's slowest pole, from a least-squares ARX fit, and the contraction rate it suggests.
 
-:func:`slowest_pole` fits the multi-output ARX model (docs/theory.md §7)
+`slowest_pole` fits the multi-output ARX model (docs/theory.md §7)
 
 .. math:: \tilde y_t = \sum_{i=1}^{p} A_i \tilde y_{t-i} + \sum_{i=1}^{p} B_i \tilde u_{t-i} + c
 
 by (minimum-norm) least squares on the normalised training record (every experiment contributes its own
 regressor rows, so no row spans two experiments) and returns the largest eigenvalue modulus
 |λ|max of the block-companion matrix of (A_1, …, A_p): the slowest decay rate per sample of the
-data's linear part. :func:`suggested_contraction_rate` turns it into ᾱ for a contracting model:
+data's linear part. `suggested_contraction_rate` turns it into ᾱ for a contracting model:
 
 .. math:: \bar\alpha = \min\bigl(1, \max(\bar\alpha_{\min}, |\lambda|_{\max}^{1/2})\bigr)
 
-The square root halves the decay rate: with :math:`|\lambda| = e^{-\sigma\,dt}`,
-:math:`|\lambda|^{1/2} = e^{-(\sigma/2)\,dt}`, so the model may forget twice as slowly as the
+The square root halves the decay rate: with $|\lambda| = e^{-\sigma\,dt}$,
+$|\lambda|^{1/2} = e^{-(\sigma/2)\,dt}$, so the model may forget twice as slowly as the
 estimate of the data's slowest mode. This margin covers the estimate's bias (least-squares ARX on
 noisy outputs misplaces lightly damped poles by a fraction of their decay rate) and keeps ᾱ
 strictly below 1 for a stable estimate, so the model cannot fit a drift of its own; validation by
@@ -82,7 +82,7 @@ def slowest_pole(data: SequenceData, order: int = DEFAULT_ORDER) -> float:
 
 def suggested_contraction_rate(data: SequenceData, order: int = DEFAULT_ORDER,
                                min_rate: float = DEFAULT_MIN_RATE) -> float:
-    r"""ᾱ = min(1, max(``min_rate``, |λ|max^{1/2})) from :func:`slowest_pole` (module docstring).
+    r"""ᾱ = min(1, max(``min_rate``, |λ|max^{1/2})) from `slowest_pole` (module docstring).
 
     Always in ``[min_rate, 1]`` and at least the estimated slowest pole.
     """

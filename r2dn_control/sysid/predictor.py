@@ -21,7 +21,7 @@ class Predictor(nn.Module):
     ----------
     model : nn.Module
         Called as ``model(u, x0) -> (y, x_T)`` on (batch, time, ·) tensors, with attribute
-        ``state_size`` (every R2DN/REN and :class:`~r2dn_control.sysid.baselines.RecurrentBaseline`).
+        ``state_size`` (every R2DN/REN and `RecurrentBaseline`).
     normalization : Normalization
     estimator : LearnedInitialStates or StateEncoder, optional
     """

@@ -1,8 +1,8 @@
 """python-control bridge: torch simulators of LTI plants, export of models as control systems.
 
-* :class:`LTIPlant`: batched, differentiable simulator of a ``control.StateSpace`` /
+* `LTIPlant`: batched, differentiable simulator of a ``control.StateSpace`` /
   ``control.TransferFunction`` (discrete, or discretized with ``control.c2d``).
-* :func:`to_nlsys`: a trained recurrent model as a discrete ``control.NonlinearIOSystem``.
+* `to_nlsys`: a trained recurrent model as a discrete ``control.NonlinearIOSystem``.
 """
 
 from ._convert import discretize

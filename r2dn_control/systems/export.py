@@ -2,10 +2,11 @@ r"""Export a trained recurrent model as a discrete-time ``control.NonlinearIOSys
 
 The exported system evaluates the model's float64 explicit form
 
-.. math::
-    x_{k+1} = A x_k + B_1 w_k + B_2 u_k + b_x,\quad
-    w_k = \phi(C_1 x_k + D_{12} u_k + b_v),\quad
-    y_k = C_2 x_k + D_{21} w_k + D_{22} u_k + b_y,
+$$
+x_{k+1} = A x_k + B_1 w_k + B_2 u_k + b_x,\quad
+w_k = \phi(C_1 x_k + D_{12} u_k + b_v),\quad
+y_k = C_2 x_k + D_{21} w_k + D_{22} u_k + b_y,
+$$
 
 so python-control's ``interconnect``, ``feedback`` and ``input_output_response`` can use it.
 """

@@ -1,8 +1,9 @@
 r"""A batched, differentiable torch simulator of a python-control LTI plant.
 
-.. math::
-    x_{t+1} = A x_t + B\,\mathrm{sat}(u_t) + w_t, \qquad
-    y_t = C x_t + D\,\mathrm{sat}(u_t) + v_t,
+$$
+x_{t+1} = A x_t + B\,\mathrm{sat}(u_t) + w_t, \qquad
+y_t = C x_t + D\,\mathrm{sat}(u_t) + v_t,
+$$
 
 with ``sat`` an optional symmetric input saturation ``clip(u, −u_max, u_max)`` and
 ``w_t ~ N(0, diag(σ_w²))``, ``v_t ~ N(0, diag(σ_v²))`` optional process and measurement noise.
@@ -60,7 +61,7 @@ def _real_matrix(name: str, value: object, factory: dict[str, Any]) -> Tensor:
 class LTIPlant(nn.Module):
     r"""Discrete-time LTI plant simulated in torch (batched, differentiable in ``u`` and ``x0``).
 
-    Build it with :meth:`from_control`. The matrices are buffers, so ``plant.to(device)`` and
+    Build it with `from_control`. The matrices are buffers, so ``plant.to(device)`` and
     ``plant.double()`` work like for any module; the plant has no trainable parameters.
 
     Parameters
@@ -145,7 +146,7 @@ class LTIPlant(nn.Module):
             Discretization method passed to ``control.c2d``.
         **kwargs
             ``input_limit``, ``process_noise``, ``measurement_noise``, ``generator``, ``dtype``,
-            ``device`` (see :class:`LTIPlant`).
+            ``device`` (see `LTIPlant`).
 
         Examples
         --------

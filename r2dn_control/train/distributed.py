@@ -3,12 +3,12 @@
 Every rank holds the same model (DDP broadcasts rank 0's parameters and buffers when it wraps
 the model) and a *shard* of the batch; after each backward DDP averages the gradients over the
 ranks, so every rank takes the same optimizer step. The loss on a shard is scaled so that this
-average is exactly the gradient of the full-batch loss (see :func:`squared_error_step`), so
+average is exactly the gradient of the full-batch loss (see `squared_error_step`), so
 ``N`` ranks reproduce single-process training on the same data up to rounding.
 
 Backends: ``gloo`` on CPU, ``nccl`` on GPU (one GPU per rank, ``cuda:LOCAL_RANK``), chosen
 automatically. Run ``torchrun --nproc_per_node=2 -m r2dn_control.cli.distributed --help``
-for the demo (:mod:`r2dn_control.cli.distributed`); without ``torchrun`` everything runs in
+for the demo (`r2dn_control.cli.distributed`); without ``torchrun`` everything runs in
 one process (no process group).
 
 See ``docs/distributed.md``.
@@ -94,7 +94,7 @@ def init_distributed(backend: str | None = None, *, timeout_s: float = 300.0
     Parameters
     ----------
     backend : {"gloo", "nccl"}, optional
-        Default: :func:`default_backend`.
+        Default: `default_backend`.
     timeout_s : float
         Collective-operation timeout: a rank that waits longer (e.g. because another rank died)
         raises instead of hanging forever.
@@ -190,10 +190,10 @@ def fit_sequences_distributed(
     ddp_kwargs: dict[str, Any] | None = None,
     on_nonfinite: str = "raise",
 ) -> FitResult:
-    """Data-parallel :func:`~r2dn_control.train.sysid.fit_sequences` (full-batch Adam on MSE).
+    """Data-parallel `fit_sequences` (full-batch Adam on MSE).
 
     Call it on every rank with the same arguments. The model is trained in place; each rank
-    returns the same :class:`FitResult`, whose losses are the full-batch losses.
+    returns the same `FitResult`, whose losses are the full-batch losses.
 
     Parameters
     ----------
@@ -207,7 +207,7 @@ def fit_sequences_distributed(
         As in ``fit_sequences``; the progress bar is shown on rank 0 only, and with
         ``seconds`` all ranks stop at the same step (the first at which any rank is out of time).
     context : DistributedContext, optional
-        Default: :func:`init_distributed` (joins the group if torchrun launched this process).
+        Default: `init_distributed` (joins the group if torchrun launched this process).
     presharded : bool
         ``u``, ``y`` are already this rank's shard (e.g. loaded per rank); the full-batch size
         is then summed over the ranks once.
@@ -296,7 +296,7 @@ class DistributedLoss:
     method : str
         Name of the method that returns the scalar loss.
     context : DistributedContext, optional
-        Default: :func:`init_distributed`.
+        Default: `init_distributed`.
     **ddp_kwargs
         Extra ``DistributedDataParallel`` arguments; ``find_unused_parameters`` defaults to
         True here.

@@ -3,14 +3,14 @@
 One NaN in the data, or one overflowing step, turns every parameter of a recurrent model into NaN
 after a single optimizer update, and the error that finally surfaces (a failed Cholesky, say)
 names nothing useful. Every training loop in the package runs its optimizer step through
-:func:`guarded_step`, which looks at the loss and the gradients *before* the update:
+`guarded_step`, which looks at the loss and the gradients *before* the update:
 
-* ``on_nonfinite="raise"`` (default): raise :class:`NonFiniteError`; the parameters and the
+* ``on_nonfinite="raise"`` (default): raise `NonFiniteError`; the parameters and the
   optimizer state are exactly as they were before the step;
 * ``on_nonfinite="skip"``: drop the step (gradients zeroed, parameters untouched), warn, and
   return ``False``.
 
-Data are checked once, up front, by :func:`check_finite`, which names the array and the first bad
+Data are checked once, up front, by `check_finite`, which names the array and the first bad
 position.
 """
 

@@ -12,13 +12,14 @@ def nrmse(prediction: Tensor, target: Tensor, washout: int = 0) -> float:
     Per output channel c, over the scored samples (every batch element, time steps from
     ``washout`` on):
 
-    .. math::
-        \mathrm{NRMSE}_c = \frac{\sqrt{\mathrm{mean}_{b,t}(\hat y_{b,t,c} - y_{b,t,c})^2}}
-                                {\mathrm{std}_{b,t}(y_{b,t,c})},
+    $$
+    \mathrm{NRMSE}_c = \frac{\sqrt{\mathrm{mean}_{b,t}(\hat y_{b,t,c} - y_{b,t,c})^2}}
+                            {\mathrm{std}_{b,t}(y_{b,t,c})},
+    $$
 
     the standard deviation (not the RMS) of the measured channel, so that predicting the mean
     scores 1; the result is the mean over channels. Both tensors have shape
-    (batch, time, channels). Same definition as :func:`r2dn_control.sysid.evaluate`.
+    (batch, time, channels). Same definition as `r2dn_control.sysid.evaluate`.
     """
     if prediction.shape != target.shape:
         raise ValueError(

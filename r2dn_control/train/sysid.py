@@ -4,10 +4,10 @@ Minimises the mean squared simulation error ``mean((model(u) - y)²)`` with Adam
 sequences, for a fixed number of steps or a wall-clock budget, with a tqdm progress bar.
 
 The loop is split into two reusable pieces so that the data-parallel trainer
-(:mod:`r2dn_control.train.distributed`) runs exactly the same arithmetic:
+(`r2dn_control.train.distributed`) runs exactly the same arithmetic:
 
-* :func:`squared_error_step`: one forward, backward and optimizer step;
-* :func:`run_steps`: the step/time budget, the loss log and the progress bar.
+* `squared_error_step`: one forward, backward and optimizer step;
+* `run_steps`: the step/time budget, the loss log and the progress bar.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .guard import check_finite, check_on_nonfinite, guarded_step
 
 @dataclass
 class FitResult:
-    """What :func:`fit_sequences` did: losses per step, steps taken and seconds spent."""
+    """What `fit_sequences` did: losses per step, steps taken and seconds spent."""
 
     losses: list[float] = field(default_factory=list)
     steps: int = 0
@@ -40,7 +40,7 @@ class FitResult:
 def check_targets(model: nn.Module, u: Tensor, y: Tensor) -> None:
     """Raise ``ValueError`` unless ``y`` has shape (batch, time, ny) like ``u``.
 
-    ``ny`` is ``model.output_size`` when the model has one (every :class:`RecurrentModel`).
+    ``ny`` is ``model.output_size`` when the model has one (every `RecurrentModel`).
     """
     ny = getattr(model, "output_size", y.shape[-1])
     if y.shape[:2] != u.shape[:2] or y.shape[-1] != ny:
@@ -52,8 +52,8 @@ def squared_error_step(model: nn.Module, optimizer: torch.optim.Optimizer, u: Te
                        context: str = "fit_sequences") -> Tensor:
     """One guarded optimizer step on the squared simulation error; returns the (detached) loss.
 
-    The step goes through :func:`~r2dn_control.train.guard.guarded_step`: a NaN/inf loss or
-    gradient raises :class:`~r2dn_control.train.guard.NonFiniteError` (``on_nonfinite="raise"``)
+    The step goes through `guarded_step`: a NaN/inf loss or
+    gradient raises `NonFiniteError` (``on_nonfinite="raise"``)
     or skips the step (``"skip"``), leaving the parameters untouched either way.
 
     Parameters

@@ -1,15 +1,15 @@
 """Build-on-first-use C++ CPU kernels (``torch.ops.r2dn_control.*``) with a pure-torch fallback.
 
 The sources beside this file are compiled once per machine with the system C++ compiler
-(``-O3 -march=native``) through :func:`torch.utils.cpp_extension.load` and cached in torch's
+(``-O3 -march=native``) through `torch.utils.cpp_extension.load` and cached in torch's
 extensions directory (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), in a
 folder named after the CPU and a hash of the sources and flags (different kernels never share
 one); later processes only load the cached library. The first compilation (about a minute) is announced by
-one WARNING log line; prebuild with ``python -m r2dn_control.nn.cpp`` or :func:`build`. When no
-compiler is found or the build fails, :func:`available` returns False, one ``RuntimeWarning``
+one WARNING log line; prebuild with ``python -m r2dn_control.nn.cpp`` or `build`. When no
+compiler is found or the build fails, `available` returns False, one ``RuntimeWarning``
 says why, and callers take their pure-torch path. Disabled (``R2DN_DISABLE_CPP=1`` or
 ``r2dn_control.config.set_defaults("nn.cpp", disable=True)``) it returns False silently.
-:func:`status` says why.
+`status` says why.
 
 Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.md`` and
 ``r2dn_control/nn/fused_rollout.md``):
@@ -23,7 +23,7 @@ Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.m
 * ``r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1, weights, slopes, max_loop_width)
   -> (λ_0..T, g_w, g_v, g_z)``
 
-``max_loop_width`` (setting ``nn.cpp.loop_width`` in :mod:`r2dn_control.config`): networks whose
+``max_loop_width`` (setting ``nn.cpp.loop_width`` in `r2dn_control.config`): networks whose
 widths are all at most this run the hand-vectorised lane loops, wider ones the ATen loops.
 """
 
@@ -93,7 +93,7 @@ def _source_tag(files: tuple[pathlib.Path, ...] | None = None,
 
 def _library_name() -> str:
     """``r2dn_control_kernels_<cpu>_<sources>``: the CPU tag (builds use ``-march=native``)
-    and the hash of the sources and flags (:func:`_source_tag`)."""
+    and the hash of the sources and flags (`_source_tag`)."""
     return f"r2dn_control_kernels_{_cpu_tag()}_{_source_tag()}"
 
 
@@ -138,8 +138,8 @@ def available() -> bool:
     """Whether the C++ kernels are loaded (building them on the first call).
 
     Returns False without raising when disabled (``R2DN_DISABLE_CPP=1`` or the
-    ``nn.cpp.disable`` setting of :mod:`r2dn_control.config`), inside :func:`suspended`, or
-    when the build failed (then one ``RuntimeWarning`` per process; see :func:`status`).
+    ``nn.cpp.disable`` setting of `r2dn_control.config`), inside `suspended`, or
+    when the build failed (then one ``RuntimeWarning`` per process; see `status`).
     """
     if getattr(_suspended, "depth", 0) or config.defaults["nn.cpp.disable"] is True:
         return False
@@ -196,7 +196,7 @@ def status() -> str:
 
 @contextlib.contextmanager
 def suspended() -> Iterator[None]:
-    """Within this block (this thread), :func:`available` is False: the pure-torch paths run.
+    """Within this block (this thread), `available` is False: the pure-torch paths run.
 
     Used by the tests and benchmarks to compare the kernels with the reference code in one
     process.
@@ -222,5 +222,5 @@ def usable(*tensors: Tensor) -> bool:
 
 
 def ops() -> Any:
-    """``torch.ops.r2dn_control`` (call :func:`available` first)."""
+    """``torch.ops.r2dn_control`` (call `available` first)."""
     return torch.ops.r2dn_control
