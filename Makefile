@@ -36,8 +36,10 @@ demo: setup
 # extra; each worker runs conftest's one-thread setting). Serial by default: on the shared
 # 2-core machine two workers were not faster on the slice measured.
 PYTEST_ARGS ?=
+# The real-data tests read the F-16 benchmark from R2DN_F16_DIR (default: ../shared/data/f16
+# when that folder exists; they skip with the reason otherwise).
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(if $(wildcard $(F16_DIR)/.),R2DN_F16_DIR=$(F16_DIR)) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check r2dn_control envs tests benchmarks
