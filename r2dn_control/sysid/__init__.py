@@ -1,5 +1,7 @@
 """System identification with certified recurrent models: data, training, evaluation, benchmarks.
 
+Examples
+--------
 >>> from r2dn_control import sysid
 >>> train = sysid.SequenceData(u, y, dt=0.0025)                     # doctest: +SKIP
 >>> res = sysid.fit(model, train, epochs=70, x0="encoder")          # doctest: +SKIP
