@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .common import check_positive_ints
 from .identification import IdentificationConfig, run_identification
 
 DESCRIPTION = "Bouc-Wen hysteresis identification on simulated multisine records"
@@ -37,10 +38,7 @@ class BoucWenConfig(IdentificationConfig):
 
     def __post_init__(self) -> None:
         self._check()
-        for name in ("train_records", "train_periods", "test_periods", "samples_per_period"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(self, ("train_records", "train_periods", "test_periods", "samples_per_period"))
         if self.test_periods * self.samples_per_period <= self.washout:
             raise ValueError(f"a test record ({self.test_periods} × {self.samples_per_period} "
                              f"samples) must be longer than washout={self.washout}")

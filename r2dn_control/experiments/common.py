@@ -38,6 +38,14 @@ class ExperimentError(Exception):
 
 
 # ---------------------------------------------------------------------------- files
+def check_positive_ints(config: Any, names: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless each named field of ``config`` is a positive int (no bools)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -33,6 +33,7 @@ from ..nn import ContractingR2DN, ContractingREN
 from .common import (
     EpochTimer,
     certificate_method,
+    check_positive_ints,
     parameter_count,
     pyplot,
     save_checkpoint,
@@ -61,10 +62,7 @@ class ObserverConfig:
     init: str = "long_memory"
 
     def __post_init__(self) -> None:
-        for name in ("sites", "train_steps", "test_steps", "batches", "epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(self, ("sites", "train_steps", "test_steps", "batches", "epochs"))
         if self.sites < 3:
             raise ValueError(f"sites must be >= 3, got {self.sites}")
 

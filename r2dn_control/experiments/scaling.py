@@ -41,6 +41,7 @@ from ..nn import ContractingR2DN, ContractingREN
 from .common import (
     EpochTimer,
     certificate_method,
+    check_positive_ints,
     parameter_count,
     pyplot,
     save_checkpoint,
@@ -75,11 +76,8 @@ class ScalingConfig:
     repeats: int = 1000
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batches", "batch_size", "validation_points", "timing_batch",
-                     "timing_horizon", "repeats", "r2dn_features", "r2dn_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(self, ("epochs", "batches", "batch_size", "validation_points", "timing_batch",
+                     "timing_horizon", "repeats", "r2dn_features", "r2dn_layers"))
         for name in ("r2dn_widths", "ren_widths"):
             widths = getattr(self, name)
             if not widths or any(not isinstance(w, int) or w < 1 for w in widths):

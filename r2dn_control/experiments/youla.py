@@ -49,6 +49,7 @@ from ..systems import LTIPlant
 from .common import (
     EpochTimer,
     certificate_method,
+    check_positive_ints,
     parameter_count,
     pyplot,
     save_checkpoint,
@@ -91,10 +92,8 @@ class YoulaConfig:
     def __post_init__(self) -> None:
         if self.plant not in PLANTS:
             raise ValueError(f"plant must be one of {PLANTS}, got {self.plant!r}")
-        for name in ("state_size", "epochs", "batch", "horizon", "segment", "test_batch", "hold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(self, ("state_size", "epochs", "batch", "horizon", "segment", "test_batch",
+                                   "hold"))
 
 
 _QUICK = dict(state_size=6, r2dn_features=16, r2dn_hidden=(24, 24), ren_features=40,
