@@ -163,18 +163,22 @@ def kyp_tier(q: Question) -> CertificateResult | None:
 def _kyp_attempt(q: Question, eps: float) -> CertificateResult:
     t = q.target
     if q.prop == "contraction":
+        details: dict = {"regularization": eps}
         if q.rate is None:
-            cert = kyp.smallest_rate(t.blocks, 1.0, q.rtol, eps=eps)
+            cert = kyp.smallest_rate(t.blocks, 1.0, q.rtol, eps=eps, radius=t.spectral_radius)
             found = None if cert is None else (cert.metric, cert.multiplier, cert.value)
+            if cert is not None:
+                details.update(riccati_solves=cert.solves, lower=cert.lower,
+                               lower_reason=cert.lower_proof)
         else:
-            pair = kyp.contraction_riccati(t.blocks, q.rate, eps=eps)
+            pair = kyp.contraction_riccati(t.blocks, q.rate, eps=eps, schur_known=True)
             found = None if pair is None else (*pair, q.rate)
         if found is None:
             return q.result(NOT_CERTIFIED, solver="kyp",
                             message=f"bounded-real Riccati test fails at rate "
                                     f"{1.0 if q.rate is None else q.rate:g}")
-        return check(q, Candidate(found[0], found[1], found[2], "kyp",
-                                  {"regularization": eps}, inflatable=q.rate is None))
+        return check(q, Candidate(found[0], found[1], found[2], "kyp", details,
+                                  inflatable=q.rate is None))
     hint = t.gamma
     lam = None if t.multiplier is None else float(np.asarray(t.multiplier).ravel()[0])
     cert = kyp.smallest_gain(t.blocks, hint, None if hint is None or lam is None else lam * hint,

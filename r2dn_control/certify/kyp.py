@@ -38,10 +38,12 @@ LMI of docs/theory.md §4 in float64 by the caller.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigs
 
 from .blas import blas_threads
 from .freq import GainSearch
@@ -61,12 +63,21 @@ class KypCertificate:
     multiplier: float
     value: float  # the rate ᾱ or the gain γ it certifies
     solves: int  # number of Riccati solves spent
+    lower: float | None = None  # a value shown impossible (rate search), if any
+    lower_proof: str = ""
 
 
 def _doubling(a: np.ndarray, g: np.ndarray, h: np.ndarray, tol: float = 1e-14,
-              max_iter: int = 50) -> np.ndarray | None:
-    """Stabilizing solution of ``X = AᵀX(I + GX)⁻¹A + H`` by doubling (None if it fails)."""
+              max_iter: int = 40) -> np.ndarray | None:
+    """Stabilizing solution of ``X = AᵀX(I + GX)⁻¹A + H`` by doubling (None if it fails).
+
+    The iterates H_k increase monotonically to X from H_0 ≻ 0 when a stabilizing solution
+    exists; an H_k that is not positive definite (a failed Cholesky factorization, n³/3
+    flops) shows that none does, which stops an infeasible test after a few steps instead
+    of ``max_iter``.
+    """
     eye = np.eye(a.shape[0])
+    n = a.shape[0]
     for _ in range(max_iter):
         w = eye + g @ h
         try:
@@ -75,15 +86,19 @@ def _doubling(a: np.ndarray, g: np.ndarray, h: np.ndarray, tol: float = 1e-14,
             return None
         if np.min(np.abs(np.diag(lu[0]))) < 1e-14 * max(1.0, np.abs(w).max()):
             return None  # I + GH singular: no stabilizing solution along this path
-        w_a = sla.lu_solve(lu, a, check_finite=False)
-        w_g = sla.lu_solve(lu, g, check_finite=False)
-        h_next = h + a.T @ h @ w_a
-        g = g + a @ w_g @ a.T
+        both = sla.lu_solve(lu, np.hstack([a, g]), check_finite=False)
+        w_a, w_g = both[:, :n], both[:, n:]
+        h_next = h + a.T @ (h @ w_a)
+        g = g + (a @ w_g) @ a.T
         a = a @ w_a
         h_next = 0.5 * (h_next + h_next.T)
         g = 0.5 * (g + g.T)
         if not np.all(np.isfinite(h_next)):
             return None
+        try:
+            sla.cholesky(h_next, check_finite=False)
+        except np.linalg.LinAlgError:
+            return None  # H_k left the positive definite cone: not stabilizing
         step = np.abs(h_next - h).max()
         h = h_next
         size = np.abs(a).max()
@@ -92,6 +107,28 @@ def _doubling(a: np.ndarray, g: np.ndarray, h: np.ndarray, tol: float = 1e-14,
         if size > 1e8:  # A_k = A_cl^(2^k) grows: the solution is not stabilizing
             return None
     return None
+
+
+def _riccati_data(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, eps: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Ā, −G, Q̄) of the module docstring for ``[Ĉ; √ε·scale·I]`` (D = 0 needs no factoring)."""
+    n, m = b.shape
+    scale = max(1.0, float(np.abs(c).max()) if c.size else 1.0)
+    reg = eps * scale**2
+    if not d.any():  # R = I, I − DDᵀ = I: Ā = A, G = BBᵀ, Q̄ = CᵀC + εI
+        g = b @ b.T
+        q_bar = c.T @ c + reg * np.eye(n)
+        return a, -0.5 * (g + g.T), 0.5 * (q_bar + q_bar.T)
+    c_aug = np.vstack([c, math.sqrt(eps) * scale * np.eye(n)])
+    d_aug = np.vstack([d, np.zeros((n, m))])
+    r = np.eye(m) - d_aug.T @ d_aug
+    r_chol = sla.cho_factor(r)
+    dd = np.eye(d_aug.shape[0]) - d_aug @ d_aug.T
+    dd_chol = sla.cho_factor(dd)
+    a_bar = a + b @ sla.cho_solve(r_chol, d_aug.T @ c_aug)
+    g = b @ sla.cho_solve(r_chol, b.T)
+    q_bar = c_aug.T @ sla.cho_solve(dd_chol, c_aug)
+    return a_bar, -0.5 * (g + g.T), 0.5 * (q_bar + q_bar.T)
 
 
 def bounded_real_riccati(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray,
@@ -105,20 +142,13 @@ def bounded_real_riccati(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndar
     n, m = b.shape
     if n and not schur_known and not np.all(np.abs(np.linalg.eigvals(a)) < 1.0):
         return None
-    scale = max(1.0, float(np.abs(c).max()) if c.size else 1.0)
-    c_aug = np.vstack([c, math.sqrt(eps) * scale * np.eye(n)])
-    d_aug = np.vstack([d, np.zeros((n, m))])
-    r = np.eye(m) - d_aug.T @ d_aug
+    r = np.eye(m) - d.T @ d
     try:
-        r_chol = sla.cho_factor(r)
-        dd = np.eye(d_aug.shape[0]) - d_aug @ d_aug.T
-        dd_chol = sla.cho_factor(dd)
+        np.linalg.cholesky(r)
+        data = _riccati_data(a, b, c, d, eps)
     except np.linalg.LinAlgError:
         return None  # ‖D̂‖ ≥ 1: the gain at infinite frequency already exceeds 1
-    a_bar = a + b @ sla.cho_solve(r_chol, d_aug.T @ c_aug)
-    g = b @ sla.cho_solve(r_chol, b.T)
-    q_bar = c_aug.T @ sla.cho_solve(dd_chol, c_aug)
-    x = _doubling(a_bar, -0.5 * (g + g.T), 0.5 * (q_bar + q_bar.T))
+    x = _doubling(*data)
     if x is None:
         return None
     # Accept only a solution that makes the (w,u) block of N positive definite and X ⪰ 0.
@@ -132,10 +162,14 @@ def bounded_real_riccati(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndar
 
 # --------------------------------------------------------------------------- contraction
 @blas_threads(1)
-def contraction_riccati(ss: StateSpaceBlocks, rate: float, eps: float = REGULARIZATION
-                        ) -> tuple[np.ndarray, float] | None:
-    """(𝒫, λ) for (4a) at ``rate`` via the BRL of ``(A/ᾱ, B₁/ᾱ, C₁, D₁₁)``, or None."""
-    x = bounded_real_riccati(ss.A / rate, ss.B1 / rate, ss.C1, ss.D11, eps=eps)
+def contraction_riccati(ss: StateSpaceBlocks, rate: float, eps: float = REGULARIZATION,
+                        schur_known: bool = False) -> tuple[np.ndarray, float] | None:
+    """(𝒫, λ) for (4a) at ``rate`` via the BRL of ``(A/ᾱ, B₁/ᾱ, C₁, D₁₁)``, or None.
+
+    ``schur_known``: the caller knows ρ(A) < ``rate`` (skips one eigenvalue problem).
+    """
+    x = bounded_real_riccati(ss.A / rate, ss.B1 / rate, ss.C1, ss.D11, eps=eps,
+                             schur_known=schur_known)
     if x is None:
         return None
     # (4a) is homogeneous in (𝒫, λ): normalise so that max|𝒫| = 1.
@@ -143,10 +177,290 @@ def contraction_riccati(ss: StateSpaceBlocks, rate: float, eps: float = REGULARI
     return x / size, rate**2 / size
 
 
+#: Up to this state dimension `closed_loop_pole` uses a dense eigenvalue problem (else Arnoldi).
+DENSE_EIG_MAX = 64
+
+
+def closed_loop_pole(ss: StateSpaceBlocks, rate: float, x: np.ndarray) -> complex:
+    """Dominant eigenvalue of the Riccati closed loop ``(I − B̂B̂ᵀX)⁻¹Â`` at ``rate`` (D₁₁ = 0).
+
+    ``x`` is the Riccati solution X (Â = A/ᾱ, B̂ = B₁/ᾱ). The pole's modulus r < 1 tends to 1
+    like ``1 − c·√(ᾱ − ᾱ*)`` as ᾱ decreases to the optimum ᾱ* (two eigenvalues of the
+    symplectic pencil meet on the unit circle, generically as a square root), and its angle
+    tends to the frequency where they meet.
+    """
+    a, b = ss.A / rate, ss.B1 / rate
+    n = a.shape[0]
+    w = np.eye(n) - (b @ b.T) @ x
+    lu = sla.lu_factor(w, check_finite=False)
+    if n <= DENSE_EIG_MAX:
+        vals = np.linalg.eigvals(sla.lu_solve(lu, a, check_finite=False))
+        return complex(vals[int(np.argmax(np.abs(vals)))])
+    op = LinearOperator((n, n), dtype=float,
+                        matvec=lambda v: sla.lu_solve(lu, a @ v, check_finite=False))
+    z = eigs(op, k=1, which="LM", ncv=min(n - 1, 24), tol=1e-10, maxiter=2000,
+             return_eigenvectors=False)
+    return complex(z[0])
+
+
+def _w_channel_gain(ss: StateSpaceBlocks, z: complex) -> float:
+    """σ_max(C₁(zI − A)⁻¹B₁). A value ≥ 1 at ``|z| = ᾱ`` shows that no rate below ᾱ has a
+    scalar-multiplier certificate (see `smallest_rate`); a real z needs only real arithmetic."""
+    n, nv = ss.A.shape[0], ss.C1.shape[0]
+    if not nv or not n:
+        return 0.0
+    real = z.imag == 0.0
+    shift = (z.real if real else z) * np.eye(n) - ss.A
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sla.LinAlgWarning)  # z next to a pole: a large gain
+        lu, piv = sla.lu_factor(shift, check_finite=False)
+        if not np.all(np.diag(lu)):
+            return math.inf  # z is an eigenvalue of A
+        g = ss.C1 @ sla.lu_solve((lu, piv), ss.B1 if real else ss.B1.astype(complex),
+                                 check_finite=False)
+    if not np.all(np.isfinite(g)):
+        return math.inf
+    gram = g.conj().T @ g if g.shape[0] >= g.shape[1] else g @ g.conj().T
+    top = float(np.linalg.eigvalsh(0.5 * (gram + gram.conj().T))[-1])
+    return math.sqrt(max(top, 0.0))
+
+
+def _on_ray(r: float, omega: float) -> complex:
+    if omega == 0.0:
+        return complex(r, 0.0)
+    if omega == math.pi:
+        return complex(-r, 0.0)
+    return r * complex(math.cos(omega), math.sin(omega))
+
+
+def radial_root(ss: StateSpaceBlocks, omega: float, lo: float, hi: float, rtol: float,
+                gain_at_hi: float | None = None) -> float | None:
+    """Largest r ∈ (lo, hi] found with ``σ_max(C₁(re^{jω}I − A)⁻¹B₁) ≥ 1`` (to rtol·r/4).
+
+    Every such r is a rate that no scalar-multiplier certificate reaches (see `smallest_rate`): a
+    lower bound on the optimum, equal to it when ω is the peak frequency. None when none of
+    the few radii tried has gain ≥ 1. Regula falsi (Illinois) on log σ(r): 4–8 evaluations.
+    """
+    def f(r: float) -> float:
+        return math.log(max(_w_channel_gain(ss, _on_ray(r, omega)), 1e-300))
+
+    b = hi
+    fb = math.log(max(gain_at_hi, 1e-300)) if gain_at_hi is not None else f(hi)
+    if fb >= 0:
+        return hi
+    a = fa = None
+    r = hi - 0.5 * (hi - lo)
+    for _ in range(5):  # toward lo (the gain grows as r approaches the poles): secant steps
+        fr = f(r)
+        if fr >= 0:
+            a, fa = r, fr
+            break
+        r_prev, f_prev, b, fb = b, fb, r, fr
+        if fr <= f_prev:
+            return None  # the gain does not grow toward lo on this ray
+        step = fr * (r - r_prev) / (fr - f_prev)  # secant root of log σ, then 10 % beyond
+        r = max(lo + 1e-3 * (b - lo), r - 1.1 * step)
+    if a is None or fa is None:
+        return None
+    side = 0
+    while b - a > 0.25 * rtol * b:
+        r = b - fb * (b - a) / (fb - fa)
+        r = min(max(r, a + 0.01 * (b - a)), b - 0.01 * (b - a))
+        fr = f(r)
+        if fr >= 0:
+            a, fa = r, fr
+            if side == -1:
+                fb *= 0.5
+            side = -1
+        else:
+            b, fb = r, fr
+            if side == 1:
+                fa *= 0.5
+            side = 1
+    return a
+
+
+#: Angles in [0, π] where `peak_angle` evaluates the w-channel gain before refining.
+RAY_GRID = 12
+
+
+def peak_angle(ss: StateSpaceBlocks, radius: float) -> float:
+    """The angle ω ∈ [0, π] of the largest w-channel gain on the circle ``|z| = radius``:
+    a grid of `RAY_GRID` angles, then Brent's method around the best one."""
+    from scipy.optimize import minimize_scalar
+
+    grid = np.linspace(0.0, math.pi, RAY_GRID)
+    gains = [_w_channel_gain(ss, _on_ray(radius, float(om))) for om in grid]
+    i = int(np.argmax(gains))
+    a, b = grid[max(i - 1, 0)], grid[min(i + 1, RAY_GRID - 1)]
+    res = minimize_scalar(lambda om: -_w_channel_gain(ss, _on_ray(radius, om)), bounds=(a, b),
+                          method="bounded", options={"xatol": 1e-4 * (b - a), "maxiter": 10})
+    return float(res.x) if -res.fun > gains[i] else float(grid[i])
+
+
+@dataclass
+class RateSearch:
+    """Bookkeeping of `smallest_rate`: the bracket, the feasible points and the solve count."""
+
+    lo: float  # no certificate at or below lo (ρ(A), a refuted rate or a w-channel peak)
+    hi: float = math.inf  # certified by a Riccati solution (inf until one is found)
+    best: tuple[np.ndarray, float] | None = None
+    solves: int = 0
+    points: list[tuple[float, float]] = field(default_factory=list)  # (ᾱ, 1 − |pole|)
+    lower_proof: str = "spectral radius of A"
+    pole: complex | None = None  # closed-loop pole of the latest solution, not yet used
+    rays: dict[float, float] = field(default_factory=dict)  # searched angle -> lo back then
+
+
+#: Fraction of the way from the predicted optimum back to the certified rate that a step tests.
+PREDICTION_BACKOFF = 0.1
+
+
+def _predict(points: list[tuple[float, float]]) -> float | None:
+    """ᾱ* from the two feasible points nearest the optimum: (1 − r)² is linear in ᾱ there."""
+    if len(points) < 2:
+        return None
+    (a1, g1), (a2, g2) = sorted(points)[:2]
+    s1, s2 = g1 * g1, g2 * g2
+    if a2 == a1 or s2 <= s1:
+        return None
+    return a1 - s1 * (a2 - a1) / (s2 - s1)
+
+
+def _test(ss: StateSpaceBlocks, st: RateSearch, alpha: float, eps: float) -> None:
+    """One Riccati test at ᾱ, updating the bracket (and the closed-loop data when it holds)."""
+    cand = contraction_riccati(ss, alpha, eps, schur_known=True)
+    st.solves += 1
+    if cand is None:
+        if alpha > st.lo:
+            st.lo, st.lower_proof = alpha, "failed Riccati test"
+        return
+    st.hi, st.best = alpha, cand
+    metric, lam = cand
+    try:
+        pole = closed_loop_pole(ss, alpha, metric * alpha**2 / lam)
+    except (np.linalg.LinAlgError, ArpackError, ArpackNoConvergence, ValueError):
+        return
+    if 0 < abs(pole) < 1.0:
+        st.points.append((alpha, 1.0 - abs(pole)))
+        st.pole = pole
+
+
+def _raise_lower(ss: StateSpaceBlocks, st: RateSearch, omega: float, rtol: float,
+                 top: float, why: str, gain_at_top: float | None = None) -> float | None:
+    """Radial root on the ray at ω (skipped when this ray was searched above st.lo already)."""
+    key = round(omega, 6)
+    if st.rays.get(key, -math.inf) >= st.lo:
+        return None
+    st.rays[key] = st.lo
+    low = radial_root(ss, omega, st.lo, top, rtol, gain_at_top)
+    if low is None or low <= st.lo:
+        return None
+    st.lo, st.lower_proof = low, why
+    return low
+
+
 @blas_threads(1)
 def smallest_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6,
-                  eps: float = REGULARIZATION) -> KypCertificate | None:
-    """Smallest ᾱ ∈ (ρ(A), upper] with a BRL certificate, by bisection (None if none at upper)."""
+                  eps: float = REGULARIZATION, radius: float | None = None,
+                  max_solves: int = 40) -> KypCertificate | None:
+    r"""Smallest ᾱ ∈ (ρ(A), upper] with a BRL certificate (None if none at ``upper``).
+
+    Keeps a bracket ``(lo, hi]``: ``hi`` holds a Riccati solution; ``lo`` is a rate shown
+    out of reach (ρ(A), a failed Riccati test, or a radius ``r`` with
+    ``σ_max(C₁(re^{jω}I − A)⁻¹B₁) ≥ 1``), and stops at ``hi − lo ≤ rtol·hi``.
+
+    1. Candidate: the w-channel gain crosses 1 on the real axis (ω = 0 or π, where the peak
+       usually is) at a radius found by regula falsi (`radial_root`, a few O(n³) solves);
+       one Riccati test at that radius·(1 + rtol/2). When it holds, the search is over.
+    2. Otherwise, after each feasible test the angle of the Riccati closed loop's dominant
+       pole (`closed_loop_pole`), which tends to the peak frequency, gives a new radial
+       root; then a safeguarded secant on ``(1 − |pole|)²`` (linear in ᾱ near ᾱ*), kept on
+       the feasible side where a test converges fast; bisection when neither applies.
+
+    Typically 1–2 Riccati solves where bisection needs ~log₂(1/rtol), half of them slow
+    infeasible tests. The caller validates the returned (𝒫, λ) in float64.
+
+    Why a gain ≥ 1 refutes: if (4a) held at ᾱ with 𝒫 ≻ 0, λ ≥ 0 and ``σ_max(G(z)) ≥ 1`` for
+    ``G(z) = C₁(zI − A)⁻¹B₁`` at ``|z| = ᾱ``, take unit singular vectors ``G(z)v = σu`` and the
+    complex Δ = v u*/σ (‖Δ‖ ≤ 1): then z is an eigenvalue of A + B₁ΔC₁ with eigenvector
+    x = (zI − A)⁻¹B₁v, and ξ = (x, ΔC₁x) (|Δw| ≤ |Δv|) in the Hermitian form of (4a) gives
+    ``ᾱ²x*𝒫x ≥ |z|²x*𝒫x + λ(|Δv|² − |Δw|²)``, so a strict certificate would need |z| < ᾱ.
+    (The gain is computed in float64: the lower bound is a diagnostic, not a proof; only the
+    upper end, the certified rate, is proved.)
+    """
+    if radius is None:
+        radius = float(np.abs(np.linalg.eigvals(ss.A)).max()) if ss.A.size else 0.0
+    if radius >= upper:
+        return None
+    st = RateSearch(lo=radius)
+    _frequency_candidates(ss, st, upper, rtol, eps)
+    if st.best is None:
+        _test(ss, st, upper, eps)
+        if st.best is None:
+            return None
+    while st.hi - st.lo > rtol * st.hi and st.solves < max_solves:
+        alpha = _next_rate(ss, st, rtol)
+        if alpha is None:
+            break
+        _test(ss, st, alpha, eps)
+    assert st.best is not None
+    return KypCertificate(st.best[0], st.best[1], st.hi, st.solves,
+                          lower=st.lo, lower_proof=st.lower_proof)
+
+
+def _frequency_candidates(ss: StateSpaceBlocks, st: RateSearch, upper: float, rtol: float,
+                          eps: float) -> None:
+    """Step 1 of `smallest_rate`: test just above the real-axis crossing, then (if that fails)
+    just above the crossing at the peak angle of the circle ``|z| = lo``."""
+    radius = st.lo
+    if ss.C1.shape[0] == 0 or not ss.B1.any() or not ss.C1.any():
+        # No w-channel: a Stein inequality, feasible at every rate above ρ(A).
+        if 0 < radius * (1 + rtol / 2) < upper:
+            _test(ss, st, radius * (1 + rtol / 2), eps)
+        return
+    gains = {om: _w_channel_gain(ss, _on_ray(upper, om)) for om in (0.0, math.pi)}
+    omega = max(gains, key=lambda om: gains[om])
+    low = _raise_lower(ss, st, omega, rtol, upper, "w-channel gain ≥ 1 on the real axis",
+                       gains[omega])
+    if low is not None and low * (1 + rtol / 2) < upper:
+        _test(ss, st, low * (1 + rtol / 2), eps)
+    if st.best is None and st.lo < upper:
+        # The real-axis crossing was not the peak. On the circle |z| = lo the largest gain is
+        # ≥ 1 (the largest gain on |z| = r does not increase with r, and the optimum is > lo).
+        low = _raise_lower(ss, st, peak_angle(ss, st.lo), rtol, upper,
+                           "w-channel gain ≥ 1 at the circle's peak angle")
+        if low is not None and low * (1 + rtol / 2) < upper:
+            _test(ss, st, low * (1 + rtol / 2), eps)
+
+
+def _next_rate(ss: StateSpaceBlocks, st: RateSearch, rtol: float) -> float | None:
+    """Step 2 of `smallest_rate`: the next rate to test (None: the bracket closed)."""
+    alpha = None
+    if st.pole is not None:
+        omega, st.pole = abs(math.atan2(st.pole.imag, st.pole.real)), None
+        low = _raise_lower(ss, st, omega, rtol, st.hi,
+                           "w-channel gain ≥ 1 at the closed-loop pole's angle")
+        if st.hi - st.lo <= rtol * st.hi:
+            return None
+        if low is not None:
+            alpha = low * (1 + rtol / 2)
+    pred = _predict(st.points)
+    if alpha is None and pred is not None and st.lo < pred < st.hi:
+        # Safeguarded secant: stay on the feasible side, where a test is cheap.
+        alpha = max(pred * (1 + rtol / 4), pred + PREDICTION_BACKOFF * (st.hi - pred))
+    if alpha is None or not st.lo < alpha < st.hi:
+        alpha = 0.5 * (st.lo + st.hi)
+    return min(alpha, st.hi * (1 - rtol / 8))
+
+
+@blas_threads(1)
+def bisection_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6,
+                   eps: float = REGULARIZATION) -> KypCertificate | None:
+    """The earlier search: plain bisection on ᾱ ∈ (ρ(A), upper], one Riccati test a step.
+
+    Kept as the reference the tests compare `smallest_rate` with.
+    """
     found = contraction_riccati(ss, upper, eps)
     solves = 1
     if found is None:

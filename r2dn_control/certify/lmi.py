@@ -143,13 +143,46 @@ def lmi_terms(ss: StateSpaceBlocks, metric: Any, multiplier: Any, rate: float = 
     return terms
 
 
-def _product(term: Term) -> Any:
-    mid = term.mid
+def _dense_product(left: np.ndarray, mid: Any, right: np.ndarray) -> Any:
     if mid is None:
-        return term.left.T @ term.right
+        return left.T @ right
     if getattr(mid, "ndim", 0) == 0:
-        return mid * (term.left.T @ term.right)
-    return term.left.T @ mid @ term.right
+        return mid * (left.T @ right)
+    return left.T @ mid @ right
+
+
+def _support(factor: np.ndarray) -> slice:
+    """The smallest column range of ``factor`` outside which every entry is zero."""
+    nonzero = np.flatnonzero(np.any(factor != 0, axis=0))
+    return slice(int(nonzero[0]), int(nonzero[-1]) + 1) if nonzero.size else slice(0, 0)
+
+
+def _product(term: Term) -> Any:
+    """``Lᵀ·mid·R``; in numpy only the block on the nonzero columns of L and R is multiplied.
+
+    The skipped entries are sums of products with an exact zero factor, hence exactly 0 in
+    float64 as well, and the kept ones are the same dot products (same inner dimension k), so
+    the bound of `rounding_bound` covers the result as it covers the full product. This is
+    what makes the selectors I_x, I_w, I_u and the zero D₁₁ columns of C_v free.
+    """
+    mid = term.mid
+    if not isinstance(mid, (np.ndarray, np.generic, float, int, type(None))):
+        return _dense_product(term.left, mid, term.right)  # cvxpy expression: as written
+    rows, cols = _support(term.left), _support(term.right)
+    out = np.zeros((term.left.shape[1], term.right.shape[1]))
+    if rows.stop > rows.start and cols.stop > cols.start:
+        left, right = term.left[:, rows], term.right[:, cols]
+        if _is_identity(left) and _is_identity(right) and mid is not None \
+                and getattr(mid, "ndim", 0) == 2:
+            block = np.asarray(mid, dtype=np.float64)  # Iᵀ·mid·I is mid, exactly
+        else:
+            block = _dense_product(left, mid, right)
+        out[rows, cols] = block
+    return out
+
+
+def _is_identity(m: np.ndarray) -> bool:
+    return m.shape[0] == m.shape[1] and bool(np.array_equal(m, np.eye(m.shape[0])))
 
 
 def assemble(terms: list[Term]) -> Any:
