@@ -27,7 +27,7 @@ from . import kyp, sdp
 from . import lbdn as lbdn_cert
 from .blas import blas_threads
 from .empirical import contraction_lower_bound, lipschitz_lower_bound
-from .lmi import lipschitz_supply, validate
+from .lmi import Validation, lipschitz_supply, validate
 from .result import CERTIFIED, INCONCLUSIVE, NOT_CERTIFIED, CertificateResult
 from .target import Target, as_target
 
@@ -74,6 +74,7 @@ class Candidate:
     solver: str
     details: dict = field(default_factory=dict)
     inflatable: bool = False
+    proof: Validation | None = None  # `validate` at ``bound`` already run by the tier
 
 
 def _lmi_for(q: Question, cand: Candidate, bound: float | None):
@@ -97,7 +98,10 @@ def check(q: Question, cand: Candidate) -> CertificateResult:
     last = None
     for value in values:
         metric, mult, rate, supply = _lmi_for(q, cand, value)
-        last = validate(q.target.blocks, metric, mult, rate, supply)
+        if cand.proof is not None and value == cand.bound:
+            last = cand.proof  # the same check, already run on these matrices by the tier
+        else:
+            last = validate(q.target.blocks, metric, mult, rate, supply)
         if last.holds:
             details = {**cand.details, "min_eigenvalue": last.min_eigenvalue,
                        "rounding_bound": last.error}
@@ -152,8 +156,11 @@ def kyp_tier(q: Question) -> CertificateResult | None:
                                 f"spectral radius of A is {radius:.12g} ≥ 1: the structured "
                                 "route needs A Schur")
     res = None
-    for eps in (kyp.REGULARIZATION, *kyp.RETRY_REGULARIZATIONS):
-        # A larger regularization ε buys a larger strict margin (docs/theory.md §6).
+    # A larger regularization ε buys a larger strict margin (docs/theory.md §6); the gain
+    # search picks its margins itself (kyp.margin_riccati).
+    regularizations = (kyp.REGULARIZATION, *kyp.RETRY_REGULARIZATIONS) \
+        if q.prop == "contraction" else (kyp.REGULARIZATION,)
+    for eps in regularizations:
         res = _kyp_attempt(q, eps)
         if res.status != INCONCLUSIVE:
             return res
@@ -181,14 +188,21 @@ def _kyp_attempt(q: Question, eps: float) -> CertificateResult:
                                   inflatable=q.rate is None))
     hint = t.gamma
     lam = None if t.multiplier is None else float(np.asarray(t.multiplier).ravel()[0])
+    nu, _, _, ny = t.sizes
+
+    def accept(c: kyp.KypCertificate):
+        return validate(t.blocks, c.metric, c.multiplier, 1.0, lipschitz_supply(c.value, nu, ny))
+
     cert = kyp.smallest_gain(t.blocks, hint, None if hint is None or lam is None else lam * hint,
-                             eps=eps)
+                             accept=accept)
     if cert is None:
         return q.result(NOT_CERTIFIED, solver="kyp",
                         message="no (κ, γ) passed the bounded-real Riccati test")
-    return check(q, Candidate(cert.metric, cert.multiplier, cert.value, "kyp",
-                              {"riccati_solves": cert.solves, "regularization": eps},
-                              inflatable=True))
+    details = {"riccati_solves": cert.solves, "regularization": cert.margin or eps}
+    if cert.margin:
+        details["proof_margin"] = cert.margin
+    return check(q, Candidate(cert.metric, cert.multiplier, cert.value, "kyp", details,
+                              inflatable=True, proof=cert.proof))
 
 
 def sdp_affordable(target: Target) -> bool:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +48,7 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator
 
 from .blas import blas_threads
 from .freq import GainSearch
-from .lmi import StateSpaceBlocks
+from .lmi import StateSpaceBlocks, Validation
 
 #: Regularization ``ε`` (relative to the scale of Ĉ) added as ``√ε I`` rows to Ĉ.
 REGULARIZATION = 1e-10
@@ -65,6 +66,8 @@ class KypCertificate:
     solves: int  # number of Riccati solves spent
     lower: float | None = None  # a value shown impossible (rate search), if any
     lower_proof: str = ""
+    margin: float = 0.0  # the proof margin τ of `margin_riccati` (gain), if used
+    proof: Validation | None = None  # the float64 check already run on it, if any
 
 
 def _doubling(a: np.ndarray, g: np.ndarray, h: np.ndarray, tol: float = 1e-14,
@@ -611,35 +614,76 @@ def bisection_gain(ss: StateSpaceBlocks, gamma_hint: float | None = None,
 
 
 # --------------------------------------------------------------------------- gain, fast path
-#: Relative inflations δ tried, in order, for the Riccati test at (κ*, γ*(1 + δ)).
-INFLATIONS = (1e-7, 1e-6, 1e-5)
-#: After a candidate fails at every δ: how much denser the retry grid is, and larger δ's.
+#: First proof margin τ of the gain (`margin_riccati`); later ones follow the rounding bound.
+FIRST_MARGIN = 1e-8
+#: Largest τ tried on the first candidate, and on the denser grid's retry.
+MAX_MARGIN, RETRY_MAX_MARGIN = 1e-5, 1e-2
+#: After the first candidate fails at every τ: how much denser the retry grid is.
 RETRY_GRID_FACTOR = 4
-RETRY_INFLATIONS = (1e-6, 1e-5, 1e-4, 1e-3)
+
+#: Validates a candidate certificate in float64 (the caller's `lmi.validate`).
+Accept = Callable[[KypCertificate], Validation]
+
+
+def margin_riccati(ss: StateSpaceBlocks, kappa: float, gamma: float, tau: float
+                   ) -> np.ndarray | None:
+    r"""X of the BRL for the (κ, γ)-scaled system with a margin τ in every direction, or None.
+
+    The inputs are amplified by ``c = 1/√(1 − τ)`` (B̂ → cB̂, D̂ → cD̂) and the regularization
+    is ε = τ. With T = diag(I, I/c) the BRL matrix of the amplified, regularized system
+    N_c ⪰ 0 gives ``N(X) = T N_c T + diag(ε s² I, τ I) ⪰ diag(ε s² I, τ I)`` for the original
+    one: unlike the plain Riccati *equation*, whose N(X) is singular, this X leaves a margin
+    ≈ τ that the float64 check can see. It needs ``‖·‖_∞ < √(1 − τ)``: (κ, γ) a little inside
+    the feasible set.
+    """
+    a, b, c, d = _gain_system(ss, kappa, gamma)
+    amp = 1.0 / math.sqrt(1.0 - tau)
+    return bounded_real_riccati(a, amp * b, c, amp * d, eps=tau, schur_known=True)
 
 
 def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
-                       inflations: tuple[float, ...], eps: float = REGULARIZATION
+                       mu_at: Callable[[float], float] | None = None,
+                       accept: Accept | None = None, max_margin: float = MAX_MARGIN
                        ) -> tuple[KypCertificate | None, int]:
-    """One Riccati test per δ at (κ, γ(1+δ)) until one passes: (certificate, solves)."""
-    for solves, delta in enumerate(inflations, start=1):
-        g = gamma * (1 + delta)
-        x = gain_riccati(ss, kappa, g, schur_known=True, eps=eps)
-        if x is not None:
-            return KypCertificate(x / g, kappa / g, g, solves), solves
-    return None, len(inflations)
+    """Prove (κ, γ) raised by the smallest margin that passes: (certificate, solves).
+
+    For τ = `FIRST_MARGIN`, …: one `margin_riccati` solve at ``κ(1 + 4τ)`` and
+    ``γ' = max(γ, √μ(κ(1+4τ)))·(1 + 4τ)`` (``mu_at``: the frequency-domain μ*(κ)), then
+    ``accept`` (the float64 check). A failed Riccati solve multiplies τ by 10; a failed check
+    raises τ to what its rounding bound asks (λ_min ≈ τ/2, the bound shrinking about like
+    1/τ): ``max(3τ, 3√(bound·τ))``. Without ``accept`` the first Riccati solution is returned.
+    """
+    tau, solves = FIRST_MARGIN, 0
+    while tau <= max_margin:
+        k = kappa * (1 + 4 * tau)
+        g = max(gamma, math.sqrt(mu_at(k)) if mu_at is not None else gamma) * (1 + 4 * tau)
+        x = margin_riccati(ss, k, g, tau)
+        solves += 1
+        if x is None:
+            tau *= 10
+            continue
+        cert = KypCertificate(x / g, k / g, g, solves, margin=tau)
+        if accept is None:
+            return cert, solves
+        proof = accept(cert)
+        cert.proof = proof
+        if proof.holds:
+            return cert, solves
+        err = proof.error if math.isfinite(proof.error) else 10 * tau
+        tau = max(3 * tau, 3 * math.sqrt(err * tau))
+    return None, solves
 
 
-def frequency_gain(ss: StateSpaceBlocks, grid: int | None = None, eps: float = REGULARIZATION
-                   ) -> tuple[KypCertificate | None, int, bool]:
-    """Candidate (κ*, γ*) from the frequency domain, then a handful of Riccati tests.
+def frequency_gain(ss: StateSpaceBlocks, grid: int | None = None,
+                   accept: Accept | None = None) -> tuple[KypCertificate | None, int, bool]:
+    """Candidate (κ*, γ*) from the frequency domain, then one or two Riccati solves.
 
-    `GainSearch` minimizes max_ω μ(κ, ω) (μ = γ²) over κ
-    on a frequency grid with refined peaks: a lower estimate of the optimum that costs one
-    eigen-decomposition of A plus one O(n³) product/factorization per frequency. The
-    estimate is then *certified* by the Riccati equation at (κ*, γ*(1 + δ)), δ ≥ 1e-7: its
-    stabilizing solution is an explicit 𝒫 (re-validated by the caller). If a peak was missed
-    the test fails at every δ; the search is rerun on a denser grid with larger δ.
+    `GainSearch` minimizes max_ω μ(κ, ω) (μ = γ²) over κ on a frequency grid with refined
+    peaks: a lower estimate of the optimum that costs one eigen-decomposition of A plus one
+    O(n³) product/factorization per frequency. The estimate is then *proved*: the Riccati
+    solution of `margin_riccati` just inside (κ*, γ*) is an explicit 𝒫, checked in float64 by
+    ``accept`` (`_certify_candidate`). If a peak was missed every Riccati test fails; the
+    search is rerun on a denser grid with margins up to `RETRY_MAX_MARGIN`.
 
     Returns
     -------
@@ -654,14 +698,15 @@ def frequency_gain(ss: StateSpaceBlocks, grid: int | None = None, eps: float = R
     cand = search.run()
     if cand is None:
         return None, 0, True  # w-channel gain ≥ 1 at some frequency: no multiplier works
-    cert, solves = _certify_candidate(ss, cand.kappa, cand.gamma, INFLATIONS, eps)
+    cert, solves = _certify_candidate(ss, cand.kappa, cand.gamma, search.mu_max, accept)
     if cert is not None:
         return cert, solves, True
     dense = GainSearch(ss, RETRY_GRID_FACTOR * len(cand.omegas))
     cand = dense.run()
     if cand is None:
         return None, solves, dense.blocked
-    cert, more = _certify_candidate(ss, cand.kappa, cand.gamma, RETRY_INFLATIONS, eps)
+    cert, more = _certify_candidate(ss, cand.kappa, cand.gamma, dense.mu_max, accept,
+                                    RETRY_MAX_MARGIN)
     if cert is not None:
         cert.solves = solves + more
     return cert, solves + more, cert is not None
@@ -669,18 +714,19 @@ def frequency_gain(ss: StateSpaceBlocks, grid: int | None = None, eps: float = R
 
 def smallest_gain(ss: StateSpaceBlocks, gamma_hint: float | None = None,
                   kappa_hint: float | None = None, rtol: float = 1e-6,
-                  eps: float = REGULARIZATION) -> KypCertificate | None:
+                  accept: Accept | None = None) -> KypCertificate | None:
     """Smallest certified γ with a scalar multiplier (R2DN, LTI; D₁₁ = 0).
 
-    The frequency-domain candidate plus 1–3 Riccati solves (`frequency_gain`); if that
-    yields nothing, the slower pure-Riccati search `bisection_gain` (hints: e.g. the
-    implied certificate γ, κ = λγ). Runs with one BLAS thread (see `.blas`).
+    The frequency-domain candidate plus 1–2 Riccati solves (`frequency_gain`, each
+    candidate checked by ``accept``); if that yields nothing, the slower pure-Riccati search
+    `bisection_gain` (hints: e.g. the implied certificate γ, κ = λγ). Runs with one BLAS
+    thread (see `.blas`).
     """
     nu, _, _, ny = ss.sizes
     with blas_threads(1):
         solves = 0
         if nu and ny:
-            cert, solves, settled = frequency_gain(ss, eps=eps)
+            cert, solves, settled = frequency_gain(ss, accept=accept)
             if settled:
                 return cert
         cert = bisection_gain(ss, gamma_hint, kappa_hint, rtol)
