@@ -1,19 +1,30 @@
-"""Benchmark: certified γ of a Lipschitz R2DN (nx = nv = n) by the KYP route and by cvxpy SDPs.
+"""Benchmark: certified rate and γ of a Lipschitz R2DN (nx = nv = n) by the KYP route and SDPs.
 
 Run::
 
-    .venv/bin/python benchmarks/bench_certify.py            # n in {8, 32, 64, 128, 512}
+    .venv/bin/python benchmarks/bench_certify.py            # γ, n in {8, 32, 64, 128, 512}
     .venv/bin/python benchmarks/bench_certify.py --quick    # n in {8, 32}
     .venv/bin/python benchmarks/bench_certify.py --lower-bounds  # REN/R2DN: lower ≤ certified γ
+    # Time against n; with --against, the earlier code on the same models, interleaved:
+    mkdir -p /tmp/r2dn_old && git archive 4220cc4 r2dn_control | tar -x -C /tmp/r2dn_old
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/bench_certify.py --speed \\
+        --sizes 64 128 256 512 1024 2048 --against /tmp/r2dn_old --old-max 512
+
+``--speed`` times, per n, the smallest certified contraction rate and the smallest certified γ
+(``method="kyp"``, every answer proved by the float64 check), each in a fresh interpreter
+(model construction and imports not timed), ``--rounds`` times up to n = 256 (median), once
+above. ``--against DIR`` runs the same measurement with the ``r2dn_control`` package in DIR
+(e.g. the revision before the speed-up, 4220cc4) right after each one.
 
 SDPs are skipped where they would take minutes or run out of memory (Clarabel above
 ``--clarabel-max``, SCS above ``--scs-max``); the KYP route above ``--kyp-max``. The
-"Riccati solves" column is the number of O(n³) Riccati tests the KYP route spent.
+"Riccati solves" column is the number of O(n³) Riccati solves the KYP route spent.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import torch
@@ -49,6 +60,74 @@ def lower_bounds() -> None:
               f"{time.perf_counter() - start:8.1f}", flush=True)
 
 
+# ------------------------------------------------------------------ time against n
+#: Run in a fresh interpreter per measurement (either tree): prints one JSON line.
+_MEASURE = """
+import json, sys, time
+tree = sys.argv[3]
+# The tree given, not an editable install of another one (its finder comes first otherwise).
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path.insert(0, tree)
+import torch
+import r2dn_control
+assert r2dn_control.__file__.startswith(tree), (r2dn_control.__file__, tree)
+from r2dn_control import certify
+from r2dn_control.certify.blas import blas_threads
+from r2dn_control.nn import LipschitzR2DN
+n, what = int(sys.argv[1]), sys.argv[2]
+torch.manual_seed(n)
+model = LipschitzR2DN(2, n, n, 2, gamma=2.0, dtype=torch.float64)
+start = time.perf_counter()
+res = certify.contraction(model, method="kyp") if what == "rate" else \\
+    certify.lipschitz(model, method="kyp")
+seconds = time.perf_counter() - start
+d = res.details
+print(json.dumps({"seconds": seconds, "status": res.status, "bound": res.bound,
+                  "solves": d.get("riccati_solves"),
+                  "proof": d.get("proof_margin", d.get("regularization"))}))
+"""
+
+
+def _measure(tree: str, n: int, what: str) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(n), what, os.path.abspath(tree)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def speed(sizes: list[int], against: str | None, old_max: int, rounds: int,
+          tree: str | None = None) -> None:
+    """Rate and γ against n; with ``against`` (a directory holding an earlier
+    ``r2dn_control``) the earlier code on the same model, interleaved: new, old, new, old, …"""
+    import os
+    import statistics
+
+    here = tree or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    print(f"{'n':>5} {'what':<6} {'code':<5} {'median s':>9} {'runs':>4} {'status':<14} "
+          f"{'bound':>12} {'Riccati':>8} {'margin/ε':>10}", flush=True)
+    for n in sizes:
+        for what in ("rate", "gamma"):
+            trees = [("new", here)] + ([("old", against)] if against and n <= old_max else [])
+            times: dict[str, list[float]] = {name: [] for name, _ in trees}
+            last: dict[str, dict] = {}
+            for _ in range(rounds if n <= 256 else 1):
+                for name, tree in trees:
+                    last[name] = _measure(tree, n, what)
+                    times[name].append(last[name]["seconds"])
+            for name, _ in trees:
+                r = last[name]
+                bound = r["bound"] if r["bound"] is not None else math.nan
+                proof = "-" if r["proof"] is None else f"{r['proof']:.1e}"
+                print(f"{n:>5} {what:<6} {name:<5} {statistics.median(times[name]):9.2f} "
+                      f"{len(times[name]):>4} {r['status']:<14} {bound:12.7f} "
+                      f"{r['solves'] if r['solves'] is not None else '-'!s:>8} {proof:>10}",
+                      flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -59,9 +138,25 @@ def main(argv=None) -> None:
     parser.add_argument("--lower-bounds", action="store_true")
     parser.add_argument("--rate", action="store_true",
                         help="also time the smallest certified contraction rate (KYP tier)")
+    parser.add_argument("--speed", action="store_true",
+                        help="time against n: rate and γ, current vs earlier searches")
+    parser.add_argument("--against", metavar="DIR",
+                        help="--speed: also time the r2dn_control package in DIR (an earlier "
+                             "revision: git archive REV r2dn_control | tar -x -C DIR)")
+    parser.add_argument("--tree", metavar="DIR",
+                        help="--speed: the r2dn_control package timed as 'new' (default: this "
+                             "checkout)")
+    parser.add_argument("--old-max", type=int, default=512,
+                        help="largest n for the --against code in --speed")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="timing rounds per size in --speed (one above n = 256)")
     args = parser.parse_args(argv)
     if args.lower_bounds:
         lower_bounds()
+        return
+    if args.speed:
+        speed(args.sizes or [64, 128, 256, 512], args.against, args.old_max, args.rounds,
+              args.tree)
         return
     sizes = args.sizes or ([8, 32] if args.quick else [8, 32, 64, 128, 512])
     print(f"{'n':>4} {'method':<9} {'status':<14} {'seconds':>9} {'gamma':>12} "
