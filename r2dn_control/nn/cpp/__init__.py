@@ -100,8 +100,8 @@ def _library_name() -> str:
 
 
 #: A load that takes longer than this (seconds) is compiling: announce it. Loading a cached
-#: build takes well under a second; torch recompiles whenever the sources changed, which a
-#: file check here cannot see reliably (the cache is shared by every checkout on the machine).
+#: build takes well under a second; torch recompiles whenever the sources changed (a new hash
+#: means a new folder, so this is a first build or an edited checkout).
 ANNOUNCE_AFTER_S = 2.0
 _ANNOUNCEMENT = (
     "r2dn_control: compiling the C++ CPU kernels once for this machine (about a minute; later "
