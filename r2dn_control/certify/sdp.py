@@ -4,7 +4,7 @@ Conditioning (docs/theory.md §4): (1) Gramian balancing of the state, (2) for a
 variables scaled by the implied Λ, (3) preconditioning with the implied metric when known.
 The solver is always named explicitly: MOSEK when installed, else Clarabel; SCS for LMIs larger
 than ``config.defaults["certify.large_lmi"]`` or when Clarabel fails (SCS then runs to the accuracy
-``config.defaults["certify.validation_tol"]``). The solver's answer is only a candidate: the
+``config.defaults["certify.scs_accuracy"]``). The solver's answer is only a candidate: the
 caller re-validates it in float64 (`lmi.validate`).
 """
 
@@ -52,9 +52,9 @@ def choose_solvers(size: int, solver: str | None = None) -> list[str]:
 
 def _solver_options(name: str) -> dict[str, float | int]:
     """Keyword arguments for ``prob.solve(solver=name)``: SCS (first-order, inaccurate by
-    default) is asked for ``certify.validation_tol`` absolute and relative accuracy."""
+    default) is asked for ``certify.scs_accuracy`` absolute and relative accuracy."""
     if name == "SCS":
-        tol = config.defaults["certify.validation_tol"]
+        tol = config.defaults["certify.scs_accuracy"]
         return {"eps_abs": tol, "eps_rel": tol, "max_iters": 100000}
     return {}
 
