@@ -153,7 +153,7 @@ _Net = TypeVar("_Net")
 def _network_as(model: ExplicitModel, kind: type[_Net], backend: str) -> _Net:
     """``model.network``, checked to be the ``kind`` that ``backend`` runs."""
     if not isinstance(model.network, kind):
-        raise TypeError(f"the {backend} rollout needs a {kind.__name__} network, got "
+        raise TypeError(f"the {backend} rollout needs a network of type {kind.__name__}, got "
                         f"{type(model.network).__name__}")
     return model.network
 
