@@ -86,8 +86,11 @@ class ScalingConfig:
 
 PRESETS = {
     "full": ScalingConfig(),
-    "quick": ScalingConfig(r2dn_widths=(8, 32, 96), ren_widths=(20, 60, 200), epochs=15,
-                           batches=8, lr=1e-2, decay_epochs=10, repeats=5),
+    # 600 Adam steps at 3e-3: enough to reach the linear-fit level (NRMSE ≈ 12.5 %), far
+    # from the paper's 192,000 steps (docs/results.md: the task needs > 20,000 steps to
+    # leave the linear level even for an unconstrained MLP).
+    "quick": ScalingConfig(r2dn_widths=(8, 32, 96), ren_widths=(20, 60, 200), epochs=60,
+                           batches=10, lr=3e-3, decay_epochs=60, repeats=5),
     "test": ScalingConfig(r2dn_widths=(2, 4), r2dn_layers=2, r2dn_features=2,
                           ren_widths=(2, 4), epochs=2, batches=2, batch_size=32,
                           validation_points=64, timing_batch=4, timing_horizon=8, repeats=2),

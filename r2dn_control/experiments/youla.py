@@ -9,6 +9,14 @@ The control ũ = Q(ỹ) is saturated at ±5; w is piecewise constant (held 50 st
 analytic policy gradients (backpropagation through the simulated closed loop, 4 truncated-BPTT
 segments of 200 steps per 800-step epoch, Adam 5e-3 ×0.1 after 60 of 80 epochs, clip ±10).
 
+**Odd Q** (``q_biases=False``, our change to the paper's setup): Q's biases (bx, bv, by and
+the LBDN's) are fixed at zero. The plant is linear and the saturation, the cost, the
+disturbance distribution and tanh are symmetric, so the best Q is odd (ũ(−ỹ) = −ũ(ỹ)); a Q
+with zero biases is odd by construction, so zero disturbance gives zero control. With trained
+biases (``q_biases=True``, the paper's model) short runs pick up the sampling asymmetry of the
+batches: the quick R2DN held z ≈ −0.6 under zero disturbance (Q(0) ≈ −0.67 at steady state,
+from biases of ≈ 0.07 amplified by Q's near-unit-pole DC gain).
+
 **Unstable plant** (``plant="unstable"``): the same structure with
 $T_u(q) = 0.3/((q - 1.05)(q - 0.5))$ (a pole outside the unit circle) and the base
 controller designed by LQR (K = dlqr(A, B, I, 1)) and a Kalman predictor
@@ -88,6 +96,7 @@ class YoulaConfig:
     input_limit: float = 5.0
     control_weight: float = 1e-4
     certify_gamma: bool = True
+    q_biases: bool = False
 
     def __post_init__(self) -> None:
         if self.plant not in PLANTS:
@@ -124,15 +133,28 @@ def generalized_plant(transfer: control.StateSpace) -> control.StateSpace:
 
 
 def make_q(config: YoulaConfig, family: str, *, zero_output: bool = False) -> torch.nn.Module:
-    """The Youla parameter Q: ỹ ↦ ũ, a contracting R2DN or REN."""
+    """The Youla parameter Q: ỹ ↦ ũ, a contracting R2DN or REN (biases fixed at zero unless
+    ``config.q_biases``: see the module docstring)."""
     common = dict(activation=config.activation, init=config.init,
                   init_output_zero=zero_output)
     if family == "r2dn":
-        return ContractingR2DN(1, config.state_size, config.r2dn_features, 1,
-                               hidden=config.r2dn_hidden, **common)
-    if family == "ren":
-        return ContractingREN(1, config.state_size, config.ren_features, 1, **common)
-    raise ValueError(f"model family must be 'r2dn' or 'ren', got {family!r}")
+        q = ContractingR2DN(1, config.state_size, config.r2dn_features, 1,
+                            hidden=config.r2dn_hidden, **common)
+    elif family == "ren":
+        q = ContractingREN(1, config.state_size, config.ren_features, 1, **common)
+    else:
+        raise ValueError(f"model family must be 'r2dn' or 'ren', got {family!r}")
+    if not config.q_biases:
+        for param in bias_parameters(q):
+            param.detach().zero_()
+            param.requires_grad_(False)
+    return q
+
+
+def bias_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The bias parameters of an R2DN or REN: ``bx``, ``bv``, ``by`` and the LBDN layers'."""
+    return [p for name, p in model.named_parameters()
+            if name.rsplit(".", 1)[-1] in ("bx", "bv", "by", "bias")]
 
 
 def build_loop(config: YoulaConfig, q: torch.nn.Module, device: torch.device
