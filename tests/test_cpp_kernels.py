@@ -371,3 +371,24 @@ def test_r2dn_fallback_when_disabled_by_environment() -> None:
     for p, g in zip(model.parameters(), result["g"]):
         torch.testing.assert_close(p.grad.flatten(), torch.tensor(g, dtype=F64),
                                    rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (F64, 1e-10)])
+def test_r2dn_kernel_ragged_tiles_match_torch(r2dn_loop, dtype, tol) -> None:
+    """Widths and lane counts that are not multiples of the transpose tiles (8 float32 / 4
+    float64 lanes): full tiles, ragged feature edges and a partial lane block of more than
+    one tile, against the pure-torch loops in the same dtype."""
+    torch.manual_seed(1)
+    model = ContractingR2DN(2, 5, 13, 2, hidden=(11, 8, 9), activation="tanh", dtype=dtype)
+    # 45 = a float32 lane block of 32 + 13 (one tile of 8 and 5 lanes); float64: 2 × 16 + 13.
+    u = torch.randn(45, 6, 2, dtype=dtype, requires_grad=True)
+    x0 = torch.randn(45, 5, dtype=dtype, requires_grad=True)
+    y_fast, x_fast, g_fast = _outputs_and_grads(model, u, x0, "fused")
+    y_ref, x_ref, g_ref = _with_torch_loops(lambda: _outputs_and_grads(model, u, x0, "fused"))
+    torch.testing.assert_close(y_fast, y_ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(x_fast, x_ref, rtol=tol, atol=tol)
+    assert len(g_fast) == len(g_ref) > 2
+    for a, b in zip(g_fast, g_ref):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=10 * tol, atol=10 * tol)
