@@ -67,15 +67,16 @@ class _FusedR2DNRollout(torch.autograd.Function):
         n_weights = ctx.n_weights
         weights, acts = rest[:n_weights], rest[n_weights:]
         batch, nx = xs.shape[1:]
-        # σ' for every step at once (one vectorised op per layer instead of one per step).
-        slopes = [DERIVATIVE_FROM_OUTPUT[ctx.activation](a) for a in acts]
         g_xs = torch.zeros_like(xs) if g_xs is None else g_xs.contiguous()
         g_ws = torch.zeros_like(ws) if g_ws is None else g_ws.contiguous()
         g_final = xs.new_zeros(batch, nx) if g_final is None else g_final
-        if ctx.use_cpp:
+        if ctx.use_cpp:  # the kernel evaluates σ' from the saved outputs itself
             lams, g_w, g_v, g_z = cpp.ops().r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1,
-                                                         list(weights), slopes, ctx.loop_width)
+                                                         list(weights), list(acts),
+                                                         ctx.activation, ctx.loop_width)
         else:
+            # σ' for every step at once (one vectorised op per layer instead of one per step).
+            slopes = [DERIVATIVE_FROM_OUTPUT[ctx.activation](a) for a in acts]
             lams, g_w, g_v, g_z = _adjoint_loop(g_xs, g_ws, g_final, A, B1, C1, weights,
                                                 slopes)
         lam_next = lams[1:]
