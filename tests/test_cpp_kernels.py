@@ -331,11 +331,11 @@ def test_r2dn_kernel_errors_are_clear() -> None:
     a, b1, c1 = z(1, 1, dtype=F64), z(1, 4, dtype=F64), z(4, 1, dtype=F64)
     ws, bs = [z(4, 5, dtype=F64), z(5, 4, dtype=F64)], [z(5, dtype=F64), z(4, dtype=F64)]
     with pytest.raises(RuntimeError, match="unknown activation 'gelu'"):
-        ops.r2dn_forward(x0, dx, dv, a, b1, c1, ws, bs, "gelu", 32)
+        ops.r2dn_forward(x0, dx, dv, a, b1, c1, ws, bs, "gelu", 32, True)
     with pytest.raises(RuntimeError, match="W_1 has shape"):
-        ops.r2dn_forward(x0, dx, dv, a, b1, c1, [ws[0], z(5, 3, dtype=F64)], bs, "tanh", 32)
+        ops.r2dn_forward(x0, dx, dv, a, b1, c1, [ws[0], z(5, 3, dtype=F64)], bs, "tanh", 32, True)
     with pytest.raises(RuntimeError, match="dtype"):
-        ops.r2dn_forward(x0.float(), dx, dv, a, b1, c1, ws, bs, "tanh", 32)
+        ops.r2dn_forward(x0.float(), dx, dv, a, b1, c1, ws, bs, "tanh", 32, True)
 
 
 _SUBPROCESS_R2DN = """
@@ -392,3 +392,28 @@ def test_r2dn_kernel_ragged_tiles_match_torch(r2dn_loop, dtype, tol) -> None:
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=10 * tol, atol=10 * tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_r2dn_inference_forward_equals_training_forward(r2dn_loop, dtype, monkeypatch) -> None:
+    """Under no_grad the C++ forward keeps neither v nor the hidden outputs (save=False);
+    outputs and final state equal the recorded (save=True) forward (to BLAS round-off: the
+    ATen loop's float32 matmuls may block differently on a reused scratch step)."""
+    from r2dn_control.nn import fused_rollout as fr
+
+    torch.manual_seed(2)
+    model = ContractingR2DN(2, 3, 9, 2, hidden=(11, 8), activation="tanh", dtype=dtype)
+    u = torch.randn(37, 5, 2, dtype=dtype)
+    x0 = torch.randn(37, 3, dtype=dtype)
+    y_train, x_train = model(u, x0)
+    assert y_train.requires_grad
+
+    def no_function(*args, **kwargs):
+        raise AssertionError("the autograd.Function ran under no_grad")
+
+    monkeypatch.setattr(fr._FusedR2DNRollout, "apply", no_function)
+    with torch.no_grad():
+        y_infer, x_infer = model(u, x0)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(y_infer, y_train.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(x_infer, x_train.detach(), rtol=tol, atol=tol)

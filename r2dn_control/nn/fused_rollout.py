@@ -50,7 +50,7 @@ class _FusedR2DNRollout(torch.autograd.Function):
         if ctx.use_cpp:
             states, vs, ws, acts = cpp.ops().r2dn_forward(
                 x0, drive_x, drive_v, A, B1, C1, list(weights), list(biases), activation,
-                ctx.loop_width)
+                ctx.loop_width, True)
         else:
             states, vs, ws, acts = _forward_loop(x0, drive_x, drive_v, A, B1, C1, activation,
                                                  weights, biases)
@@ -175,6 +175,14 @@ def fused_rollout(network: ExplicitMLP, x0: Tensor, drive_x: Tensor, drive_v: Te
         b if b is not None else network.weights[k].new_zeros(network.weights[k].shape[1])
         for k, b in enumerate(network.biases)
     )
+    tensors = (x0, drive_x, drive_v, A, B1, C1, *network.weights, *biases)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) \
+            and cpp.usable(*tensors):
+        # Nothing to differentiate: the C++ forward keeps neither v nor the hidden outputs.
+        states, _, ws, _ = cpp.ops().r2dn_forward(
+            x0, drive_x.contiguous(), drive_v.contiguous(), A, B1, C1, list(network.weights),
+            list(biases), network.activation_name, config.defaults["nn.cpp.loop_width"], False)
+        return states[:-1], ws, states[-1]
     return _FusedR2DNRollout.apply(x0, drive_x.contiguous(), drive_v.contiguous(), A, B1, C1,
                                    network.activation_name, len(network.weights),
                                    *network.weights, *biases)

@@ -161,7 +161,7 @@ void forward_lanes(const at::Tensor& x0, const at::Tensor& dx, const at::Tensor&
                    const at::Tensor& A, const at::Tensor& B1, const at::Tensor& C1,
                    const std::vector<at::Tensor>& weights,
                    const std::vector<at::Tensor>& biases, at::Tensor& states, at::Tensor& vs,
-                   at::Tensor& ws, std::vector<at::Tensor>& acts) {
+                   at::Tensor& ws, std::vector<at::Tensor>& acts, bool save) {
   const int64_t steps = dx.size(0), batch = dx.size(1), nx = dx.size(2), nv = dv.size(2);
   const int64_t hidden = static_cast<int64_t>(weights.size()) - 1;
   Mats mats;  // A, B1, C1, then W_kᵀ (so that h W_k is one matvec with rows = outputs)
@@ -189,14 +189,14 @@ void forward_lanes(const at::Tensor& x0, const at::Tensor& dx, const at::Tensor&
       const int64_t row = t * batch + b0;  // first row of the block in a (T, B, ·) buffer
       gather<T, L>(dvp + row * nv, nv, lanes, d.data());
       matvec<T, L>(c1, nv, nx, x.data(), d.data(), h0.data());  // v = dv + C1 x
-      scatter<T, L>(h0.data(), nv, lanes, vp + row * nv);
+      if (save) scatter<T, L>(h0.data(), nv, lanes, vp + row * nv);
       int64_t fan_in = nv;
       for (int64_t k = 0; k < hidden; ++k) {                     // s = σ(W_kᵀ h + b_k)
         const int64_t width = mats.rows[3 + k];
         broadcast<T, L>(bp[k], width, h1.data());
         matvec<T, L>(mp[3 + k], width, fan_in, h0.data(), h1.data(), h1.data());
         for (int64_t i = 0; i < width * L; ++i) h1[i] = activate<T, ACT>(h1[i]);
-        scatter<T, L>(h1.data(), width, lanes, sp[k] + row * width);
+        if (save) scatter<T, L>(h1.data(), width, lanes, sp[k] + row * width);
         std::swap(h0, h1);
         fan_in = width;
       }
@@ -276,16 +276,17 @@ void forward_aten(const at::Tensor& dx, const at::Tensor& dv, const at::Tensor& 
                   const at::Tensor& B1, const at::Tensor& C1,
                   const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
                   Act act, at::Tensor& states, at::Tensor& vs, at::Tensor& ws,
-                  std::vector<at::Tensor>& acts) {
+                  std::vector<at::Tensor>& acts, bool save) {
   const int64_t steps = dx.size(0);
   const int64_t hidden = static_cast<int64_t>(weights.size()) - 1;
   const at::Tensor a_t = A.t(), b1_t = B1.t(), c1_t = C1.t();
   for (int64_t t = 0; t < steps; ++t) {
     const at::Tensor x = states.select(0, t);
-    at::Tensor h = vs.select(0, t);
+    const int64_t slot = save ? t : 0;  // without saving, one step of scratch, reused
+    at::Tensor h = vs.select(0, slot);
     at::cpu::addmm_out(h, dv.select(0, t), x, c1_t);           // v = x C1ᵀ + dv
     for (int64_t k = 0; k < hidden; ++k) {
-      at::Tensor s = acts[k].select(0, t);
+      at::Tensor s = acts[k].select(0, slot);
       at::cpu::addmm_out(s, biases[k], h, weights[k]);          // s = σ(h W_k + b_k)
       activate_(s, act);
       h = s;
@@ -335,11 +336,12 @@ bool use_lanes(int64_t nv, const std::vector<int64_t>& widths, int64_t max_loop_
   return true;
 }
 
-// Returns (states x_0..x_T (T+1,B,nx), vs (T,B,nv), ws (T,B,nv), [s^k (T,B,width_k)]).
+// Returns (states x_0..x_T (T+1,B,nx), vs (T,B,nv), ws (T,B,nv), [s^k (T,B,width_k)]); with
+// save = false only states and ws are results (see below).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_forward(
     const at::Tensor& x0, const at::Tensor& dx_in, const at::Tensor& dv_in, const at::Tensor& A,
     const at::Tensor& B1, const at::Tensor& C1, std::vector<at::Tensor> weights,
-    std::vector<at::Tensor> biases, std::string activation, int64_t max_loop_width) {
+    std::vector<at::Tensor> biases, std::string activation, int64_t max_loop_width, bool save) {
   const Act act = parse_activation(activation);
   TORCH_CHECK(dx_in.dim() == 3 && dv_in.dim() == 3, "r2dn_forward: drives must be (T, batch, n)");
   const int64_t steps = dx_in.size(0), batch = dx_in.size(1), nx = dx_in.size(2);
@@ -362,10 +364,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_for
   const at::Tensor dx = dx_in.contiguous(), dv = dv_in.contiguous();
   const auto opts = dx.options();
   at::Tensor states = at::empty({steps + 1, batch, nx}, opts);
-  at::Tensor vs = at::empty({steps, batch, nv}, opts);
+  // save = false (inference: nothing to differentiate): v and the hidden outputs are not kept;
+  // the lane loops write none, the ATen loops one reused step. vs and acts come back with a
+  // first dimension of 1 (ATen loops) or as unwritten scratch: callers must not read them.
+  const int64_t kept = save ? steps : 1;
+  at::Tensor vs = at::empty({kept, batch, nv}, opts);
   at::Tensor ws = at::empty({steps, batch, nv}, opts);
   std::vector<at::Tensor> acts;
-  for (int64_t width : widths) acts.push_back(at::empty({steps, batch, width}, opts));
+  for (int64_t width : widths) acts.push_back(at::empty({kept, batch, width}, opts));
   states.select(0, 0).copy_(x0);
   if (use_lanes(nv, widths, max_loop_width)) {
     const at::Tensor x0c = x0.contiguous();
@@ -374,7 +380,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_for
       constexpr int64_t L = std::is_same_v<T, float> ? 32 : 16;  // 128 bytes of lanes
       auto go = [&](auto tag) {
         forward_lanes<T, L, decltype(tag)::value>(x0c, dx, dv, A, B1, C1, weights, biases,
-                                                  states, vs, ws, acts);
+                                                  states, vs, ws, acts, save);
       };
       switch (act) {
         case Act::Relu: go(std::integral_constant<Act, Act::Relu>{}); break;
@@ -387,7 +393,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_for
     if (dtype == at::kFloat) run(float(0));
     else run(double(0));
   } else {
-    forward_aten(dx, dv, A, B1, C1, weights, biases, act, states, vs, ws, acts);
+    forward_aten(dx, dv, A, B1, C1, weights, biases, act, states, vs, ws, acts, save);
   }
   return {states, vs, ws, acts};
 }
@@ -485,7 +491,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_adj
 // wider networks take the ATen loops (BLAS matmuls).
 TORCH_LIBRARY_FRAGMENT(r2dn_control, m) {
   m.def("r2dn_forward(Tensor x0, Tensor dx, Tensor dv, Tensor A, Tensor B1, Tensor C1, "
-        "Tensor[] weights, Tensor[] biases, str activation, int max_loop_width) "
+        "Tensor[] weights, Tensor[] biases, str activation, int max_loop_width, bool save) "
         "-> (Tensor, Tensor, Tensor, Tensor[])");
   m.def("r2dn_adjoint(Tensor g_xs, Tensor g_ws, Tensor g_final, Tensor A, Tensor B1, "
         "Tensor C1, Tensor[] weights, Tensor[] acts, str activation, int max_loop_width) "
