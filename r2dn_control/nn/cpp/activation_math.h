@@ -179,23 +179,32 @@ constexpr int64_t tile_size() {
 #endif
 }
 
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols: V×V tiles where
+// both fit, single elements at the ragged edges.
+template <typename T>
+inline void transpose(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst,
+                      int64_t dst_stride) {
+  constexpr int64_t V = tile_size<T>();
+  int64_t i0 = 0;
+  if constexpr (V > 0) {
+    const int64_t cols_tiled = cols - cols % V;
+    for (; i0 + V <= rows; i0 += V) {
+      for (int64_t j0 = 0; j0 < cols_tiled; j0 += V)
+        transpose_tile<T>(src + i0 * src_stride + j0, src_stride, dst + j0 * dst_stride + i0,
+                          dst_stride);
+      for (int64_t i = i0; i < i0 + V; ++i)
+        for (int64_t j = cols_tiled; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+    }
+  }
+  for (int64_t i = i0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+}
+
 // dst (n × L, feature-major) ← rows b0 … b0+lanes−1 of a row-major (·, n) matrix;
 // zero padding.
 template <typename T, int64_t L>
 inline void gather(const T* src, int64_t n, int64_t lanes, T* dst) {
-  constexpr int64_t V = tile_size<T>();
-  int64_t l0 = 0;
-  if constexpr (V > 0) {
-    const int64_t n_tiled = n - n % V;
-    for (; l0 + V <= lanes; l0 += V) {
-      for (int64_t i0 = 0; i0 < n_tiled; i0 += V)
-        transpose_tile<T>(src + l0 * n + i0, n, dst + i0 * L + l0, L);
-      for (int64_t l = l0; l < l0 + V; ++l)
-        for (int64_t i = n_tiled; i < n; ++i) dst[i * L + l] = src[l * n + i];
-    }
-  }
-  for (int64_t l = l0; l < lanes; ++l)
-    for (int64_t i = 0; i < n; ++i) dst[i * L + l] = src[l * n + i];
+  transpose<T>(src, n, lanes, n, dst, L);
   for (int64_t l = lanes; l < L; ++l)
     for (int64_t i = 0; i < n; ++i) dst[i * L + l] = T(0);
 }
@@ -203,19 +212,7 @@ inline void gather(const T* src, int64_t n, int64_t lanes, T* dst) {
 // Rows b0 … b0+lanes−1 of a row-major (·, n) matrix ← src (n × L, feature-major).
 template <typename T, int64_t L>
 inline void scatter(const T* src, int64_t n, int64_t lanes, T* dst) {
-  constexpr int64_t V = tile_size<T>();
-  int64_t l0 = 0;
-  if constexpr (V > 0) {
-    const int64_t n_tiled = n - n % V;
-    for (; l0 + V <= lanes; l0 += V) {
-      for (int64_t i0 = 0; i0 < n_tiled; i0 += V)
-        transpose_tile<T>(src + i0 * L + l0, L, dst + l0 * n + i0, n);
-      for (int64_t l = l0; l < l0 + V; ++l)
-        for (int64_t i = n_tiled; i < n; ++i) dst[l * n + i] = src[i * L + l];
-    }
-  }
-  for (int64_t l = l0; l < lanes; ++l)
-    for (int64_t i = 0; i < n; ++i) dst[l * n + i] = src[i * L + l];
+  transpose<T>(src, L, n, lanes, dst, n);
 }
 
 // Runs body(first_row, rows) over the batch in blocks of lanes_per_block rows, blocks in
