@@ -14,7 +14,9 @@ over blocks of batch rows when every width is at most the ``nn.cpp.loop_width`` 
 (`r2dn_control.config`), else torch's CPU kernels called in this file's order, in both
 cases without per-op Python and dispatcher overhead. Elsewhere (CUDA, other dtypes,
 ``R2DN_DISABLE_CPP=1``, no compiler, inside ``cpp.suspended()``) the Python loops below run.
-σ' and the weight gradients are a few large ops and stay in torch either way.
+The weight gradients are a few large matmuls and stay in torch either way (σ' is evaluated
+in the C++ adjoint, or in torch on the pure-torch path). Under ``torch.no_grad`` (or when
+nothing requires grad) the C++ forward runs without the Function and keeps no activations.
 """
 
 from __future__ import annotations
