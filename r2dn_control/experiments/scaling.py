@@ -37,9 +37,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import certify
-from ..nn import ContractingR2DN, ContractingREN
+from ..nn import ContractingR2DN, ContractingREN, RecurrentModel
 from .common import (
     EpochTimer,
+    ExperimentError,
     certificate_method,
     check_positive_ints,
     parameter_count,
@@ -104,7 +105,7 @@ def target_map(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             + 0.075 * torch.sin(4 * s) * torch.atan(0.1 * s**2) + 0.05 * x + u)
 
 
-def make_model(config: ScalingConfig, family: str, width: int) -> torch.nn.Module:
+def make_model(config: ScalingConfig, family: str, width: int) -> RecurrentModel:
     """R2DN: nv = r2dn_features with ``r2dn_layers`` hidden layers of ``width``; REN: nv = width."""
     common = dict(identity_output=True, init="random")
     if family == "r2dn":
@@ -128,7 +129,7 @@ def _sample(n: int, generator: torch.Generator, device: torch.device, u_value: f
     return x.to(device), u.to(device)
 
 
-def train(model: torch.nn.Module, config: ScalingConfig, seed: int, device: torch.device,
+def train(model: RecurrentModel, config: ScalingConfig, seed: int, device: torch.device,
           progress: bool = True, desc: str = "") -> tuple[list[float], list[float]]:
     """Fit the static map; returns (loss per epoch, seconds per epoch)."""
     generator = torch.Generator().manual_seed(seed)
@@ -158,7 +159,7 @@ def train(model: torch.nn.Module, config: ScalingConfig, seed: int, device: torc
     return losses, seconds
 
 
-def validation_nrmse(model: torch.nn.Module, config: ScalingConfig, device: torch.device
+def validation_nrmse(model: RecurrentModel, config: ScalingConfig, device: torch.device
                      ) -> float:
     """‖x̂⁺ − x⁺‖ / ‖x⁺‖ on the fixed validation set (u = 1)."""
     x, u = _sample(config.validation_points, torch.Generator().manual_seed(config.validation_seed),
@@ -174,7 +175,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_model(model: torch.nn.Module, config: ScalingConfig, device: torch.device
+def time_model(model: RecurrentModel, config: ScalingConfig, device: torch.device
                ) -> tuple[float, float]:
     """Median milliseconds of one inference rollout and of one backprop (see module doc)."""
     g = torch.Generator().manual_seed(0)
@@ -235,6 +236,8 @@ def run(config: ScalingConfig, family: str, seed: int, run_dir: Path, device: to
                      "backprop_ms": bwd, "epoch_s": EpochTimer(seconds).summary()["median_s"]})
         curves[f"width {width}: loss (per epoch)"] = losses
         largest_seconds = seconds
+    if model is None:
+        raise ExperimentError(f"scaling {family}: no widths to train, got {sizes!r}")
     expressivity = [r["expressivity"] for r in rows]
     slopes = {"inference": fitted_slope(expressivity, [r["inference_ms"] for r in rows]),
               "backprop": fitted_slope(expressivity, [r["backprop_ms"] for r in rows])}

@@ -52,7 +52,7 @@ from ..control import (
     train_policy_gradient,
 )
 from ..control.design import spectral_radius
-from ..nn import ContractingR2DN, ContractingREN
+from ..nn import ContractingR2DN, ContractingREN, RecurrentModel
 from ..systems import LTIPlant
 from .common import (
     EpochTimer,
@@ -105,11 +105,11 @@ class YoulaConfig:
                                    "hold"))
 
 
-_QUICK = dict(state_size=6, r2dn_features=16, r2dn_hidden=(24, 24), ren_features=40,
-              epochs=6, batch=32, horizon=240, segment=80, lr=1e-2, lr_decay_epochs=5,
-              test_batch=32)
-_TEST = dict(state_size=3, r2dn_features=4, r2dn_hidden=(4,), ren_features=4, epochs=2,
-             batch=4, horizon=40, segment=20, test_batch=4, lr_decay_epochs=1)
+_QUICK: dict[str, Any] = dict(state_size=6, r2dn_features=16, r2dn_hidden=(24, 24), ren_features=40,
+                              epochs=6, batch=32, horizon=240, segment=80, lr=1e-2, lr_decay_epochs=5,
+                              test_batch=32)
+_TEST: dict[str, Any] = dict(state_size=3, r2dn_features=4, r2dn_hidden=(4,), ren_features=4, epochs=2,
+                             batch=4, horizon=40, segment=20, test_batch=4, lr_decay_epochs=1)
 PRESETS = {"full": YoulaConfig(), "quick": YoulaConfig(**_QUICK), "test": YoulaConfig(**_TEST)}
 UNSTABLE_PRESETS = {k: replace(v, plant="unstable", amplitude=2.0) for k, v in PRESETS.items()}
 
@@ -132,11 +132,13 @@ def generalized_plant(transfer: control.StateSpace) -> control.StateSpace:
                       np.vstack([transfer.C, transfer.C]), np.zeros((2, 2)), 1)
 
 
-def make_q(config: YoulaConfig, family: str, *, zero_output: bool = False) -> torch.nn.Module:
+def make_q(config: YoulaConfig, family: str, *, zero_output: bool = False
+           ) -> ContractingR2DN | ContractingREN:
     """The Youla parameter Q: ỹ ↦ ũ, a contracting R2DN or REN (biases fixed at zero unless
     ``config.q_biases``: see the module docstring)."""
-    common = dict(activation=config.activation, init=config.init,
-                  init_output_zero=zero_output)
+    common: dict[str, Any] = dict(activation=config.activation, init=config.init,
+                                  init_output_zero=zero_output)
+    q: ContractingR2DN | ContractingREN
     if family == "r2dn":
         q = ContractingR2DN(1, config.state_size, config.r2dn_features, 1,
                             hidden=config.r2dn_hidden, **common)
@@ -157,12 +159,12 @@ def bias_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
             if name.rsplit(".", 1)[-1] in ("bx", "bv", "by", "bias")]
 
 
-def build_loop(config: YoulaConfig, q: torch.nn.Module, device: torch.device
+def build_loop(config: YoulaConfig, q: RecurrentModel, device: torch.device
                ) -> tuple[YoulaController, LTIPlant]:
     """The Youla controller around ``q`` and the simulated plant for ``config.plant``."""
     if config.plant == "paper":
         sys = generalized_plant(paper_transfer())
-        gains = dict(K=np.zeros((1, 2)), L=np.zeros((2, 1)))
+        gains: dict[str, Any] = dict(K=np.zeros((1, 2)), L=np.zeros((2, 1)))
     else:
         sys = generalized_plant(unstable_transfer())
         gains = dict(K="lqr", L="kalman")
