@@ -52,9 +52,11 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "gru": ({"kind": "gru"}, {}),
     "r2dn-deep": ({"kind": "r2dn", "hidden": (32, 32)}, {}),  # the previous default LBDN
     "ren": ({"kind": "ren"}, {}),
+    "r2dn-random": ({"kind": "r2dn", "init": "random"}, {}),
     "r2dn-a0.995": ({"kind": "r2dn", "contraction_rate": 0.995}, {}),
     "r2dn-a1": ({"kind": "r2dn", "contraction_rate": 1.0}, {}),
     "r2dn-lr1e-3": ({"kind": "r2dn"}, {"lr": 1e-3}),
+    "r2dn-lr1e-2": ({"kind": "r2dn"}, {"lr": 1e-2}),
     "gru-lr1e-3": ({"kind": "gru"}, {"lr": 1e-3}),
     "r2dn-shuffle": ({"kind": "r2dn"}, {"shuffle": True, "batch_size": 16}),
     "gru-shuffle": ({"kind": "gru"}, {"shuffle": True, "batch_size": 16}),
