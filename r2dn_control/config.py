@@ -10,11 +10,12 @@ key                           default     meaning
                                           disables), read when the kernels are first needed.
 ``nn.cpp.loop_width``         128         Widest LBDN layer for which the C++ R2DN loop runs
                                           its hand-vectorised lanes (wider: its ATen loop).
-``certify.validation_tol``    1e-9        Accuracy (SCS ``eps_abs`` and ``eps_rel``) the
+``certify.scs_accuracy``      1e-9        Accuracy (SCS ``eps_abs`` and ``eps_rel``) the
                                           first-order SDP solver is asked for. The float64
                                           re-validation of a certificate needs no tolerance:
                                           it compares λ_min(M) with a computed rounding bound
-                                          (docs/theory.md §4, §6).
+                                          (docs/theory.md §4, §6). Formerly
+                                          ``certify.validation_tol`` (deprecated alias).
 ``certify.large_lmi``         400         LMI dimension above which the dense SDP uses SCS
                                           instead of an interior-point solver.
 ``export.certificate_rtol``   1e-6        How far (relative) the bound certified on the
@@ -31,12 +32,16 @@ Example::
 
 The settings are process-wide, like python-control's ``control.config``; they are read when
 used, so changing one affects later calls only. Nothing here touches torch's own global flags.
+
+A renamed key keeps working for one release under its old name (`DEPRECATED`), in
+`set_defaults` and in ``defaults[...]``, with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import warnings
 from typing import Any
 
 #: The environment variable behind ``nn.cpp.disable=None``.
@@ -49,20 +54,46 @@ _FACTORY: dict[str, Any] = {
     # threads they broke even (lane forward faster, ATen adjoint faster), hence the limit. See
     # r2dn_control/nn/fused_rollout.md.
     "nn.cpp.loop_width": 128,
-    "certify.validation_tol": 1e-9,
+    "certify.scs_accuracy": 1e-9,
     "certify.large_lmi": 400,
     "export.certificate_rtol": 1e-6,
 }
 _TYPES: dict[str, tuple[type, ...]] = {
     "nn.cpp.disable": (bool, type(None)),
     "nn.cpp.loop_width": (int,),
-    "certify.validation_tol": (float,),
+    "certify.scs_accuracy": (float,),
     "certify.large_lmi": (int,),
     "export.certificate_rtol": (float,),
 }
 
+#: Old key → new key, accepted with a ``DeprecationWarning`` until the next release.
+DEPRECATED: dict[str, str] = {"certify.validation_tol": "certify.scs_accuracy"}
+
+
+def _current_key(key: str, stacklevel: int) -> str:
+    """``key``, or its new name (with a ``DeprecationWarning``) when it was renamed."""
+    new = DEPRECATED.get(key)
+    if new is None:
+        return key
+    warnings.warn(f"the setting {key!r} is deprecated: it sets the SCS accuracy, use {new!r}",
+                  DeprecationWarning, stacklevel=stacklevel + 1)
+    return new
+
+
+class _Settings(dict[str, Any]):
+    """The settings dict; a deprecated key reads and writes its new name (with a warning)."""
+
+    def __missing__(self, key: str) -> Any:
+        if key in DEPRECATED:
+            return self[_current_key(key, stacklevel=2)]
+        raise KeyError(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(_current_key(key, stacklevel=2) if key in DEPRECATED else key, value)
+
+
 #: The current settings (see the module docstring for the keys).
-defaults: dict[str, Any] = copy.deepcopy(_FACTORY)
+defaults: dict[str, Any] = _Settings(copy.deepcopy(_FACTORY))
 
 
 def _check(key: str, value: Any) -> Any:
@@ -94,7 +125,7 @@ def set_defaults(module: str, **keywords: Any) -> None:
         raise TypeError(f"module must be a str such as 'nn.cpp', got {module!r}")
     updates = {}
     for name, value in keywords.items():
-        key = f"{module}.{name}"
+        key = _current_key(f"{module}.{name}", stacklevel=2)
         if key not in _FACTORY:
             raise ValueError(f"unknown setting {key!r}; known: {sorted(_FACTORY)}")
         updates[key] = _check(key, value)

@@ -33,8 +33,8 @@ def test_set_defaults_validates_and_reset_restores() -> None:
             config.set_defaults("nn.cpp", width=3)
         with pytest.raises(TypeError, match="nn.cpp.disable must be True, False or None"):
             config.set_defaults("nn.cpp", disable="yes")
-        with pytest.raises(ValueError, match="certify.validation_tol must be > 0"):
-            config.set_defaults("certify", validation_tol=0.0)
+        with pytest.raises(ValueError, match="certify.scs_accuracy must be > 0"):
+            config.set_defaults("certify", scs_accuracy=0.0)
         with pytest.raises(TypeError, match="certify.large_lmi must be an int"):
             config.set_defaults("certify", large_lmi=1.5)
         assert config.defaults["nn.cpp.loop_width"] == 64  # a rejected call changes nothing
@@ -42,6 +42,33 @@ def test_set_defaults_validates_and_reset_restores() -> None:
         config.reset_defaults()
     assert config.defaults["nn.cpp.loop_width"] == 128
     assert config.defaults["nn.cpp.disable"] is None
+
+
+def test_deprecated_validation_tol_is_the_scs_accuracy_with_a_warning() -> None:
+    """The old key certify.validation_tol sets, reads and writes certify.scs_accuracy, each
+    time with a DeprecationWarning pointing at the caller; bad values are still refused."""
+    try:
+        with pytest.warns(DeprecationWarning, match="use 'certify.scs_accuracy'") as record:
+            config.set_defaults("certify", validation_tol=1e-6)
+        assert record[0].filename == __file__
+        assert config.defaults["certify.scs_accuracy"] == 1e-6
+        assert "certify.validation_tol" not in config.defaults
+        with pytest.warns(DeprecationWarning, match="deprecated") as record:
+            assert config.defaults["certify.validation_tol"] == 1e-6
+        assert record[0].filename == __file__
+        with pytest.warns(DeprecationWarning, match="deprecated") as record:
+            config.defaults["certify.validation_tol"] = 1e-5
+        assert record[0].filename == __file__
+        assert config.defaults["certify.scs_accuracy"] == 1e-5
+        assert "certify.validation_tol" not in config.defaults
+        with pytest.warns(DeprecationWarning), pytest.raises(
+                ValueError, match="certify.scs_accuracy must be > 0"):
+            config.set_defaults("certify", validation_tol=-1.0)
+        with pytest.raises(KeyError, match="certify.no_such_key"):
+            config.defaults["certify.no_such_key"]
+    finally:
+        config.reset_defaults()
+    assert config.defaults["certify.scs_accuracy"] == 1e-9
 
 
 def test_disable_setting_turns_the_kernels_off_and_results_agree(monkeypatch) -> None:
@@ -141,7 +168,7 @@ def test_every_backend_equals_the_public_reference_loop(method) -> None:
 
 
 def test_certify_settings_change_the_sdp_solver_and_its_accuracy(monkeypatch) -> None:
-    """certify.large_lmi picks SCS for this small LMI once lowered; certify.validation_tol is
+    """certify.large_lmi picks SCS for this small LMI once lowered; certify.scs_accuracy is
     the accuracy SCS is asked for (the certificate is still re-validated in float64)."""
     import cvxpy as cp
 
@@ -164,7 +191,7 @@ def test_certify_settings_change_the_sdp_solver_and_its_accuracy(monkeypatch) ->
     try:
         assert certify.lipschitz(model, method="sdp").solver == "CLARABEL"
         assert asked[0]["solver"] == "CLARABEL"
-        config.set_defaults("certify", large_lmi=1, validation_tol=1e-7)
+        config.set_defaults("certify", large_lmi=1, scs_accuracy=1e-7)
         assert sdp.choose_solvers(2) == ["SCS", "CLARABEL"]
         asked.clear()
         res = certify.lipschitz(model, method="sdp")

@@ -109,3 +109,33 @@ def test_passivity_and_empty_input_messages():
         model(torch.zeros(0, 2, dtype=F64))
     with pytest.raises(ValueError, match=r"got shape \(3, 0, 2\)"):
         model(torch.zeros(3, 0, 2, dtype=F64))
+
+
+def test_typed_narrowings_fail_with_named_errors():
+    """The checks added with the mypy annotations (issue 15): each names what was expected."""
+    from dataclasses import replace
+
+    from r2dn_control.nn import realtime
+    from r2dn_control.nn.explicit import BACKENDS
+    from r2dn_control.nn.iqc import SupplyRate
+
+    with pytest.raises(ValueError, match="singular Q .* no Cholesky factors"):
+        SupplyRate.passive(0.1, 2).factors(F64)
+    l_q, l_r = SupplyRate.lipschitz(4.0, 2, 3).factors(torch.float32)
+    assert l_q.dtype == l_r.dtype == torch.float32
+    torch.testing.assert_close(l_q.T @ l_q, torch.eye(3) / 4.0)  # L_Qᵀ L_Q = −Q = I/γ
+    torch.testing.assert_close(l_r.T @ l_r, torch.eye(2) * 4.0)  # L_Rᵀ L_R = R = γI (S = 0)
+
+    model = LipschitzR2DN(2, 3, 4, 2, hidden=(4,), dtype=F64)
+    e = model.explicit()
+    x0, drive = torch.zeros(1, 3, dtype=F64), torch.zeros(2, 1, 3, dtype=F64)
+    with pytest.raises(TypeError, match="fused REN rollout needs a network of type "
+                                        "EquilibriumLayer, got ExplicitMLP"):
+        BACKENDS["fused_ren"].run(e, x0, drive, torch.zeros(2, 1, 4, dtype=F64))
+    with pytest.raises(TypeError, match="fused R2DN rollout needs a network of type ExplicitMLP"):
+        BACKENDS["fused_r2dn"].run(replace(e, network=torch.tanh), x0, drive, drive)
+    with pytest.raises(ValueError, match="needs a frozen model"):
+        realtime.frozen_step(model)
+    detached = e.detached()
+    assert all(not t.requires_grad for t in detached.matrices().values())
+    assert any(t.requires_grad for t in e.matrices().values())

@@ -27,13 +27,15 @@ from . import kyp, sdp
 from . import lbdn as lbdn_cert
 from .blas import blas_threads
 from .empirical import contraction_lower_bound, lipschitz_lower_bound
-from .lmi import lipschitz_supply, validate
+from .lmi import Validation, lipschitz_supply, validate
 from .result import CERTIFIED, INCONCLUSIVE, NOT_CERTIFIED, CertificateResult
 from .target import Target, as_target
 
 METHODS = ("auto", "implied", "kyp", "sdp")
 #: Relative inflations tried when a bound sits exactly on the LMI's boundary (strict check).
 INFLATIONS = (0.0, 1e-12, 1e-9, 1e-7, 1e-5, 1e-4, 1e-3)
+#: A (Q, S, R) supply rate.
+Supply = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -43,7 +45,7 @@ class Question:
     prop: str  # "contraction", "lipschitz", "dissipativity"
     target: Target
     rate: float | None = None
-    supply: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    supply: Supply | None = None
     solver: str | None = None
     rtol: float = 1e-4
     method: str = "auto"
@@ -76,25 +78,31 @@ class Candidate:
     inflatable: bool = False
 
 
-def _lmi_for(q: Question, cand: Candidate, bound: float | None):
+def _lmi_for(q: Question, cand: Candidate, bound: float | None
+             ) -> tuple[np.ndarray, np.ndarray | float | None, float, Supply | None]:
     """(metric, multiplier, rate, supply) of the LMI that proves ``bound``."""
+    if q.prop == "dissipativity":
+        return cand.metric, cand.multiplier, 1.0, q.supply
+    if bound is None:
+        raise ValueError(f"a {q.prop} candidate needs the bound it claims, got None")
     if q.prop == "contraction":
         return cand.metric, cand.multiplier, bound, None
-    if q.prop == "lipschitz":
-        # Raising γ with (𝒫, λ) fixed only adds −C_yᵀC_y/γ' + C_yᵀC_y/γ ⪰ 0 and (γ' − γ)I_u.
-        nu, _, _, ny = q.target.sizes
-        return cand.metric, cand.multiplier, 1.0, lipschitz_supply(bound, nu, ny)
-    return cand.metric, cand.multiplier, 1.0, q.supply
+    # Lipschitz: raising γ with (𝒫, λ) fixed only adds −C_yᵀC_y/γ' + C_yᵀC_y/γ ⪰ 0 and
+    # (γ' − γ)I_u.
+    nu, _, _, ny = q.target.sizes
+    return cand.metric, cand.multiplier, 1.0, lipschitz_supply(bound, nu, ny)
 
 
 def check(q: Question, cand: Candidate) -> CertificateResult:
     """The strict float64 check of a candidate (keyword-free, one place for every tier)."""
-    values = [cand.bound]
+    values: list[float | None] = [cand.bound]
     if cand.inflatable and cand.bound is not None:
-        values = [cand.bound * (1 + d) for d in INFLATIONS]
+        bound = cand.bound
+        inflated = [bound * (1 + d) for d in INFLATIONS]
         if q.prop == "contraction":
-            values = [v for v in values if v <= 1.0] or [cand.bound]
-    last = None
+            inflated = [v for v in inflated if v <= 1.0] or [bound]
+        values = list(inflated)
+    last: Validation | None = None
     for value in values:
         metric, mult, rate, supply = _lmi_for(q, cand, value)
         last = validate(q.target.blocks, metric, mult, rate, supply)
@@ -105,6 +113,7 @@ def check(q: Question, cand: Candidate) -> CertificateResult:
                             multiplier=mult, solver=cand.solver,
                             message="strict LMI holds in float64 (λ_min(M) exceeds the "
                                     "rounding bound)", details=details)
+    assert last is not None  # values is never empty
     return q.result(INCONCLUSIVE, margin=last.margin, solver=cand.solver, details=cand.details,
                     message=f"candidate certificate failed the strict float64 check: "
                             f"{last.reason}")
@@ -126,7 +135,7 @@ def implied_tier(q: Question) -> CertificateResult | None:
             return None
         bound, inflate = t.gamma, True
     else:
-        if t.supply is None or not all(np.allclose(a, b, rtol=1e-12, atol=1e-14)
+        if q.supply is None or t.supply is None or not all(np.allclose(a, b, rtol=1e-12, atol=1e-14)
                                        for a, b in zip(q.supply, t.supply)):
             return None
         bound, inflate = None, False
@@ -199,24 +208,34 @@ def _sdp_failure(q: Question, ans: sdp.SdpAnswer) -> CertificateResult:
                     message=f"SDP: {ans.solver_status or 'no certificate with positive margin'}")
 
 
+def _solution(ans: sdp.SdpAnswer) -> tuple[np.ndarray, float] | None:
+    """(metric, objective value) of a solved SDP answer, None for any other status."""
+    if ans.status != "solved" or ans.metric is None or ans.value is None:
+        return None
+    return ans.metric, ans.value
+
+
 def sdp_tier(q: Question) -> CertificateResult | None:
     """cvxpy SDPs (Clarabel/SCS/MOSEK); in ``auto`` only where KYP is inexact or small."""
     if q.method == "auto" and kyp_applies(q.target) and not sdp_affordable(q.target):
         return None
     if q.prop == "lipschitz":
         ans = sdp.solve_gain(q.target, solver=q.solver)
-        if ans.status != "solved":
+        solved = _solution(ans)
+        if solved is None:
             return _sdp_failure(q, ans)
-        gamma = math.sqrt(max(ans.value, 0.0)) * (1 + 1e-6) + 1e-12
+        metric, value = solved
+        gamma = math.sqrt(max(value, 0.0)) * (1 + 1e-6) + 1e-12
         # The γ-form's (𝒫̃, λ̃) are γ times those of (4b) with the supply (−I/γ, 0, γI).
-        return check(q, Candidate(ans.metric / gamma, np.asarray(ans.multiplier) / gamma, gamma,
+        return check(q, Candidate(metric / gamma, np.asarray(ans.multiplier) / gamma, gamma,
                                   ans.solver, {"solver_status": ans.solver_status},
                                   inflatable=True))
     if q.prop == "dissipativity":
         ans = sdp.solve_dissipativity(q.target, q.supply, solver=q.solver)
-        if ans.status != "solved" or ans.value <= 0:
+        solved = _solution(ans)
+        if solved is None or solved[1] <= 0:
             return _sdp_failure(q, ans)
-        return check(q, Candidate(ans.metric, ans.multiplier, None, ans.solver,
+        return check(q, Candidate(solved[0], ans.multiplier, None, ans.solver,
                                   {"solver_status": ans.solver_status}))
     return _sdp_contraction(q)
 
@@ -224,9 +243,10 @@ def sdp_tier(q: Question) -> CertificateResult | None:
 def _sdp_contraction(q: Question) -> CertificateResult:
     def attempt(rate: float) -> tuple[sdp.SdpAnswer, CertificateResult | None]:
         ans = sdp.solve_contraction(q.target, rate, solver=q.solver)
-        if ans.status != "solved" or ans.value <= 0:
+        solved = _solution(ans)
+        if solved is None or solved[1] <= 0:
             return ans, None
-        return ans, check(q, Candidate(ans.metric, ans.multiplier, rate, ans.solver,
+        return ans, check(q, Candidate(solved[0], ans.multiplier, rate, ans.solver,
                                        {"solver_status": ans.solver_status}))
 
     ans, res = attempt(1.0 if q.rate is None else q.rate)
@@ -397,7 +417,8 @@ def dissipativity(system: object, Q, S, R, method: str = "auto", solver: str | N
     if isinstance(target, CertificateResult):
         return target
     nu, _, _, ny = target.sizes
-    supply = tuple(np.asarray(m, dtype=np.float64) for m in (Q, S, R))
+    supply: Supply = (np.asarray(Q, dtype=np.float64), np.asarray(S, dtype=np.float64),
+                      np.asarray(R, dtype=np.float64))
     for name, m, shape in zip("QSR", supply, ((ny, ny), (nu, ny), (nu, nu))):
         if m.shape != shape:
             raise ValueError(f"{name} must have shape {shape}, got {m.shape}")

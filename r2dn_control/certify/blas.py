@@ -12,8 +12,10 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 _SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
             "openblas_set_num_threads64_", "openblas_set_num_threads")
@@ -21,7 +23,12 @@ _GETTERS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads
             "openblas_get_num_threads64_", "openblas_get_num_threads")
 
 
-def _first(lib: ctypes.CDLL, names: tuple[str, ...]):
+# One loaded OpenBLAS: its thread-count getter and setter (ctypes foreign functions).
+Pool = tuple[Callable[[], int], Callable[[int], Any]]
+
+
+def _first(lib: ctypes.CDLL, names: tuple[str, ...]) -> Any:
+    """The first exported symbol of ``names`` in ``lib`` (a ctypes foreign function), or None."""
     for name in names:
         fn = getattr(lib, name, None)
         if fn is not None:
@@ -29,9 +36,10 @@ def _first(lib: ctypes.CDLL, names: tuple[str, ...]):
     return None
 
 
-def _loaded_openblas() -> list[tuple[object, object]]:
+def _loaded_openblas() -> list[Pool]:
     """(getter, setter) of every OpenBLAS already mapped into this process (Linux only)."""
-    found, seen = [], set()
+    found: list[Pool] = []
+    seen: set[str] = set()
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
@@ -52,16 +60,24 @@ def _loaded_openblas() -> list[tuple[object, object]]:
     return found
 
 
-_cache: dict[str, object] = {"modules": -1, "pools": []}
+@dataclass
+class _Scan:
+    """The last `_loaded_openblas` result and the ``len(sys.modules)`` it was taken at."""
+
+    modules: int = -1
+    pools: list[Pool] = field(default_factory=list)
 
 
-def _openblas_pools() -> list[tuple[object, object]]:
+_cache = _Scan()
+
+
+def _openblas_pools() -> list[Pool]:
     """`_loaded_openblas`, rescanned only when a module was imported since the last scan
     (shared libraries arrive with imports), so each bisection step does not reopen OpenBLAS."""
-    if _cache["modules"] != len(sys.modules):
-        _cache["pools"] = _loaded_openblas()
-        _cache["modules"] = len(sys.modules)
-    return _cache["pools"]  # type: ignore[return-value]
+    if _cache.modules != len(sys.modules):
+        _cache.pools = _loaded_openblas()
+        _cache.modules = len(sys.modules)
+    return _cache.pools
 
 
 @contextmanager

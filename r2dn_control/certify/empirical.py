@@ -28,7 +28,8 @@ def lipschitz_lower_bound(system: object, steps: int = 20, batch: int = 8, iters
                           lr: float = 0.05, seed: int = 0) -> float | None:
     """Largest incremental gain found (None if the system has no simulator)."""
     target = system if isinstance(system, Target) else as_target(system)
-    if target.simulate is None:
+    simulate = target.simulate
+    if simulate is None:
         return None
     nu, nx, _, _ = target.sizes
     g = torch.Generator().manual_seed(seed)
@@ -37,8 +38,8 @@ def lipschitz_lower_bound(system: object, steps: int = 20, batch: int = 8, iters
     x0 = torch.randn(batch, nx, generator=g, dtype=torch.float64).requires_grad_()
 
     def ratios() -> torch.Tensor:
-        y1, _ = target.simulate(u1, x0)
-        y2, _ = target.simulate(u1 + du, x0)
+        y1, _ = simulate(u1, x0)
+        y2, _ = simulate(u1 + du, x0)
         num = (y1 - y2).pow(2).sum((1, 2))
         den = du.pow(2).sum((1, 2)).clamp_min(1e-300)
         return torch.sqrt(num / den)
@@ -52,7 +53,8 @@ def contraction_lower_bound(system: object, metric=None, steps: int = 20, batch:
                             iters: int = 60, lr: float = 0.05, seed: int = 0) -> float | None:
     """Slowest per-step contraction factor found, in ``metric`` (identity if None)."""
     target = system if isinstance(system, Target) else as_target(system)
-    if target.simulate is None:
+    simulate = target.simulate
+    if simulate is None:
         return None
     nu, nx, _, _ = target.sizes
     p = torch.eye(nx, dtype=torch.float64) if metric is None else torch.as_tensor(
@@ -67,8 +69,8 @@ def contraction_lower_bound(system: object, metric=None, steps: int = 20, batch:
         return torch.einsum("bi,ij,bj->b", d, p, d).clamp_min(1e-300).sqrt()
 
     def rates() -> torch.Tensor:
-        _, s1 = target.simulate(u, xa)
-        _, s2 = target.simulate(u, xa + dx)
+        _, s1 = simulate(u, xa)
+        _, s2 = simulate(u, xa + dx)
         return (pnorm(s1[:, -1] - s2[:, -1]) / pnorm(dx)) ** (1.0 / steps)
 
     _adam(lambda: -torch.log(rates()).sum(), [u, xa, dx], iters, lr)

@@ -171,7 +171,8 @@ def smallest_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6,
 
 
 # --------------------------------------------------------------------------- gain
-def _gain_system(ss: StateSpaceBlocks, kappa: float, gamma: float):
+def _gain_system(ss: StateSpaceBlocks, kappa: float, gamma: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rk = math.sqrt(kappa)
     b = np.hstack([ss.B1 / rk, ss.B2 / gamma])
     c = np.vstack([rk * ss.C1, ss.C2])
@@ -207,28 +208,29 @@ class _GainSearch:
     def gamma_at(self, kappa: float, hint: float) -> float:
         """Smallest feasible γ at this κ (relative tolerance rtol), ``inf`` if none near."""
         if self.feasible(kappa, hint) is not None:
-            hi, lo, step = hint, None, 1e-4
-            while lo is None and step < 1.0:
+            hi, below, step = hint, None, 1e-4  # below: an infeasible γ, once found
+            while below is None and step < 1.0:
                 cand = hint * (1 - step)
                 if self.feasible(kappa, cand) is None:
-                    lo = cand
+                    below = cand
                 else:
                     hi = cand
                 step *= 8
-            lo = 0.0 if lo is None else lo
+            lo = 0.0 if below is None else below
         else:
-            lo, hi, step = hint, None, 1e-4
-            while hi is None and step < 1e3:
+            lo, above, step = hint, None, 1e-4  # above: a feasible γ, once found
+            while above is None and step < 1e3:
                 cand = hint * (1 + step)
                 if self.feasible(kappa, cand) is not None:
-                    hi = cand
+                    above = cand
                 else:
                     lo = cand
                 step *= 8
-            if hi is None:
+            if above is None:
                 # Infeasible for every γ near the hint (κ too small for the w-channel): a large
                 # finite value, growing away from κ ≈ 1, keeps the outer search unimodal.
                 return hint * 1e3 * (kappa + 1.0 / kappa)
+            hi = above
         while hi - lo > self.rtol * hi:
             mid = 0.5 * (lo + hi)
             if self.feasible(kappa, mid) is None:

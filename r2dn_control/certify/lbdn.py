@@ -29,7 +29,7 @@ def sandwich_certificate(net: LBDN) -> CertificateResult:
     start = time.perf_counter()
     worst, psi_min = 0.0, math.inf
     with torch.no_grad():
-        for layer in net.layers:
+        for layer in net.sandwich_layers:
             a_t, b = (f.cpu().numpy() for f in layer.cayley_factors(torch.float64))
             n = a_t.shape[1]
             worst = max(worst, float(np.abs(a_t.T @ a_t + b @ b.T - np.eye(n)).max()))
@@ -63,7 +63,7 @@ def lipsdp_layer(w0: np.ndarray, w1: np.ndarray, solver: str | None = None
             prob.solve(solver=name)
         except cp.error.SolverError:
             continue
-        if prob.status != cp.OPTIMAL:
+        if prob.status != cp.OPTIMAL or rho2.value is None:
             continue
         tv = np.maximum(np.asarray(t.value).ravel(), 0.0)
         # Re-validate at a slightly inflated ρ² (the solver's point is on the boundary).
@@ -98,12 +98,13 @@ def lbdn_layers(net: LBDN) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
     """The (W₀, W₁) pairs of an LBDN's hidden layers and the gain of the linear remainder."""
     pairs, gain = [], float(net.gamma.detach().double())  # √γ at the input and at the output
     with torch.no_grad():
-        for layer in net.layers:
-            pre, _, post = (None if f is None else f.cpu().numpy() for f in layer.folded(torch.float64))
-            if post is None:
+        for layer in net.sandwich_layers:
+            pre_t, _, post_t = layer.folded(torch.float64)
+            pre = pre_t.cpu().numpy()
+            if post_t is None:
                 gain *= float(np.linalg.norm(pre, 2))  # linear output layer h⁺ = Bh + b
             else:
-                pairs.append((pre.T, post.T))
+                pairs.append((pre.T, post_t.cpu().numpy().T))
     return pairs, gain
 
 
@@ -117,14 +118,15 @@ def mlp_layers(weights: Sequence[np.ndarray]) -> tuple[list[tuple[np.ndarray, np
     return pairs, 1.0
 
 
-def lipschitz(net: object, method: str = "sandwich", solver: str | None = None) -> CertificateResult:
+def lipschitz(net: LBDN | Sequence[np.ndarray], method: str = "sandwich",
+              solver: str | None = None) -> CertificateResult:
     """Lipschitz certificate of an LBDN (``"sandwich"`` or ``"lipsdp"``) or of a weight list."""
     if isinstance(net, LBDN) and method == "sandwich":
         return sandwich_certificate(net)
     if isinstance(net, LBDN):
         pairs, gain = lbdn_layers(net)
     else:
-        pairs, gain = mlp_layers(net)  # type: ignore[arg-type]
+        pairs, gain = mlp_layers(net)
     result = lipsdp_bound(pairs, solver, gain)
     if result.status == CERTIFIED and not pairs:
         result.message = "linear map: spectral norm"

@@ -154,22 +154,28 @@ def _product(term: Term) -> Any:
 
 def assemble(terms: list[Term]) -> Any:
     """``sym(Σ sign·Lᵀ·mid·R)`` in whatever backend the terms' ``mid`` use."""
-    total = None
-    for term in terms:
-        part = _product(term)
-        part = part if term.sign == 1.0 else term.sign * part
-        total = part if total is None else total + part
+    parts = [_product(t) if t.sign == 1.0 else t.sign * _product(t) for t in terms]
+    total = _left_sum(parts)
     return 0.5 * (total + total.T)
+
+
+def _left_sum(parts: list[Any]) -> Any:
+    """``((p₀ + p₁) + p₂) + …`` (the float64 check and the rounding bound sum in this order)."""
+    if not parts:
+        raise ValueError("an LMI needs at least one term, got none")
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 def magnitude(terms: list[Term]) -> np.ndarray:
     """``Σ |L|ᵀ·|mid|·|R|`` (numpy terms): bounds each entry's float64 rounding error."""
-    total = None
+    parts = []
     for t in terms:
         mid = None if t.mid is None else np.abs(np.asarray(t.mid, dtype=np.float64))
-        part = _product(Term(1.0, np.abs(t.left), mid, np.abs(t.right)))
-        total = abs(t.sign) * part if total is None else total + abs(t.sign) * part
-    return total
+        parts.append(abs(t.sign) * _product(Term(1.0, np.abs(t.left), mid, np.abs(t.right))))
+    return np.asarray(_left_sum(parts))
 
 
 def dissipation_matrix(

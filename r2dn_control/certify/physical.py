@@ -71,7 +71,7 @@ def in_physical_units(model: RecurrentModel | ExplicitModel, u_std, y_std) -> Ex
         raise TypeError(f"in_physical_units expects a RecurrentModel or an ExplicitModel, got "
                         f"{type(model).__name__}")
     e = e.to(dtype=torch.float64)
-    e = replace(e, **{k: v.detach() for k, v in e.matrices().items()})  # no graph to the model
+    e = e.detached()  # no graph to the model
     nu, _, _, ny = e.sizes
     su = torch.as_tensor(_scales(u_std, nu, "u_std"), dtype=torch.float64, device=e.A.device)
     sy = torch.as_tensor(_scales(y_std, ny, "y_std"), dtype=torch.float64, device=e.A.device)

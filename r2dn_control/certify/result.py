@@ -6,6 +6,7 @@ A result never says more than was proved: ``status == "certified"`` only after t
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +72,8 @@ class CertificateResult:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
 
-    @property
+    # ``builtins.property``: the ``property`` field above shadows the name in this class body.
+    @builtins.property
     def certified(self) -> bool:
         """True only for a re-validated certificate."""
         return self.status == CERTIFIED

@@ -4,7 +4,7 @@ Conditioning (docs/theory.md §4): (1) Gramian balancing of the state, (2) for a
 variables scaled by the implied Λ, (3) preconditioning with the implied metric when known.
 The solver is always named explicitly: MOSEK when installed, else Clarabel; SCS for LMIs larger
 than ``config.defaults["certify.large_lmi"]`` or when Clarabel fails (SCS then runs to the accuracy
-``config.defaults["certify.validation_tol"]``). The solver's answer is only a candidate: the
+``config.defaults["certify.scs_accuracy"]``). The solver's answer is only a candidate: the
 caller re-validates it in float64 (`lmi.validate`).
 """
 
@@ -52,9 +52,9 @@ def choose_solvers(size: int, solver: str | None = None) -> list[str]:
 
 def _solver_options(name: str) -> dict[str, float | int]:
     """Keyword arguments for ``prob.solve(solver=name)``: SCS (first-order, inaccurate by
-    default) is asked for ``certify.validation_tol`` absolute and relative accuracy."""
+    default) is asked for ``certify.scs_accuracy`` absolute and relative accuracy."""
     if name == "SCS":
-        tol = config.defaults["certify.validation_tol"]
+        tol = config.defaults["certify.scs_accuracy"]
         return {"eps_abs": tol, "eps_rel": tol, "max_iters": 100000}
     return {}
 
@@ -115,18 +115,20 @@ class _Setup:
     t_mat: np.ndarray
     scale: np.ndarray | None
     ss: StateSpaceBlocks
-    metric: object
-    mult: object
-    mult_expr: object
+    metric: cp.Variable | np.ndarray  # the SDP's 𝒫̃ (a constant empty matrix when nx = 0)
+    mult: cp.Variable | None  # λ (scalar) or the entries of diag Λ; None without φ
+    mult_expr: cp.Expression | None  # the multiplier as it enters M (Λ scaled by `scale`)
 
     @classmethod
     def build(cls, target: Target) -> _Setup:
         t_mat, scale = conditioning(target)
         ss = transform_state(target.blocks, t_mat)
         _, nx, nv, _ = ss.sizes
-        metric = cp.Variable((nx, nx), symmetric=True) if nx else np.zeros((0, 0))
+        metric: cp.Variable | np.ndarray = (cp.Variable((nx, nx), symmetric=True) if nx
+                                            else np.zeros((0, 0)))
         kind = target.nonlinearity if nv else "none"
-        mult = mult_expr = None
+        mult: cp.Variable | None = None
+        mult_expr: cp.Expression | None = None
         if kind == "lipschitz":
             mult = mult_expr = cp.Variable(nonneg=True)
         elif kind == "slope":
@@ -142,10 +144,14 @@ class _Setup:
     def answer(self, name: str, status: str, value: float) -> SdpAnswer:
         """The solution in the original coordinates (𝒫 = Tᵀ𝒫̃T, λ scaled back)."""
         nx = self.ss.A.shape[0]
-        p_t = np.asarray(self.metric.value) if nx else np.zeros((0, 0))
+        p_t = (np.asarray(self.metric.value) if isinstance(self.metric, cp.Variable)
+               else np.zeros((0, 0)))
         p_orig = self.t_mat.T @ p_t @ self.t_mat if nx else p_t
+        lam: np.ndarray | float
         if self.mult is None:
             lam = self.target.zero_multiplier()
+        elif self.mult.value is None:
+            raise ValueError(f"{name} reported {status} but returned no multiplier value")
         elif self.scale is not None and np.ndim(self.mult.value) == 1:
             lam = np.maximum(np.asarray(self.mult.value).ravel() * self.scale, 0.0)
         else:

@@ -154,7 +154,7 @@ def _from_recurrent(model: RecurrentModel) -> Target:
     e = e.to(device=torch.device("cpu"))
     # Parameters used as-is (e.g. C₁) still require grad: detach, so that the adversarial
     # lower bounds never write gradients into the model.
-    e = replace(e, **{k: v.detach() for k, v in e.matrices().items()})
+    e = e.detached()
     blocks = StateSpaceBlocks.from_explicit(e)
     supply = None
     if model.supply is not None:

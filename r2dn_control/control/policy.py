@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -50,6 +50,14 @@ def _mode_name(mode: Any) -> str:
         if candidate.replace("_", "") == name:
             return candidate
     raise ValueError(f"autoreset_mode must be one of {_MODES}, got {mode!r}")
+
+
+class _Stepper(Protocol):
+    """What `RecurrentPolicy` uses of a recurrent model (duck-typed, e.g. the R2DN family)."""
+
+    state_size: int
+
+    def step(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 class RecurrentPolicy:
@@ -104,10 +112,12 @@ class RecurrentPolicy:
         self.autoreset_mode = _mode_name(autoreset_mode)
         self.action_space = action_space
         self.recurrent = hasattr(model, "step") and hasattr(model, "state_size")
+        # The hasattr test above is the duck typing; the type system cannot see it.
+        self._stepper = cast(_Stepper, model) if self.recurrent else None
         parameter = next(model.parameters(), None)
         self._dtype = parameter.dtype if parameter is not None else torch.get_default_dtype()
         self._device = parameter.device if parameter is not None else torch.device("cpu")
-        size = int(model.state_size) if self.recurrent else 0
+        size = 0 if self._stepper is None else int(self._stepper.state_size)
         if initial_state is None:
             initial_state = torch.zeros(size, dtype=self._dtype, device=self._device)
         initial_state = torch.as_tensor(initial_state, dtype=self._dtype, device=self._device)
@@ -188,8 +198,8 @@ class RecurrentPolicy:
             self.reset(starting)
         inputs, batched = self._inputs(observation)
         with torch.no_grad():
-            if self.recurrent:
-                output, self.state = self.model.step(self.state, inputs)
+            if self._stepper is not None:
+                output, self.state = self._stepper.step(self.state, inputs)
             else:
                 output = self.model(inputs)
         self.episode_steps += 1

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..nn.base import RecurrentModel
 from ..nn.explicit import ExplicitModel, rollout
 from ..systems.plant import LTIPlant
 from .design import ObserverBasedController
@@ -119,8 +120,8 @@ class YoulaController(nn.Module):
     _measure: Tensor
 
 
-    def __init__(self, plant: object, Q: nn.Module, K: object = "lqr", L: object = "kalman", *,
-                 input_limit: object = None, **design: object) -> None:
+    def __init__(self, plant: object, Q: RecurrentModel, K: object = "lqr", L: object = "kalman",
+                 *, input_limit: object = None, **design: Any) -> None:
         super().__init__()
         if isinstance(plant, ObserverBasedController):
             if design or not (isinstance(K, str) and isinstance(L, str)):

@@ -94,7 +94,7 @@ def _relaxed_dissipativity(target: certify.Target, supply: tuple, rtol: float) -
     """(Q, S, R + δ s I) with the smallest δ ≤ rtol of `RELAXATIONS` that certifies."""
     q, s, r = supply
     scale = max(float(np.linalg.norm(m, 2)) if m.size else 0.0 for m in supply) or 1.0
-    res, delta = None, 0.0
+    # The first relaxation that certifies (the list is never empty, so res is always bound).
     for delta in [d for d in RELAXATIONS if d <= rtol] or [0.0]:
         relaxed = (q, s, r + delta * scale * np.eye(r.shape[0]))
         res = certify.dissipativity(dataclasses.replace(target, supply=relaxed), *relaxed,
@@ -111,6 +111,14 @@ def _relaxed_dissipativity(target: certify.Target, supply: tuple, rtol: float) -
     return out
 
 
+def _implied_metric(exported: ExplicitModel) -> torch.Tensor:
+    """The metric 𝒫 ``exported`` carries; a ``ValueError`` without its implied certificate."""
+    if exported.metric is None or exported.multiplier is None:
+        raise ValueError("the exported explicit model carries no implied certificate (metric "
+                         "and multiplier are None); build it with model.explicit(dtype)")
+    return exported.metric
+
+
 def recheck(model: RecurrentModel, exported: ExplicitModel) -> dict:
     """Re-validate ``model``'s implied certificate on ``exported`` (any dtype, checked in float64).
 
@@ -119,9 +127,7 @@ def recheck(model: RecurrentModel, exported: ExplicitModel) -> dict:
     holds the guaranteed and the certified bound (see the module docstring), ``holds`` is
     True when every property is certified within the tolerance.
     """
-    if exported.metric is None or exported.multiplier is None:
-        raise ValueError("the exported explicit model carries no implied certificate (metric "
-                         "and multiplier are None); build it with model.explicit(dtype)")
+    _implied_metric(exported)
     rtol = tolerance()
     promoted = exported.to(dtype=torch.float64, device=torch.device("cpu"))
     bounds = guaranteed_bounds(model)
@@ -161,6 +167,7 @@ def certificate_record(model: RecurrentModel, exported: ExplicitModel, dtype: to
     if on_failure not in ON_FAILURE:
         raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
     result = recheck(model, exported)
+    metric = _implied_metric(exported)
     record = {
         "guaranteed": guaranteed_bounds(model),
         "certified_bounds": certified_bounds(result["checks"]),
@@ -168,8 +175,8 @@ def certificate_record(model: RecurrentModel, exported: ExplicitModel, dtype: to
         "relative_tolerance": result["tolerance"],
         "holds_on_exported_weights": result["holds"],
         "verified_dtype": f"{str(dtype).removeprefix('torch.')} weights, LMIs evaluated in float64",
-        "metric_sha256": metric_checksum(exported.metric),
-        "metric_shape": list(exported.metric.shape),
+        "metric_sha256": metric_checksum(metric),
+        "metric_shape": list(metric.shape),
         "metric_checksum_of": "the metric P as little-endian float64, C order",
     }
     if not result["holds"]:

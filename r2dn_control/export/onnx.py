@@ -13,6 +13,7 @@ no iterative solve).
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from ..nn.realtime import StepForm
 
@@ -43,7 +44,7 @@ class _Graph:
         self._count += 1
         return f"{stem}_{self._count}"
 
-    def const(self, stem: str, value: np.ndarray, dtype: np.dtype | None = None) -> str:
+    def const(self, stem: str, value: np.ndarray, dtype: npt.DTypeLike | None = None) -> str:
         name = self.name(stem)
         arr = np.asarray(value, dtype=self.np_dtype if dtype is None else dtype)
         self.initializers.append(self.onnx.numpy_helper.from_array(arr, name))
@@ -97,11 +98,14 @@ def _step_nodes(g: _Graph, form: StepForm, x: str, u: str, y: str, x_next: str) 
 
 def _equilibrium_nodes(g: _Graph, form: StepForm, v: str) -> str:
     """``w_i = σ(v_i + w_{<i} · D₁₁[i, <i])`` for i = 1 … nv, unrolled (exact)."""
+    d11 = form.d11
+    if d11 is None:
+        raise ValueError("the equilibrium nodes need a REN step form (d11), got an R2DN one")
     v_cols = [g.name("v_col") for _ in range(form.nv)]
     g.op("Split", [v, g.const("ones", np.ones(form.nv), np.int64)], outputs=v_cols, axis=1)
     w = g.activation(form.activation, v_cols[0])
     for i in range(1, form.nv):
-        row = form.d11[i, :i][:, None]
+        row = d11[i, :i][:, None]
         pre = g.op("Add", [v_cols[i], g.op("MatMul", [w, g.const(f"d11_{i}", row)])])
         w = g.op("Concat", [w, g.activation(form.activation, pre)], "w_cols", axis=1)
     return w

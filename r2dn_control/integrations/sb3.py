@@ -27,7 +27,7 @@ backpropagation through an environment's torch twin and deploy it with
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -93,12 +93,25 @@ class R2DNHistoryExtractor(BaseFeaturesExtractor):
     @property
     def lipschitz_bound(self) -> float:
         """γ_R: the features' Lipschitz constant in the (stacked) observation."""
-        return float(self.model.gamma)
+        gamma = self.model.gamma
+        if gamma is None:  # a LipschitzR2DN always has one
+            raise RuntimeError("the R2DN of this extractor has no Lipschitz bound")
+        return gamma
 
     def forward(self, observations: Tensor) -> Tensor:
         window = observations.reshape(observations.shape[0], self.history, self.observation_size)
         outputs, _ = self.model(window.to(self.model.dtype))
         return outputs[:, -1]
+
+
+class _LBDNConfig(TypedDict):
+    """The `_LBDNExtractor` options that `LBDNActorCriticPolicy` keeps until SB3 builds it."""
+
+    hidden: tuple[int, ...]
+    gamma: float
+    learn_gamma: bool
+    activation: str
+    critic_hidden: tuple[int, ...]
 
 
 class _LBDNExtractor(nn.Module):
@@ -178,29 +191,46 @@ class LBDNActorCriticPolicy(ActorCriticPolicy):
             )
         if kwargs.get("use_sde"):
             raise ValueError("LBDNActorCriticPolicy does not support use_sde=True")
-        self._lbdn_config = {
+        self._lbdn_config: _LBDNConfig = {
             "hidden": tuple(hidden), "gamma": float(gamma), "learn_gamma": bool(learn_gamma),
             "activation": activation, "critic_hidden": tuple(critic_hidden),
         }
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
-        action_dim = int(np.prod(self.action_space.shape))
-        self.mlp_extractor = _LBDNExtractor(self.features_dim, action_dim, **self._lbdn_config)
+        shape = self.action_space.shape
+        if shape is None:
+            raise TypeError(f"the action space {self.action_space} has no shape")
+        action_dim = int(np.prod(shape))
+        # SB3 declares mlp_extractor as MlpExtractor; its docs allow any module with
+        # latent_dim_pi/latent_dim_vf and forward_actor/forward_critic (as this one).
+        self.mlp_extractor = _LBDNExtractor(  # type: ignore[assignment]
+            self.features_dim, action_dim, **self._lbdn_config)
+
+    @property
+    def lbdn_extractor(self) -> _LBDNExtractor:
+        """The LBDN actor and MLP critic (``mlp_extractor`` as what it is)."""
+        extractor = self.mlp_extractor
+        if not isinstance(extractor, _LBDNExtractor):
+            raise TypeError(f"mlp_extractor was replaced by a {type(extractor).__name__}")
+        return extractor
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
         # No linear head after the LBDN: it would break the Lipschitz bound. Rebuild the
         # optimizer so it does not hold the discarded head's parameters.
         self.action_net = nn.Identity()
-        self.optimizer = self.optimizer_class(
+        # SB3 types optimizer_class as the Optimizer base, whose __init__ takes no lr.
+        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
             self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
 
     def action_mean(self, observation: Tensor) -> Tensor:
         """μ(o): the deterministic action before clipping, differentiable in ``observation``."""
         features = self.extract_features(observation, self.pi_features_extractor)
-        return self.mlp_extractor.forward_actor(features)
+        if not isinstance(features, Tensor):  # a tuple only without an extractor argument
+            raise TypeError(f"expected one feature tensor, got {type(features).__name__}")
+        return self.lbdn_extractor.forward_actor(features)
 
     def lipschitz_bound(self) -> float:
         """Certified Lipschitz constant γ·L_φ of o ↦ μ(o) in the 2-norm.
@@ -208,13 +238,14 @@ class LBDNActorCriticPolicy(ActorCriticPolicy):
         Raises TypeError for a features extractor whose constant is unknown.
         """
         extractor = self.pi_features_extractor
+        known = getattr(extractor, "lipschitz_bound", None)
         if isinstance(extractor, FlattenExtractor):
             extractor_bound = 1.0
-        elif hasattr(extractor, "lipschitz_bound"):
-            extractor_bound = float(extractor.lipschitz_bound)
+        elif known is not None:
+            extractor_bound = float(known)
         else:
             raise TypeError(
                 f"no Lipschitz bound is known for the features extractor {type(extractor).__name__}"
             )
         with torch.no_grad():
-            return float(self.mlp_extractor.actor.gamma) * extractor_bound
+            return float(self.lbdn_extractor.actor.gamma) * extractor_bound

@@ -96,6 +96,7 @@ class RecurrentModel(nn.Module):
                 object.__setattr__(self, "init_kwargs", named)
             original(self, *args, **kw)
 
+        # Wrapping a subclass's __init__ at class creation: mypy forbids assigning to methods.
         cls.__init__ = recording_init  # type: ignore[method-assign]
 
     def __init__(

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from torch import Tensor
 
 from . import cpp, fused_ren
+from .equilibrium import EquilibriumLayer
 from .fused_rollout import fused_rollout
 from .lbdn import ExplicitMLP
 
@@ -28,7 +29,7 @@ from .lbdn import ExplicitMLP
 class Network(Protocol):
     """The explicit nonlinearity ``w = φ(b)``: callable on row batches, castable with ``to``."""
 
-    def __call__(self, b: Tensor) -> Tensor: ...
+    def __call__(self, b: Tensor, /) -> Tensor: ...
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> Network: ...
 
@@ -89,6 +90,11 @@ class ExplicitModel:
         moved = {k: v.to(dtype=dtype, device=device) for k, v in self.matrices().items()}
         return replace(self, network=self.network.to(dtype=dtype, device=device), **moved)
 
+    def detached(self) -> ExplicitModel:
+        """The same model with every matrix detached from the autograd graph."""
+        return replace(self, network=self.network,
+                       **{k: v.detach() for k, v in self.matrices().items()})
+
 
 RecurrentPart = tuple[Tensor, Tensor, Tensor]
 
@@ -141,13 +147,25 @@ def reference_loop(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: T
     return torch.stack(states), torch.stack(features), x
 
 
+_Net = TypeVar("_Net")
+
+
+def _network_as(model: ExplicitModel, kind: type[_Net], backend: str) -> _Net:
+    """``model.network``, checked to be the ``kind`` that ``backend`` runs."""
+    if not isinstance(model.network, kind):
+        raise TypeError(f"the {backend} rollout needs a network of type {kind.__name__}, got "
+                        f"{type(model.network).__name__}")
+    return model.network
+
+
 def _r2dn_applies(model: ExplicitModel, u: Tensor, x0: Tensor) -> bool:
     return model.D11 is None and isinstance(model.network, ExplicitMLP)
 
 
 def _r2dn_run(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
               ) -> RecurrentPart:
-    return fused_rollout(model.network, x0, drive_x, drive_v, model.A, model.B1, model.C1)
+    return fused_rollout(_network_as(model, ExplicitMLP, "fused R2DN"), x0, drive_x, drive_v,
+                         model.A, model.B1, model.C1)
 
 
 def _ren_applies(model: ExplicitModel, u: Tensor, x0: Tensor) -> bool:
@@ -157,8 +175,8 @@ def _ren_applies(model: ExplicitModel, u: Tensor, x0: Tensor) -> bool:
 
 def _ren_run(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
              ) -> RecurrentPart:
-    return fused_ren.fused_ren_rollout(model.network, x0, drive_x, drive_v, model.A, model.B1,
-                                       model.C1)
+    return fused_ren.fused_ren_rollout(_network_as(model, EquilibriumLayer, "fused REN"), x0,
+                                       drive_x, drive_v, model.A, model.B1, model.C1)
 
 
 #: The rollout backends in order of preference; ``method="auto"`` takes the first that applies.

@@ -30,7 +30,7 @@ def _as_matrix(name: str, value: object, shape: tuple[int, int]) -> Tensor:
             raise TypeError(f"{name} must be a real matrix, got dtype {value.dtype}")
         t = value.detach().to(device="cpu", dtype=torch.float64)
     else:
-        if np.iscomplexobj(value):
+        if np.iscomplexobj(value):  # type: ignore[arg-type]  # numpy's stubs: array-likes only
             raise TypeError(f"{name} must be a real matrix, got a complex array")
         try:
             t = torch.as_tensor(np.asarray(value, dtype=np.float64))
@@ -140,6 +140,13 @@ class SupplyRate:
                           None if self.L_Q is None else self.L_Q.to(**move),
                           None if self.L_R is None else self.L_R.to(**move))
 
+    def factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(L_Q, L_R)`` cast to ``dtype``; a ``ValueError`` when Q is singular (no factors)."""
+        if self.L_Q is None or self.L_R is None:
+            raise ValueError("this supply rate has a singular Q (e.g. passivity): it has no "
+                             "Cholesky factors L_Q, L_R")
+        return self.L_Q.to(dtype), self.L_R.to(dtype)
+
     def feedthrough(self, n22: Tensor | None, like: Tensor) -> Tensor:
         r"""``D₂₂ = −Q⁻¹Sᵀ + L_Q⁻¹ N₂₂ L_R`` (the centre −Q⁻¹Sᵀ when ``n22`` is None).
 
@@ -150,7 +157,7 @@ class SupplyRate:
         centre = -torch.linalg.solve(q, s.T)
         if n22 is None:
             return centre
-        l_q, l_r = self.L_Q.to(like.dtype), self.L_R.to(like.dtype)
+        l_q, l_r = self.factors(like.dtype)
         return centre + torch.linalg.solve_triangular(l_q, n22 @ l_r, upper=True)
 
     def evaluate(self, du: Tensor, dy: Tensor) -> Tensor:

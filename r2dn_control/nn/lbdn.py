@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -116,12 +117,13 @@ class SandwichLayer(nn.Module):
         self.activation_name = activation
         self.activation = get_activation(activation)
         self.linear = bool(linear)
-        kw = {"dtype": dtype, "device": device}
         n, m = out_features, in_features
-        self.weight = nn.Parameter(lecun_normal_(torch.empty(n + m, n, **kw), fan_in=m))
-        self.scale = nn.Parameter(torch.empty((), **kw))
-        self.log_psi = None if linear else nn.Parameter(torch.zeros(n, **kw))
-        self.bias = nn.Parameter(torch.zeros(n, **kw)) if bias else None
+        self.weight = nn.Parameter(lecun_normal_(torch.empty(n + m, n, dtype=dtype, device=device),
+                                                 fan_in=m))
+        self.scale = nn.Parameter(torch.empty((), dtype=dtype, device=device))
+        self.log_psi = (None if linear
+                        else nn.Parameter(torch.zeros(n, dtype=dtype, device=device)))
+        self.bias = nn.Parameter(torch.zeros(n, dtype=dtype, device=device)) if bias else None
         self.reset_scale()
 
     @property
@@ -179,6 +181,13 @@ class SandwichLayer(nn.Module):
         return f"{self.in_features}, {self.out_features}, {kind}"
 
 
+def _hidden_log_psi(layer: SandwichLayer) -> Tensor:
+    """``d`` of a hidden sandwich layer (the linear output layer has none)."""
+    if layer.log_psi is None:
+        raise ValueError("the linear output layer has no log_psi (d); expected a hidden layer")
+    return layer.log_psi
+
+
 class LBDN(nn.Module):
     r"""Lipschitz-bounded deep network $f(x)=\sqrt\gamma\,g_L\circ\dots\circ g_1(\sqrt\gamma x)$.
 
@@ -201,6 +210,8 @@ class LBDN(nn.Module):
         ``"sandwich"`` (the JAX reference code's behaviour): the last layer is another
         nonlinear sandwich layer. Both are 1-Lipschitz.
     """
+
+    log_gamma: Tensor  # a parameter (learn_gamma) or a buffer
 
     def __init__(
         self,
@@ -225,19 +236,24 @@ class LBDN(nn.Module):
         self.activation = get_activation(activation)
         self.activation_name = activation
         widths = (self.in_features, *self.hidden, self.out_features)
-        kw = {"dtype": dtype, "device": device}
         self.layers = nn.ModuleList(
             SandwichLayer(
                 widths[k], widths[k + 1], activation,
-                linear=(output_layer == "linear" and k == len(widths) - 2), **kw,
+                linear=(output_layer == "linear" and k == len(widths) - 2), dtype=dtype,
+                device=device,
             )
             for k in range(len(widths) - 1)
         )
-        log_gamma = torch.tensor(math.log(gamma), **kw)
+        log_gamma = torch.tensor(math.log(gamma), dtype=dtype, device=device)
         if learn_gamma:
             self.log_gamma = nn.Parameter(log_gamma)
         else:
             self.register_buffer("log_gamma", log_gamma)
+
+    @property
+    def sandwich_layers(self) -> list[SandwichLayer]:
+        """``layers`` as what they are (``nn.ModuleList`` items are typed ``nn.Module``)."""
+        return cast("list[SandwichLayer]", list(self.layers))
 
     @property
     def gamma(self) -> Tensor:
@@ -253,7 +269,7 @@ class LBDN(nn.Module):
         """
         log_gamma = self.log_gamma if dtype is None else self.log_gamma.to(dtype)
         root_gamma = torch.exp(0.5 * log_gamma)
-        pres, posts = self._folded_factors(dtype)
+        pres, posts, last_post = self._folded_factors(dtype)
         weights: list[Tensor] = [root_gamma * pres[0]]
         # W_k = post_{k-1} @ pre_k for k ≥ 1, one bmm per group of equal shapes.
         products: dict[tuple[tuple[int, ...], tuple[int, ...]], list[int]] = {}
@@ -271,9 +287,8 @@ class LBDN(nn.Module):
         weights.extend(chained[k] for k in range(1, len(self.layers)))
         biases: list[Tensor | None] = [
             None if layer.bias is None else (layer.bias if dtype is None else layer.bias.to(dtype))
-            for layer in self.layers
+            for layer in self.sandwich_layers
         ]
-        last_post = posts[-1]
         if last_post is None:  # linear output layer: scale its output by √γ
             weights[-1] = weights[-1] * root_gamma
             biases[-1] = None if biases[-1] is None else biases[-1] * root_gamma
@@ -285,25 +300,32 @@ class LBDN(nn.Module):
     def _layer_groups(self) -> list[list[int]]:
         """Indices of the layers with equal weight shape and kind (hidden or linear)."""
         groups: dict[tuple[tuple[int, ...], bool], list[int]] = {}
-        for k, layer in enumerate(self.layers):
+        for k, layer in enumerate(self.sandwich_layers):
             groups.setdefault((tuple(layer.weight.shape), layer.linear), []).append(k)
         return list(groups.values())
 
     def _folded_factors(self, dtype: torch.dtype | None
-                        ) -> tuple[list[Tensor], list[Tensor | None]]:
+                        ) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
         r"""Every layer's right-multiplied ``pre`` and ``post`` of `SandwichLayer.folded`,
         computed group-wise: ``W̄ = (a/nrm(W))W``, ``(Ã, B) = cayley(W̄)``,
-        ``pre = √2 Bᵀ Ψ⁻¹``, ``post = √2 Ψ Ãᵀ`` (``pre = Bᵀ``, ``post = None`` if linear)."""
-        pres: list[Tensor] = [None] * len(self.layers)  # type: ignore[list-item]
-        posts: list[Tensor | None] = [None] * len(self.layers)
+        ``pre = √2 Bᵀ Ψ⁻¹``, ``post = √2 Ψ Ãᵀ`` (``pre = Bᵀ``, ``post = None`` if linear).
+
+        Returns ``(pres, posts, last_post)``: ``posts`` of every layer but the last (hidden
+        layers, never None) and the last layer's ``post`` (None for a linear output layer).
+        """
+        layers = self.sandwich_layers
+        pres: dict[int, Tensor] = {}
+        posts: dict[int, Tensor] = {}
         for members in self._layer_groups():
-            first = self.layers[members[0]]
+            first = layers[members[0]]
             if len(members) == 1:
                 pre, _, post = first.folded(dtype)
-                pres[members[0]], posts[members[0]] = pre, post
+                pres[members[0]] = pre
+                if post is not None:
+                    posts[members[0]] = post
                 continue
-            w = torch.stack([self.layers[k].weight for k in members])
-            scale = torch.stack([self.layers[k].scale for k in members])
+            w = torch.stack([layers[k].weight for k in members])
+            scale = torch.stack([layers[k].scale for k in members])
             if dtype is not None:
                 w, scale = w.to(dtype), scale.to(dtype)
             norm = torch.sqrt(torch.sum(w * w, dim=(-2, -1)) + first.eps)
@@ -311,18 +333,20 @@ class LBDN(nn.Module):
             if first.linear:
                 pre_g, post_g = b.mT, None
             else:
-                d = torch.stack([self.layers[k].log_psi for k in members])  # type: ignore[misc]
+                d = torch.stack([_hidden_log_psi(layers[k]) for k in members])
                 d = d if dtype is None else d.to(dtype)
                 psi = torch.exp(torch.clamp(d, -_LOG_SCALE_CLIP, _LOG_SCALE_CLIP))
                 pre_g = (_SQRT2 * b.mT) / psi[:, None, :]
                 post_g = (_SQRT2 * psi)[:, :, None] * a_tilde.mT
             for i, k in enumerate(members):
                 pres[k] = pre_g[i]
-                posts[k] = None if post_g is None else post_g[i]
-        return pres, posts
+                if post_g is not None:
+                    posts[k] = post_g[i]
+        last = len(layers) - 1
+        return [pres[k] for k in range(last + 1)], [posts[k] for k in range(last)], posts.get(last)
 
     def forward(self, x: Tensor) -> Tensor:
         """Evaluate f on ``x`` of shape (..., in_features)."""
-        weight = self.layers[0].weight
+        weight = self.sandwich_layers[0].weight
         _checks.feature_tensor("x", x, self.in_features, weight.dtype, weight.device)
         return self.explicit()(x)

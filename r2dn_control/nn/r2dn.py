@@ -243,7 +243,7 @@ class GeneralR2DN(_DissipativeR2DN):
 
     def _io(self, dtype: torch.dtype) -> IOBlock:
         supply = self._supply_on(self.X.device)
-        l_q, l_r = supply.L_Q.to(dtype), supply.L_R.to(dtype)
+        l_q, l_r = supply.factors(dtype)
         n12, n21, n22 = self.contractions(dtype)
         d12 = n12 @ l_r
         d21 = torch.linalg.solve_triangular(l_q, n21, upper=True)

@@ -88,6 +88,7 @@ class StepForm:
             return t.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
 
         network = model.network
+        name: str | None
         if isinstance(network, ExplicitMLP):
             name = network.activation_name
             layers = tuple((arr(w), None if b is None else arr(b))
@@ -100,7 +101,7 @@ class StepForm:
         else:
             raise TypeError("the step form needs an LBDN (ExplicitMLP) or an EquilibriumLayer "
                             f"network, got {type(network).__name__}")
-        if name not in ACTIVATIONS:
+        if name is None or name not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
         w_in = np.concatenate([arr(model.C1), arr(model.D12)], axis=1).T
         top = np.concatenate([arr(model.C2), arr(model.D22), arr(model.D21)], axis=1)
@@ -216,13 +217,13 @@ class _TorchStep:
     """The step form in torch (any device; differentiable in x and u)."""
 
     def __init__(self, form: StepForm, dtype: torch.dtype, device: torch.device) -> None:
-        def t(a: np.ndarray | None) -> Tensor | None:
-            return None if a is None else torch.as_tensor(a, dtype=dtype, device=device)
+        def t(a: np.ndarray) -> Tensor:
+            return torch.as_tensor(a, dtype=dtype, device=device)
 
         self.w_in, self.b_in = t(form.w_in), t(form.b_in)
-        self.layers = [(t(w), t(b)) for w, b in form.layers]
+        self.layers = [(t(w), None if b is None else t(b)) for w, b in form.layers]
         self.w_out, self.b_out = t(form.w_out), t(form.b_out)
-        self.equilibrium = None
+        self.equilibrium: EquilibriumLayer | None = None
         if form.d11 is not None:
             self.equilibrium = EquilibriumLayer(t(form.d11), ACTIVATIONS[form.activation])
         self.act = ACTIVATIONS[form.activation]
@@ -327,8 +328,8 @@ class CompiledStep:
                 out = out[0]
             return torch.from_numpy(out[..., :ny]), torch.from_numpy(out[..., ny:])
         x_b, u_b = (x, u) if batched else (x.unsqueeze(0), u.unsqueeze(0))
-        out = self.torch_step(x_b, u_b)
-        y, x_next = out[:, :ny], out[:, ny:]
+        stacked = self.torch_step(x_b, u_b)
+        y, x_next = stacked[:, :ny], stacked[:, ny:]
         return (y, x_next) if batched else (y[0], x_next[0])
 
     def numpy(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -351,8 +352,11 @@ def compile_step(model: RecurrentModel, backend: str = "auto") -> CompiledStep:
 
 def frozen_step(model: RecurrentModel) -> CompiledStep:
     """The `CompiledStep` of the explicit model cached by ``model.frozen()``."""
+    frozen = model._frozen
+    if frozen is None:
+        raise ValueError("frozen_step needs a frozen model (call model.frozen() first)")
     cached = model.__dict__.get("_frozen_step")
-    if cached is None or cached[0] is not model._frozen:
-        cached = (model._frozen, CompiledStep(model._frozen))
+    if cached is None or cached[0] is not frozen:
+        cached = (frozen, CompiledStep(frozen))
         model.__dict__["_frozen_step"] = cached
     return cached[1]

@@ -19,6 +19,7 @@ import control
 import numpy as np
 import torch
 
+from ..nn.base import RecurrentModel
 from ..nn.explicit import ExplicitModel, rollout
 
 
@@ -56,7 +57,7 @@ class _ExplicitStep:
         return self._evaluate(x, u)[0].cpu().numpy()
 
 
-def to_nlsys(model: torch.nn.Module, dt: float | bool = 1.0, name: str | None = None, *,
+def to_nlsys(model: RecurrentModel, dt: float | bool = 1.0, name: str | None = None, *,
              inputs: Sequence[str] | str | None = None, outputs: Sequence[str] | str | None = None,
              states: Sequence[str] | str | None = None) -> control.NonlinearIOSystem:
     """A discrete-time ``control.NonlinearIOSystem`` that simulates ``model``.

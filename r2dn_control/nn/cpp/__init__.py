@@ -1,15 +1,15 @@
 """Build-on-first-use C++ CPU kernels (``torch.ops.r2dn_control.*``) with a pure-torch fallback.
 
-The sources beside this file are compiled once per machine with the system C++ compiler
-(``-O3 -march=native``) through `torch.utils.cpp_extension.load` and cached in torch's
-extensions directory (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), in a
-folder named after the CPU and a hash of the sources and flags (different kernels never share
-one); later processes only load the cached library. The first compilation (about a minute) is announced by
-one WARNING log line; prebuild with ``python -m r2dn_control.nn.cpp`` or `build`. When no
-compiler is found or the build fails, `available` returns False, one ``RuntimeWarning``
-says why, and callers take their pure-torch path. Disabled (``R2DN_DISABLE_CPP=1`` or
-``r2dn_control.config.set_defaults("nn.cpp", disable=True)``) it returns False silently.
-`status` says why.
+The sources beside this file are compiled once per machine with the system C++ compiler (``-O3
+-march=native``) through `torch.utils.cpp_extension.load` and cached in torch's extensions
+directory (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), in a folder named
+after the CPU and a hash of the sources (location and content) and flags (different kernels or
+checkouts never share one); later processes only load the cached library. The first compilation
+(about a minute) is announced by one WARNING log line; prebuild with ``python -m
+r2dn_control.nn.cpp`` or `build`. When no compiler is found or the build fails, `available`
+returns False, one ``RuntimeWarning`` says why, and callers take their pure-torch path. Disabled
+(``R2DN_DISABLE_CPP=1`` or ``r2dn_control.config.set_defaults("nn.cpp", disable=True)``) it
+returns False silently. `status` says why.
 
 Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.md`` and
 ``r2dn_control/nn/fused_rollout.md``):
@@ -78,15 +78,17 @@ def _cpu_tag() -> str:
 
 def _source_tag(files: tuple[pathlib.Path, ...] | None = None,
                 flags: tuple[str, ...] | None = None) -> str:
-    """A short hash of the kernel sources, headers and compiler flags.
+    """A short hash of the kernel sources (their location and content), headers and flags.
 
-    It is part of the library's name, hence of its build folder: two checkouts (or versions)
-    whose kernels differ never share a folder, so neither rebuilds the other's library nor
-    waits on a ``lock`` file the other left behind.
+    It is part of the library's name, hence of its build folder. The location counts because
+    torch writes the sources' absolute paths into the folder's ``build.ninja``: two checkouts
+    with identical kernels sharing one folder would rewrite it in turn and make ninja rebuild
+    (a minute or more) in every process. So two checkouts, or two versions, never share a
+    folder, and neither rebuilds the other's library nor waits on a ``lock`` it left behind.
     """
     digest = hashlib.sha1()
     for path in (SOURCES + HEADERS) if files is None else files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(str(path.resolve()).encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(" ".join(CFLAGS if flags is None else flags).encode())
     return digest.hexdigest()[:10]
 
@@ -98,8 +100,8 @@ def _library_name() -> str:
 
 
 #: A load that takes longer than this (seconds) is compiling: announce it. Loading a cached
-#: build takes well under a second; torch recompiles whenever the sources changed, which a
-#: file check here cannot see reliably (the cache is shared by every checkout on the machine).
+#: build takes well under a second; torch recompiles whenever the sources changed (a new hash
+#: means a new folder, so this is a first build or an edited checkout).
 ANNOUNCE_AFTER_S = 2.0
 _ANNOUNCEMENT = (
     "r2dn_control: compiling the C++ CPU kernels once for this machine (about a minute; later "
