@@ -58,6 +58,7 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "r2dn-lr1e-3": ({"kind": "r2dn"}, {"lr": 1e-3}),
     "r2dn-lr1e-2": ({"kind": "r2dn"}, {"lr": 1e-2}),
     "gru-lr1e-3": ({"kind": "gru"}, {"lr": 1e-3}),
+    "gru-lr1e-2": ({"kind": "gru"}, {"lr": 1e-2}),
     "r2dn-shuffle": ({"kind": "r2dn"}, {"shuffle": True, "batch_size": 16}),
     "gru-shuffle": ({"kind": "gru"}, {"shuffle": True, "batch_size": 16}),
     "r2dn-lip": ({"kind": "r2dn", "gamma": "learn"}, {}),
