@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from r2dn_control import sysid
+from r2dn_control.nn import cpp
 from r2dn_control.sysid.evaluate import scores
 from r2dn_control.sysid.poles import arx_rows
 
@@ -149,6 +150,9 @@ def main() -> None:
         return
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # Build/load the C++ kernels here first: a worker compiling them (1–2 min of several
+    # cores) while the other trains would make the concurrent comparison unequal.
+    cpp.available()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rows = []
     for seed in args.seeds:  # all configurations of one seed run concurrently
