@@ -331,11 +331,11 @@ def test_r2dn_kernel_errors_are_clear() -> None:
     a, b1, c1 = z(1, 1, dtype=F64), z(1, 4, dtype=F64), z(4, 1, dtype=F64)
     ws, bs = [z(4, 5, dtype=F64), z(5, 4, dtype=F64)], [z(5, dtype=F64), z(4, dtype=F64)]
     with pytest.raises(RuntimeError, match="unknown activation 'gelu'"):
-        ops.r2dn_forward(x0, dx, dv, a, b1, c1, ws, bs, "gelu", 32)
+        ops.r2dn_forward(x0, dx, dv, a, b1, c1, ws, bs, "gelu", 32, True)
     with pytest.raises(RuntimeError, match="W_1 has shape"):
-        ops.r2dn_forward(x0, dx, dv, a, b1, c1, [ws[0], z(5, 3, dtype=F64)], bs, "tanh", 32)
+        ops.r2dn_forward(x0, dx, dv, a, b1, c1, [ws[0], z(5, 3, dtype=F64)], bs, "tanh", 32, True)
     with pytest.raises(RuntimeError, match="dtype"):
-        ops.r2dn_forward(x0.float(), dx, dv, a, b1, c1, ws, bs, "tanh", 32)
+        ops.r2dn_forward(x0.float(), dx, dv, a, b1, c1, ws, bs, "tanh", 32, True)
 
 
 _SUBPROCESS_R2DN = """
@@ -371,3 +371,49 @@ def test_r2dn_fallback_when_disabled_by_environment() -> None:
     for p, g in zip(model.parameters(), result["g"]):
         torch.testing.assert_close(p.grad.flatten(), torch.tensor(g, dtype=F64),
                                    rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (F64, 1e-10)])
+def test_r2dn_kernel_ragged_tiles_match_torch(r2dn_loop, dtype, tol) -> None:
+    """Widths and lane counts that are not multiples of the transpose tiles (8 float32 / 4
+    float64 lanes): full tiles, ragged feature edges and a partial lane block of more than
+    one tile, against the pure-torch loops in the same dtype."""
+    torch.manual_seed(1)
+    model = ContractingR2DN(2, 5, 13, 2, hidden=(11, 8, 9), activation="tanh", dtype=dtype)
+    # 45 = a float32 lane block of 32 + 13 (one tile of 8 and 5 lanes); float64: 2 × 16 + 13.
+    u = torch.randn(45, 6, 2, dtype=dtype, requires_grad=True)
+    x0 = torch.randn(45, 5, dtype=dtype, requires_grad=True)
+    y_fast, x_fast, g_fast = _outputs_and_grads(model, u, x0, "fused")
+    y_ref, x_ref, g_ref = _with_torch_loops(lambda: _outputs_and_grads(model, u, x0, "fused"))
+    torch.testing.assert_close(y_fast, y_ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(x_fast, x_ref, rtol=tol, atol=tol)
+    assert len(g_fast) == len(g_ref) > 2
+    for a, b in zip(g_fast, g_ref):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=10 * tol, atol=10 * tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_r2dn_inference_forward_equals_training_forward(r2dn_loop, dtype, monkeypatch) -> None:
+    """Under no_grad the C++ forward keeps neither v nor the hidden outputs (save=False);
+    outputs and final state equal the recorded (save=True) forward (to BLAS round-off: the
+    ATen loop's float32 matmuls may block differently on a reused scratch step)."""
+    from r2dn_control.nn import fused_rollout as fr
+
+    torch.manual_seed(2)
+    model = ContractingR2DN(2, 3, 9, 2, hidden=(11, 8), activation="tanh", dtype=dtype)
+    u = torch.randn(37, 5, 2, dtype=dtype)
+    x0 = torch.randn(37, 3, dtype=dtype)
+    y_train, x_train = model(u, x0)
+    assert y_train.requires_grad
+
+    def no_function(*args, **kwargs):
+        raise AssertionError("the autograd.Function ran under no_grad")
+
+    monkeypatch.setattr(fr._FusedR2DNRollout, "apply", no_function)
+    with torch.no_grad():
+        y_infer, x_infer = model(u, x0)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(y_infer, y_train.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(x_infer, x_train.detach(), rtol=tol, atol=tol)

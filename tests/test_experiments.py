@@ -165,3 +165,34 @@ def test_json_files_are_written_atomically(tmp_path) -> None:
     write_json(path, {"a": float("nan"), "b": [1.0, float("inf")]})
     assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None]}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("family", ["r2dn", "ren"])
+def test_youla_q_stays_odd_so_zero_disturbance_gives_zero_control(family) -> None:
+    """With ``q_biases=False`` training keeps Q odd: Q(−ỹ) = −Q(ỹ) and Q(0) = 0 (no offset);
+    with trained biases (the paper's Q) the same training moves Q(0) away from 0."""
+    from dataclasses import replace
+
+    from r2dn_control.control import step_disturbances, train_policy_gradient
+    from r2dn_control.experiments import youla
+
+    outputs_at_zero = {}
+    for q_biases in (False, True):
+        config = replace(youla.PRESETS["test"], epochs=3, lr=5e-2, q_biases=q_biases)
+        torch.manual_seed(0)
+        q = youla.make_q(config, family)
+        controller, plant = youla.build_loop(config, q, torch.device("cpu"))
+        w = step_disturbances(config.batch, config.horizon, hold=config.hold,
+                              amplitude=config.amplitude, generator=torch.Generator().manual_seed(1))
+        train_policy_gradient(controller, plant, w, youla.stage_cost(config),
+                              epochs=config.epochs, segment=config.segment, lr=config.lr,
+                              progress=False)
+        y_tilde = torch.randn(5, 30, 1, generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            plus, minus = q(y_tilde)[0], q(-y_tilde)[0]
+            outputs_at_zero[q_biases] = float(q(torch.zeros(1, 30, 1))[0].abs().max())
+        if not q_biases:
+            assert all(float(p.abs().max()) == 0.0 for p in youla.bias_parameters(q))
+            torch.testing.assert_close(minus, -plus, rtol=0, atol=1e-6)
+    assert outputs_at_zero[False] == 0.0
+    assert outputs_at_zero[True] > 1e-4

@@ -110,7 +110,8 @@ def run_experiment(name: str, *, model: str = "both", preset: str = "quick", see
     dev = resolve_device(device)
     config = experiment.config(preset) if config is None else config
     if data is not None:
-        if not (is_dataclass(config) and "data" in {f.name for f in fields(config)}):
+        if (not is_dataclass(config) or isinstance(config, type)
+                or "data" not in {f.name for f in fields(config)}):
             raise ExperimentError(f"--data applies to experiments that read measured data "
                                   f"(f16), not to {name!r}")
         config = replace(config, data=str(data))

@@ -44,8 +44,8 @@ class BoucWenConfig(IdentificationConfig):
                              f"samples) must be longer than washout={self.washout}")
 
 
-_MODEL = dict(state_size=32, r2dn_features=64, r2dn_hidden=(64, 64), ren_features=64,
-              contraction_rate=0.995, milestones=(50, 80))
+_MODEL: dict[str, Any] = dict(state_size=32, r2dn_features=64, r2dn_hidden=(64, 64), ren_features=64,
+                              contraction_rate=0.995, milestones=(50, 80))
 PRESETS = {
     "full": BoucWenConfig(**_MODEL, epochs=100),
     "quick": BoucWenConfig(state_size=16, r2dn_features=16, r2dn_hidden=(32, 32),
@@ -62,7 +62,7 @@ def simulate_records(config: BoucWenConfig):
     """(train, test) SequenceData from the Bouc–Wen simulator."""
     from .. import sysid
 
-    common = dict(samples_per_period=config.samples_per_period, noise_std=config.noise_std)
+    common: dict[str, Any] = dict(samples_per_period=config.samples_per_period, noise_std=config.noise_std)
     train = sysid.bouc_wen_data(config.train_records, config.train_periods,
                                 seed=config.data_seed, **common)
     test = sysid.bouc_wen_data(1, config.test_periods, seed=config.data_seed + 1, **common)

@@ -25,9 +25,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from ..nn import RecurrentModel
 
 FAMILIES = ("r2dn", "ren")
 METRICS_FORMAT = "r2dn-control-run/1"
@@ -97,7 +100,7 @@ def read_json(path: str | os.PathLike) -> Any:
                               f"{exc.msg} at line {exc.lineno}") from None
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, **metadata: Any) -> None:
+def save_checkpoint(model: RecurrentModel, path: str | os.PathLike, **metadata: Any) -> None:
     """`save_model`, written atomically."""
     from ..nn.checkpoint import save_model
 
@@ -136,8 +139,8 @@ def run_name(experiment: str, family: str, seed: int) -> str:
 
 def config_dict(config: Any) -> dict[str, Any]:
     """A frozen-dataclass config as a JSON-able dict (tuples become lists)."""
-    if not is_dataclass(config):
-        raise TypeError(f"config must be a dataclass, got {type(config).__name__}")
+    if not is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"config must be a dataclass instance, got {type(config).__name__}")
     return json.loads(json.dumps(asdict(config)))
 
 
@@ -251,7 +254,7 @@ def plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None:
 _TIGHT_CERTIFICATE_SIZE = 64
 
 
-def certificate_method(model: torch.nn.Module) -> str:
+def certificate_method(model: RecurrentModel) -> str:
     """``"auto"`` (tightest bound) for small R2DNs, ``"implied"`` (milliseconds) otherwise.
 
     The implied certificate re-validates, in float64, the LMI the direct parameterization

@@ -82,7 +82,7 @@ def summarize(runs: list[Path]) -> list[dict[str, Any]]:
             "certificates": {label: _bound([d["certificates"][label] for d in items
                                             if label in d["certificates"]]) for label in labels},
         })
-    by_experiment = defaultdict(dict)
+    by_experiment: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         by_experiment[row["experiment"]][row["model"]] = row
     for models in by_experiment.values():

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from .. import certify
-from ..nn import ContractingR2DN, ContractingREN
+from ..nn import ContractingR2DN, ContractingREN, RecurrentModel
 from .common import (
     EpochTimer,
+    ExperimentError,
     certificate_method,
     parameter_count,
     pyplot,
@@ -83,7 +84,7 @@ class IdentificationConfig:
                              f"got {self.max_samples!r}")
 
 
-def make_model(config: IdentificationConfig, family: str, nu: int, ny: int) -> torch.nn.Module:
+def make_model(config: IdentificationConfig, family: str, nu: int, ny: int) -> RecurrentModel:
     """A contracting R2DN (LBDN hidden widths ``r2dn_hidden``) or REN from nu inputs to ny outputs."""
     common: dict[str, Any] = dict(activation=config.activation, init=config.init)
     if config.contraction_rate is not None:
@@ -106,7 +107,7 @@ def truncate(data, samples: int | None):
                         dt=data.dt, names=data.names)
 
 
-def certify_identified(model: torch.nn.Module, u_std, y_std) -> dict[str, Any]:
+def certify_identified(model: RecurrentModel, u_std, y_std) -> dict[str, Any]:
     """Contraction and incremental ℓ₂ gain of the normalised and the physical-unit model.
 
     The physical-unit model keeps the metric and multiplier the parameterization implies
@@ -144,6 +145,9 @@ def run_identification(config: IdentificationConfig, family: str, seed: int, run
                     progress=progress, seed=seed)
     report = sysid.evaluate(res.predictor, test, washout=config.washout)
     norm = res.normalization
+    if norm is None:
+        raise ExperimentError(f"{experiment}: sysid.fit returned no normalization, which the "
+                              "physical-unit certificates and the checkpoint need")
     certificates = certify_identified(model, norm.u_std, norm.y_std)
     save_checkpoint(model, run_dir / "model.pt", task=f"{experiment}: {title}",
                     normalization=norm.as_metadata(), x0="zero", washout=config.washout,

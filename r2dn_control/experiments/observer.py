@@ -100,6 +100,7 @@ def make_observer(config: ObserverConfig, family: str) -> Observer:
     """A contracting R2DN or REN with input y (2), state and output ξ̂ (sites)."""
     common = dict(activation=config.activation, init=config.init, identity_output=True)
     n = config.sites
+    model: ContractingR2DN | ContractingREN
     if family == "r2dn":
         model = ContractingR2DN(2, n, config.r2dn_features, n, hidden=config.r2dn_hidden,
                                 **common)

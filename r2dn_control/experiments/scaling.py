@@ -37,9 +37,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import certify
-from ..nn import ContractingR2DN, ContractingREN
+from ..nn import ContractingR2DN, ContractingREN, RecurrentModel
 from .common import (
     EpochTimer,
+    ExperimentError,
     certificate_method,
     check_positive_ints,
     parameter_count,
@@ -86,8 +87,11 @@ class ScalingConfig:
 
 PRESETS = {
     "full": ScalingConfig(),
-    "quick": ScalingConfig(r2dn_widths=(8, 32, 96), ren_widths=(20, 60, 200), epochs=15,
-                           batches=8, lr=1e-2, decay_epochs=10, repeats=5),
+    # 600 Adam steps at 3e-3: enough to reach the linear-fit level (NRMSE ≈ 12.5 %), far
+    # from the paper's 192,000 steps (docs/results.md: the task needs > 20,000 steps to
+    # leave the linear level even for an unconstrained MLP).
+    "quick": ScalingConfig(r2dn_widths=(8, 32, 96), ren_widths=(20, 60, 200), epochs=60,
+                           batches=10, lr=3e-3, decay_epochs=60, repeats=5),
     "test": ScalingConfig(r2dn_widths=(2, 4), r2dn_layers=2, r2dn_features=2,
                           ren_widths=(2, 4), epochs=2, batches=2, batch_size=32,
                           validation_points=64, timing_batch=4, timing_horizon=8, repeats=2),
@@ -101,7 +105,7 @@ def target_map(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             + 0.075 * torch.sin(4 * s) * torch.atan(0.1 * s**2) + 0.05 * x + u)
 
 
-def make_model(config: ScalingConfig, family: str, width: int) -> torch.nn.Module:
+def make_model(config: ScalingConfig, family: str, width: int) -> RecurrentModel:
     """R2DN: nv = r2dn_features with ``r2dn_layers`` hidden layers of ``width``; REN: nv = width."""
     common = dict(identity_output=True, init="random")
     if family == "r2dn":
@@ -125,7 +129,7 @@ def _sample(n: int, generator: torch.Generator, device: torch.device, u_value: f
     return x.to(device), u.to(device)
 
 
-def train(model: torch.nn.Module, config: ScalingConfig, seed: int, device: torch.device,
+def train(model: RecurrentModel, config: ScalingConfig, seed: int, device: torch.device,
           progress: bool = True, desc: str = "") -> tuple[list[float], list[float]]:
     """Fit the static map; returns (loss per epoch, seconds per epoch)."""
     generator = torch.Generator().manual_seed(seed)
@@ -155,7 +159,7 @@ def train(model: torch.nn.Module, config: ScalingConfig, seed: int, device: torc
     return losses, seconds
 
 
-def validation_nrmse(model: torch.nn.Module, config: ScalingConfig, device: torch.device
+def validation_nrmse(model: RecurrentModel, config: ScalingConfig, device: torch.device
                      ) -> float:
     """‖x̂⁺ − x⁺‖ / ‖x⁺‖ on the fixed validation set (u = 1)."""
     x, u = _sample(config.validation_points, torch.Generator().manual_seed(config.validation_seed),
@@ -171,7 +175,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_model(model: torch.nn.Module, config: ScalingConfig, device: torch.device
+def time_model(model: RecurrentModel, config: ScalingConfig, device: torch.device
                ) -> tuple[float, float]:
     """Median milliseconds of one inference rollout and of one backprop (see module doc)."""
     g = torch.Generator().manual_seed(0)
@@ -232,6 +236,8 @@ def run(config: ScalingConfig, family: str, seed: int, run_dir: Path, device: to
                      "backprop_ms": bwd, "epoch_s": EpochTimer(seconds).summary()["median_s"]})
         curves[f"width {width}: loss (per epoch)"] = losses
         largest_seconds = seconds
+    if model is None:
+        raise ExperimentError(f"scaling {family}: no widths to train, got {sizes!r}")
     expressivity = [r["expressivity"] for r in rows]
     slopes = {"inference": fitted_slope(expressivity, [r["inference_ms"] for r in rows]),
               "backprop": fitted_slope(expressivity, [r["backprop_ms"] for r in rows])}

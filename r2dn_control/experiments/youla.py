@@ -9,6 +9,14 @@ The control ũ = Q(ỹ) is saturated at ±5; w is piecewise constant (held 50 st
 analytic policy gradients (backpropagation through the simulated closed loop, 4 truncated-BPTT
 segments of 200 steps per 800-step epoch, Adam 5e-3 ×0.1 after 60 of 80 epochs, clip ±10).
 
+**Odd Q** (``q_biases=False``, our change to the paper's setup): Q's biases (bx, bv, by and
+the LBDN's) are fixed at zero. The plant is linear and the saturation, the cost, the
+disturbance distribution and tanh are symmetric, so the best Q is odd (ũ(−ỹ) = −ũ(ỹ)); a Q
+with zero biases is odd by construction, so zero disturbance gives zero control. With trained
+biases (``q_biases=True``, the paper's model) short runs pick up the sampling asymmetry of the
+batches: the quick R2DN held z ≈ −0.6 under zero disturbance (Q(0) ≈ −0.67 at steady state,
+from biases of ≈ 0.07 amplified by Q's near-unit-pole DC gain).
+
 **Unstable plant** (``plant="unstable"``): the same structure with
 $T_u(q) = 0.3/((q - 1.05)(q - 0.5))$ (a pole outside the unit circle) and the base
 controller designed by LQR (K = dlqr(A, B, I, 1)) and a Kalman predictor
@@ -44,7 +52,7 @@ from ..control import (
     train_policy_gradient,
 )
 from ..control.design import spectral_radius
-from ..nn import ContractingR2DN, ContractingREN
+from ..nn import ContractingR2DN, ContractingREN, RecurrentModel
 from ..systems import LTIPlant
 from .common import (
     EpochTimer,
@@ -88,6 +96,7 @@ class YoulaConfig:
     input_limit: float = 5.0
     control_weight: float = 1e-4
     certify_gamma: bool = True
+    q_biases: bool = False
 
     def __post_init__(self) -> None:
         if self.plant not in PLANTS:
@@ -96,11 +105,11 @@ class YoulaConfig:
                                    "hold"))
 
 
-_QUICK = dict(state_size=6, r2dn_features=16, r2dn_hidden=(24, 24), ren_features=40,
-              epochs=6, batch=32, horizon=240, segment=80, lr=1e-2, lr_decay_epochs=5,
-              test_batch=32)
-_TEST = dict(state_size=3, r2dn_features=4, r2dn_hidden=(4,), ren_features=4, epochs=2,
-             batch=4, horizon=40, segment=20, test_batch=4, lr_decay_epochs=1)
+_QUICK: dict[str, Any] = dict(state_size=6, r2dn_features=16, r2dn_hidden=(24, 24), ren_features=40,
+                              epochs=6, batch=32, horizon=240, segment=80, lr=1e-2, lr_decay_epochs=5,
+                              test_batch=32)
+_TEST: dict[str, Any] = dict(state_size=3, r2dn_features=4, r2dn_hidden=(4,), ren_features=4, epochs=2,
+                             batch=4, horizon=40, segment=20, test_batch=4, lr_decay_epochs=1)
 PRESETS = {"full": YoulaConfig(), "quick": YoulaConfig(**_QUICK), "test": YoulaConfig(**_TEST)}
 UNSTABLE_PRESETS = {k: replace(v, plant="unstable", amplitude=2.0) for k, v in PRESETS.items()}
 
@@ -123,24 +132,39 @@ def generalized_plant(transfer: control.StateSpace) -> control.StateSpace:
                       np.vstack([transfer.C, transfer.C]), np.zeros((2, 2)), 1)
 
 
-def make_q(config: YoulaConfig, family: str, *, zero_output: bool = False) -> torch.nn.Module:
-    """The Youla parameter Q: ỹ ↦ ũ, a contracting R2DN or REN."""
-    common = dict(activation=config.activation, init=config.init,
-                  init_output_zero=zero_output)
+def make_q(config: YoulaConfig, family: str, *, zero_output: bool = False
+           ) -> ContractingR2DN | ContractingREN:
+    """The Youla parameter Q: ỹ ↦ ũ, a contracting R2DN or REN (biases fixed at zero unless
+    ``config.q_biases``: see the module docstring)."""
+    common: dict[str, Any] = dict(activation=config.activation, init=config.init,
+                                  init_output_zero=zero_output)
+    q: ContractingR2DN | ContractingREN
     if family == "r2dn":
-        return ContractingR2DN(1, config.state_size, config.r2dn_features, 1,
-                               hidden=config.r2dn_hidden, **common)
-    if family == "ren":
-        return ContractingREN(1, config.state_size, config.ren_features, 1, **common)
-    raise ValueError(f"model family must be 'r2dn' or 'ren', got {family!r}")
+        q = ContractingR2DN(1, config.state_size, config.r2dn_features, 1,
+                            hidden=config.r2dn_hidden, **common)
+    elif family == "ren":
+        q = ContractingREN(1, config.state_size, config.ren_features, 1, **common)
+    else:
+        raise ValueError(f"model family must be 'r2dn' or 'ren', got {family!r}")
+    if not config.q_biases:
+        for param in bias_parameters(q):
+            param.detach().zero_()
+            param.requires_grad_(False)
+    return q
 
 
-def build_loop(config: YoulaConfig, q: torch.nn.Module, device: torch.device
+def bias_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The bias parameters of an R2DN or REN: ``bx``, ``bv``, ``by`` and the LBDN layers'."""
+    return [p for name, p in model.named_parameters()
+            if name.rsplit(".", 1)[-1] in ("bx", "bv", "by", "bias")]
+
+
+def build_loop(config: YoulaConfig, q: RecurrentModel, device: torch.device
                ) -> tuple[YoulaController, LTIPlant]:
     """The Youla controller around ``q`` and the simulated plant for ``config.plant``."""
     if config.plant == "paper":
         sys = generalized_plant(paper_transfer())
-        gains = dict(K=np.zeros((1, 2)), L=np.zeros((2, 1)))
+        gains: dict[str, Any] = dict(K=np.zeros((1, 2)), L=np.zeros((2, 1)))
     else:
         sys = generalized_plant(unstable_transfer())
         gains = dict(K="lqr", L="kalman")

@@ -247,9 +247,13 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
     drive_x = torch.addmm(model.bx, u_flat, model.B2.T).view(steps, -1, model.A.shape[0])
     drive_v = torch.addmm(model.bv, u_flat, model.D12.T).view(steps, -1, model.C1.shape[0])
     xs, ws, x = backend.run(model, x0, drive_x, drive_v)
-    xs, ws = xs.transpose(0, 1), ws.transpose(0, 1)
-    y = xs @ model.C2.T + ws @ model.D21.T + u @ model.D22.T + model.by
-    return y, x
+    # The outputs in the same time-major flat layout (contiguous: no copies forward or back),
+    # transposed to batch-major once at the end.
+    ny = model.C2.shape[0]
+    y = torch.addmm(torch.addmm(model.by, u_flat, model.D22.T), xs.reshape(-1, xs.shape[-1]),
+                    model.C2.T)
+    y = torch.addmm(y, ws.reshape(-1, ws.shape[-1]), model.D21.T)
+    return y.view(steps, -1, ny).transpose(0, 1).contiguous(), x
 
 
 def reference_rollout(model: ExplicitModel, u: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:

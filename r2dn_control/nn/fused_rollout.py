@@ -14,7 +14,9 @@ over blocks of batch rows when every width is at most the ``nn.cpp.loop_width`` 
 (`r2dn_control.config`), else torch's CPU kernels called in this file's order, in both
 cases without per-op Python and dispatcher overhead. Elsewhere (CUDA, other dtypes,
 ``R2DN_DISABLE_CPP=1``, no compiler, inside ``cpp.suspended()``) the Python loops below run.
-σ' and the weight gradients are a few large ops and stay in torch either way.
+The weight gradients are a few large matmuls and stay in torch either way (σ' is evaluated
+in the C++ adjoint, or in torch on the pure-torch path). Under ``torch.no_grad`` (or when
+nothing requires grad) the C++ forward runs without the Function and keeps no activations.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class _FusedR2DNRollout(torch.autograd.Function):
         if ctx.use_cpp:
             states, vs, ws, acts = cpp.ops().r2dn_forward(
                 x0, drive_x, drive_v, A, B1, C1, list(weights), list(biases), activation,
-                ctx.loop_width)
+                ctx.loop_width, True)
         else:
             states, vs, ws, acts = _forward_loop(x0, drive_x, drive_v, A, B1, C1, activation,
                                                  weights, biases)
@@ -67,15 +69,16 @@ class _FusedR2DNRollout(torch.autograd.Function):
         n_weights = ctx.n_weights
         weights, acts = rest[:n_weights], rest[n_weights:]
         batch, nx = xs.shape[1:]
-        # σ' for every step at once (one vectorised op per layer instead of one per step).
-        slopes = [DERIVATIVE_FROM_OUTPUT[ctx.activation](a) for a in acts]
         g_xs = torch.zeros_like(xs) if g_xs is None else g_xs.contiguous()
         g_ws = torch.zeros_like(ws) if g_ws is None else g_ws.contiguous()
         g_final = xs.new_zeros(batch, nx) if g_final is None else g_final
-        if ctx.use_cpp:
+        if ctx.use_cpp:  # the kernel evaluates σ' from the saved outputs itself
             lams, g_w, g_v, g_z = cpp.ops().r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1,
-                                                         list(weights), slopes, ctx.loop_width)
+                                                         list(weights), list(acts),
+                                                         ctx.activation, ctx.loop_width)
         else:
+            # σ' for every step at once (one vectorised op per layer instead of one per step).
+            slopes = [DERIVATIVE_FROM_OUTPUT[ctx.activation](a) for a in acts]
             lams, g_w, g_v, g_z = _adjoint_loop(g_xs, g_ws, g_final, A, B1, C1, weights,
                                                 slopes)
         lam_next = lams[1:]
@@ -174,6 +177,14 @@ def fused_rollout(network: ExplicitMLP, x0: Tensor, drive_x: Tensor, drive_v: Te
         b if b is not None else network.weights[k].new_zeros(network.weights[k].shape[1])
         for k, b in enumerate(network.biases)
     )
+    tensors = (x0, drive_x, drive_v, A, B1, C1, *network.weights, *biases)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) \
+            and cpp.usable(*tensors):
+        # Nothing to differentiate: the C++ forward keeps neither v nor the hidden outputs.
+        states, _, ws, _ = cpp.ops().r2dn_forward(
+            x0, drive_x.contiguous(), drive_v.contiguous(), A, B1, C1, list(network.weights),
+            list(biases), network.activation_name, config.defaults["nn.cpp.loop_width"], False)
+        return states[:-1], ws, states[-1]
     return _FusedR2DNRollout.apply(x0, drive_x.contiguous(), drive_v.contiguous(), A, B1, C1,
                                    network.activation_name, len(network.weights),
                                    *network.weights, *biases)

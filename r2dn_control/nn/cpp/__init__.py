@@ -18,9 +18,9 @@ Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.m
 * ``equilibrium_adjoint(D11, w, g, activation) -> ∂L/∂b``
 * ``ren_forward(x0, dx, dv, A, B1, C1, D11, activation) -> (xs, ws, x_T)``
 * ``ren_adjoint(g_xs, g_ws, g_final, ws, A, B1, C1, D11, activation) -> (λ_next, g_v, λ_0)``
-* ``r2dn_forward(x0, dx, dv, A, B1, C1, weights, biases, activation, max_loop_width)
-  -> (x_0..T, vs, ws, acts)``
-* ``r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1, weights, slopes, max_loop_width)
+* ``r2dn_forward(x0, dx, dv, A, B1, C1, weights, biases, activation, max_loop_width, save)
+  -> (x_0..T, vs, ws, acts)`` (``save=False``: inference, vs and acts are not kept)
+* ``r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1, weights, acts, activation, max_loop_width)
   -> (λ_0..T, g_w, g_v, g_z)``
 
 ``max_loop_width`` (setting ``nn.cpp.loop_width`` in `r2dn_control.config`): networks whose

@@ -15,6 +15,10 @@
 #include <string>
 #include <type_traits>
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 namespace r2dn_kernels {
 
 enum class Act { Relu, Tanh, Sigmoid, LeakyRelu, Identity };
@@ -121,20 +125,94 @@ inline T slope_from_output(T s) {
 }
 
 
+// Lane-block transposes. A lane block is feature-major, q[i * L + l]; the (T, B, n) buffers
+// are row-major, one batch row after the other. Moving between the two is a transpose: with
+// AVX it runs in V×V tiles (V = one vector: 8 float32 or 4 float64) held in registers (8 or 4
+// loads, unpack/shuffle/permute, 8 or 4 stores), the ragged edges and builds without AVX one
+// element at a time. Measured at 6×96 (perf): the scalar loops were ~22 % of the forward and
+// ~30 % of the adjoint kernel time (strided loads, one element per instruction).
+
+// dst[j * dst_stride + k] = src[k * src_stride + j] for j, k < V (one V×V tile).
+template <typename T>
+inline void transpose_tile(const T* src, int64_t src_stride, T* dst, int64_t dst_stride) {
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, float>) {
+    __m256 r[8];
+    for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + k * src_stride);
+    __m256 t[8], u[8];
+    for (int k = 0; k < 8; k += 2) {
+      t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+      t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+      u[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int j = 0; j < 4; ++j) {
+      _mm256_storeu_ps(dst + j * dst_stride, _mm256_permute2f128_ps(u[j], u[j + 4], 0x20));
+      _mm256_storeu_ps(dst + (j + 4) * dst_stride, _mm256_permute2f128_ps(u[j], u[j + 4], 0x31));
+    }
+  } else {
+    __m256d r[4];
+    for (int k = 0; k < 4; ++k) r[k] = _mm256_loadu_pd(src + k * src_stride);
+    const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t0, t2, 0x20));
+    _mm256_storeu_pd(dst + dst_stride, _mm256_permute2f128_pd(t1, t3, 0x20));
+    _mm256_storeu_pd(dst + 2 * dst_stride, _mm256_permute2f128_pd(t0, t2, 0x31));
+    _mm256_storeu_pd(dst + 3 * dst_stride, _mm256_permute2f128_pd(t1, t3, 0x31));
+  }
+#else
+  (void)src, (void)src_stride, (void)dst, (void)dst_stride;  // never called: tile_size() is 0
+#endif
+}
+
+// Elements per transpose tile side (0: no vector tiles in this build).
+template <typename T>
+constexpr int64_t tile_size() {
+#if defined(__AVX__)
+  return std::is_same_v<T, float> ? 8 : 4;
+#else
+  return 0;
+#endif
+}
+
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols: V×V tiles where
+// both fit, single elements at the ragged edges.
+template <typename T>
+inline void transpose(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst,
+                      int64_t dst_stride) {
+  constexpr int64_t V = tile_size<T>();
+  int64_t i0 = 0;
+  if constexpr (V > 0) {
+    const int64_t cols_tiled = cols - cols % V;
+    for (; i0 + V <= rows; i0 += V) {
+      for (int64_t j0 = 0; j0 < cols_tiled; j0 += V)
+        transpose_tile<T>(src + i0 * src_stride + j0, src_stride, dst + j0 * dst_stride + i0,
+                          dst_stride);
+      for (int64_t i = i0; i < i0 + V; ++i)
+        for (int64_t j = cols_tiled; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+    }
+  }
+  for (int64_t i = i0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+}
+
 // dst (n × L, feature-major) ← rows b0 … b0+lanes−1 of a row-major (·, n) matrix;
 // zero padding.
 template <typename T, int64_t L>
 inline void gather(const T* src, int64_t n, int64_t lanes, T* dst) {
-  for (int64_t l = 0; l < lanes; ++l)
-    for (int64_t i = 0; i < n; ++i) dst[i * L + l] = src[l * n + i];
+  transpose<T>(src, n, lanes, n, dst, L);
   for (int64_t l = lanes; l < L; ++l)
     for (int64_t i = 0; i < n; ++i) dst[i * L + l] = T(0);
 }
 
+// Rows b0 … b0+lanes−1 of a row-major (·, n) matrix ← src (n × L, feature-major).
 template <typename T, int64_t L>
 inline void scatter(const T* src, int64_t n, int64_t lanes, T* dst) {
-  for (int64_t l = 0; l < lanes; ++l)
-    for (int64_t i = 0; i < n; ++i) dst[l * n + i] = src[i * L + l];
+  transpose<T>(src, L, n, lanes, dst, n);
 }
 
 // Runs body(first_row, rows) over the batch in blocks of lanes_per_block rows, blocks in

@@ -161,7 +161,7 @@ void forward_lanes(const at::Tensor& x0, const at::Tensor& dx, const at::Tensor&
                    const at::Tensor& A, const at::Tensor& B1, const at::Tensor& C1,
                    const std::vector<at::Tensor>& weights,
                    const std::vector<at::Tensor>& biases, at::Tensor& states, at::Tensor& vs,
-                   at::Tensor& ws, std::vector<at::Tensor>& acts) {
+                   at::Tensor& ws, std::vector<at::Tensor>& acts, bool save) {
   const int64_t steps = dx.size(0), batch = dx.size(1), nx = dx.size(2), nv = dv.size(2);
   const int64_t hidden = static_cast<int64_t>(weights.size()) - 1;
   Mats mats;  // A, B1, C1, then W_kᵀ (so that h W_k is one matvec with rows = outputs)
@@ -189,14 +189,14 @@ void forward_lanes(const at::Tensor& x0, const at::Tensor& dx, const at::Tensor&
       const int64_t row = t * batch + b0;  // first row of the block in a (T, B, ·) buffer
       gather<T, L>(dvp + row * nv, nv, lanes, d.data());
       matvec<T, L>(c1, nv, nx, x.data(), d.data(), h0.data());  // v = dv + C1 x
-      scatter<T, L>(h0.data(), nv, lanes, vp + row * nv);
+      if (save) scatter<T, L>(h0.data(), nv, lanes, vp + row * nv);
       int64_t fan_in = nv;
       for (int64_t k = 0; k < hidden; ++k) {                     // s = σ(W_kᵀ h + b_k)
         const int64_t width = mats.rows[3 + k];
         broadcast<T, L>(bp[k], width, h1.data());
         matvec<T, L>(mp[3 + k], width, fan_in, h0.data(), h1.data(), h1.data());
         for (int64_t i = 0; i < width * L; ++i) h1[i] = activate<T, ACT>(h1[i]);
-        scatter<T, L>(h1.data(), width, lanes, sp[k] + row * width);
+        if (save) scatter<T, L>(h1.data(), width, lanes, sp[k] + row * width);
         std::swap(h0, h1);
         fan_in = width;
       }
@@ -212,11 +212,11 @@ void forward_lanes(const at::Tensor& x0, const at::Tensor& dx, const at::Tensor&
   });
 }
 
-template <typename T, int64_t L>
+template <typename T, int64_t L, Act ACT>
 void adjoint_lanes(const at::Tensor& g_xs, const at::Tensor& g_ws, const at::Tensor& g_final,
                    const at::Tensor& A, const at::Tensor& B1, const at::Tensor& C1,
                    const std::vector<at::Tensor>& weights,
-                   const std::vector<at::Tensor>& slopes, at::Tensor& lams, at::Tensor& g_w,
+                   const std::vector<at::Tensor>& acts, at::Tensor& lams, at::Tensor& g_w,
                    at::Tensor& g_v, std::vector<at::Tensor>& g_z) {
   const int64_t steps = g_xs.size(0), batch = g_xs.size(1), nx = g_xs.size(2);
   const int64_t nv = g_ws.size(2);
@@ -234,14 +234,14 @@ void adjoint_lanes(const at::Tensor& g_xs, const at::Tensor& g_ws, const at::Ten
   std::vector<const T*> slp;
   std::vector<T*> zp;
   int64_t widest = nv;
-  for (const auto& s : slopes) {
+  for (const auto& s : acts) {  // σ' comes from the saved outputs s^k, lane block by block
     slp.push_back(s.data_ptr<T>());
     widest = std::max(widest, s.size(2));
   }
   for (auto& z : g_z) zp.push_back(z.data_ptr<T>());
   for_each_block(batch, L, [&](int64_t b0, int64_t lanes) {
     std::vector<T> lam(nx * L), lam_new(nx * L), d(std::max(nx, nv) * L);
-    std::vector<T> g0(widest * L), g1(widest * L), slope(widest * L);
+    std::vector<T> g0(widest * L), g1(widest * L), s_blk(widest * L);
     gather<T, L>(gfp + b0 * nx, nx, lanes, lam.data());
     for (int64_t t = steps - 1; t >= 0; --t) {
       const int64_t row = t * batch + b0;
@@ -252,8 +252,8 @@ void adjoint_lanes(const at::Tensor& g_xs, const at::Tensor& g_ws, const at::Ten
       for (int64_t k = hidden - 1; k >= 0; --k) {  // g^{z,k} = (W_{k+1} g) ⊙ σ'
         const int64_t width = mats.rows[3 + k + 1];
         matvec<T, L>(mp[3 + k + 1], width, fan_out, g0.data(), nullptr, g1.data());
-        gather<T, L>(slp[k] + row * width, width, lanes, slope.data());
-        for (int64_t i = 0; i < width * L; ++i) g1[i] *= slope[i];
+        gather<T, L>(slp[k] + row * width, width, lanes, s_blk.data());
+        for (int64_t i = 0; i < width * L; ++i) g1[i] *= slope_from_output<T, ACT>(s_blk[i]);
         scatter<T, L>(g1.data(), width, lanes, zp[k] + row * width);
         std::swap(g0, g1);
         fan_out = width;
@@ -276,16 +276,17 @@ void forward_aten(const at::Tensor& dx, const at::Tensor& dv, const at::Tensor& 
                   const at::Tensor& B1, const at::Tensor& C1,
                   const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
                   Act act, at::Tensor& states, at::Tensor& vs, at::Tensor& ws,
-                  std::vector<at::Tensor>& acts) {
+                  std::vector<at::Tensor>& acts, bool save) {
   const int64_t steps = dx.size(0);
   const int64_t hidden = static_cast<int64_t>(weights.size()) - 1;
   const at::Tensor a_t = A.t(), b1_t = B1.t(), c1_t = C1.t();
   for (int64_t t = 0; t < steps; ++t) {
     const at::Tensor x = states.select(0, t);
-    at::Tensor h = vs.select(0, t);
+    const int64_t slot = save ? t : 0;  // without saving, one step of scratch, reused
+    at::Tensor h = vs.select(0, slot);
     at::cpu::addmm_out(h, dv.select(0, t), x, c1_t);           // v = x C1ᵀ + dv
     for (int64_t k = 0; k < hidden; ++k) {
-      at::Tensor s = acts[k].select(0, t);
+      at::Tensor s = acts[k].select(0, slot);
       at::cpu::addmm_out(s, biases[k], h, weights[k]);          // s = σ(h W_k + b_k)
       activate_(s, act);
       h = s;
@@ -335,11 +336,12 @@ bool use_lanes(int64_t nv, const std::vector<int64_t>& widths, int64_t max_loop_
   return true;
 }
 
-// Returns (states x_0..x_T (T+1,B,nx), vs (T,B,nv), ws (T,B,nv), [s^k (T,B,width_k)]).
+// Returns (states x_0..x_T (T+1,B,nx), vs (T,B,nv), ws (T,B,nv), [s^k (T,B,width_k)]); with
+// save = false only states and ws are results (see below).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_forward(
     const at::Tensor& x0, const at::Tensor& dx_in, const at::Tensor& dv_in, const at::Tensor& A,
     const at::Tensor& B1, const at::Tensor& C1, std::vector<at::Tensor> weights,
-    std::vector<at::Tensor> biases, std::string activation, int64_t max_loop_width) {
+    std::vector<at::Tensor> biases, std::string activation, int64_t max_loop_width, bool save) {
   const Act act = parse_activation(activation);
   TORCH_CHECK(dx_in.dim() == 3 && dv_in.dim() == 3, "r2dn_forward: drives must be (T, batch, n)");
   const int64_t steps = dx_in.size(0), batch = dx_in.size(1), nx = dx_in.size(2);
@@ -362,10 +364,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_for
   const at::Tensor dx = dx_in.contiguous(), dv = dv_in.contiguous();
   const auto opts = dx.options();
   at::Tensor states = at::empty({steps + 1, batch, nx}, opts);
-  at::Tensor vs = at::empty({steps, batch, nv}, opts);
+  // save = false (inference: nothing to differentiate): v and the hidden outputs are not kept;
+  // the lane loops write none, the ATen loops one reused step. vs and acts come back with a
+  // first dimension of 1 (ATen loops) or as unwritten scratch: callers must not read them.
+  const int64_t kept = save ? steps : 1;
+  at::Tensor vs = at::empty({kept, batch, nv}, opts);
   at::Tensor ws = at::empty({steps, batch, nv}, opts);
   std::vector<at::Tensor> acts;
-  for (int64_t width : widths) acts.push_back(at::empty({steps, batch, width}, opts));
+  for (int64_t width : widths) acts.push_back(at::empty({kept, batch, width}, opts));
   states.select(0, 0).copy_(x0);
   if (use_lanes(nv, widths, max_loop_width)) {
     const at::Tensor x0c = x0.contiguous();
@@ -374,7 +380,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_for
       constexpr int64_t L = std::is_same_v<T, float> ? 32 : 16;  // 128 bytes of lanes
       auto go = [&](auto tag) {
         forward_lanes<T, L, decltype(tag)::value>(x0c, dx, dv, A, B1, C1, weights, biases,
-                                                  states, vs, ws, acts);
+                                                  states, vs, ws, acts, save);
       };
       switch (act) {
         case Act::Relu: go(std::integral_constant<Act, Act::Relu>{}); break;
@@ -387,17 +393,47 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_for
     if (dtype == at::kFloat) run(float(0));
     else run(double(0));
   } else {
-    forward_aten(dx, dv, A, B1, C1, weights, biases, act, states, vs, ws, acts);
+    forward_aten(dx, dv, A, B1, C1, weights, biases, act, states, vs, ws, acts, save);
   }
   return {states, vs, ws, acts};
 }
 
+// σ'(s) for every element of the contiguous s (the ATen loop's slopes, one pass per layer).
+template <typename T, Act ACT>
+at::Tensor slopes_of(const at::Tensor& s) {
+  at::Tensor out = at::empty(s.sizes(), s.options());
+  const T* src = s.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
+  const int64_t n = s.numel();
+  for (int64_t i = 0; i < n; ++i) dst[i] = slope_from_output<T, ACT>(src[i]);
+  return out;
+}
+
+// Calls fn(T{}, std::integral_constant<Act, act>{}) for the run-time dtype and activation.
+template <typename F>
+void dispatch_dtype_act(at::ScalarType dtype, Act act, const F& fn) {
+  auto with_act = [&](auto zero) {
+    switch (act) {
+      case Act::Relu: fn(zero, std::integral_constant<Act, Act::Relu>{}); break;
+      case Act::Tanh: fn(zero, std::integral_constant<Act, Act::Tanh>{}); break;
+      case Act::Sigmoid: fn(zero, std::integral_constant<Act, Act::Sigmoid>{}); break;
+      case Act::LeakyRelu: fn(zero, std::integral_constant<Act, Act::LeakyRelu>{}); break;
+      case Act::Identity: fn(zero, std::integral_constant<Act, Act::Identity>{}); break;
+    }
+  };
+  if (dtype == at::kFloat) with_act(float(0));
+  else with_act(double(0));
+}
+
 // Returns (λ_0..λ_T (T+1,B,nx), g^w (T,B,nv), g^v (T,B,nv), [g^{z,k} (T,B,width_k)]).
-// slopes[k] holds σ'(s^k) for every step (evaluated by the caller in one op per layer).
+// acts[k] holds the hidden outputs s^k of the forward pass; σ'(s^k) is evaluated here (in the
+// lane loops block by block, as the adjoint reaches it; no slope tensors are stored).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_adjoint(
     const at::Tensor& g_xs_in, const at::Tensor& g_ws_in, const at::Tensor& g_final,
     const at::Tensor& A, const at::Tensor& B1, const at::Tensor& C1,
-    std::vector<at::Tensor> weights, std::vector<at::Tensor> slopes_in, int64_t max_loop_width) {
+    std::vector<at::Tensor> weights, std::vector<at::Tensor> acts_in, std::string activation,
+    int64_t max_loop_width) {
+  const Act act = parse_activation(activation);
   TORCH_CHECK(g_xs_in.dim() == 3 && g_ws_in.dim() == 3,
               "r2dn_adjoint: gradients must be (T, batch, n)");
   const int64_t steps = g_xs_in.size(0), batch = g_xs_in.size(1), nx = g_xs_in.size(2);
@@ -413,13 +449,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_adj
   check_tensor(C1, "C1", dtype, {nv, nx});
   const std::vector<int64_t> widths = check_mlp(weights, nv, dtype);
   const int64_t hidden = static_cast<int64_t>(widths.size());
-  TORCH_CHECK(static_cast<int64_t>(slopes_in.size()) == hidden,
-              "r2dn_adjoint: one slope tensor per hidden layer expected");
-  std::vector<at::Tensor> slopes;
+  TORCH_CHECK(static_cast<int64_t>(acts_in.size()) == hidden,
+              "r2dn_adjoint: one activation tensor per hidden layer expected");
+  std::vector<at::Tensor> acts;
   for (int64_t k = 0; k < hidden; ++k) {
-    check_tensor(slopes_in[k], ("slope_" + std::to_string(k)).c_str(), dtype,
+    check_tensor(acts_in[k], ("act_" + std::to_string(k)).c_str(), dtype,
                  {steps, batch, widths[k]});
-    slopes.push_back(slopes_in[k].contiguous());
+    acts.push_back(acts_in[k].contiguous());
   }
   c10::NoGradGuard no_grad;
   const at::Tensor g_xs = g_xs_in.contiguous(), g_ws = g_ws_in.contiguous();
@@ -432,11 +468,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_adj
   lams.select(0, steps).copy_(g_final);
   if (use_lanes(nv, widths, max_loop_width)) {
     const at::Tensor gfc = g_final.contiguous();
-    if (dtype == at::kFloat)
-      adjoint_lanes<float, 32>(g_xs, g_ws, gfc, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
-    else
-      adjoint_lanes<double, 16>(g_xs, g_ws, gfc, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
+    dispatch_dtype_act(dtype, act, [&](auto zero, auto tag) {
+      using T = decltype(zero);
+      constexpr int64_t L = std::is_same_v<T, float> ? 32 : 16;  // 128 bytes of lanes
+      adjoint_lanes<T, L, decltype(tag)::value>(g_xs, g_ws, gfc, A, B1, C1, weights, acts, lams,
+                                                g_w, g_v, g_z);
+    });
   } else {
+    std::vector<at::Tensor> slopes;
+    dispatch_dtype_act(dtype, act, [&](auto zero, auto tag) {
+      for (const auto& s : acts) slopes.push_back(slopes_of<decltype(zero), decltype(tag)::value>(s));
+    });
     adjoint_aten(g_xs, g_ws, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
   }
   return {lams, g_w, g_v, g_z};
@@ -449,10 +491,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_adj
 // wider networks take the ATen loops (BLAS matmuls).
 TORCH_LIBRARY_FRAGMENT(r2dn_control, m) {
   m.def("r2dn_forward(Tensor x0, Tensor dx, Tensor dv, Tensor A, Tensor B1, Tensor C1, "
-        "Tensor[] weights, Tensor[] biases, str activation, int max_loop_width) "
+        "Tensor[] weights, Tensor[] biases, str activation, int max_loop_width, bool save) "
         "-> (Tensor, Tensor, Tensor, Tensor[])");
   m.def("r2dn_adjoint(Tensor g_xs, Tensor g_ws, Tensor g_final, Tensor A, Tensor B1, "
-        "Tensor C1, Tensor[] weights, Tensor[] slopes, int max_loop_width) "
+        "Tensor C1, Tensor[] weights, Tensor[] acts, str activation, int max_loop_width) "
         "-> (Tensor, Tensor, Tensor, Tensor[])");
 }
 
