@@ -1,10 +1,14 @@
 """R2DN vs a same-parameter-count GRU under ``sysid.fit``'s defaults, same wall-clock budget.
 
-Two benchmarks:
+Four benchmarks (three simulated, data-free):
 
 * ``boucwen``: the simulated Bouc–Wen oscillator (``sysid.bouc_wen_data``): training on two
   random-phase multisine records of 8,192 samples (``val=None``: their last 20 % validates),
   test on a fresh record of 8,192 samples.
+* ``duffing``: a Silverbox-like Duffing oscillator (``sysid.duffing_data``): two odd-multisine
+  records of 8,192 samples, test on a fresh one.
+* ``tanks``: cascaded tanks with overflow (``sysid.cascaded_tanks_data``): one record of 1,024
+  samples from a random initial level, test on another (the benchmark's sizes).
 * ``f16``: a short-budget slice of the real F-16 GVT data (``sysid.load_f16``, path from
   ``--data`` or ``$R2DN_F16_DIR``): the first ``--f16-samples`` (8,192) samples of each of the
   four training files, test on the same slice of the three validation files.
@@ -13,7 +17,9 @@ For every seed all configurations run **at the same time** as separate processes
 thread each), so they share the machine under the same conditions; each gets ``--seconds`` of
 training (plus validation) and is scored with ``sysid.evaluate`` after a washout of 100 samples
 (the encoder reads those samples). Prints one JSON line per run, appends them to
-``OUT/results.jsonl``, then a table of medians over seeds and the GRU/R2DN ratio.
+``OUT/results.jsonl``, then a table of medians over seeds, the R2DN/GRU ratio, and the
+simulation NRMSE of a least-squares ARX(8) model on the same normalised data (the linear
+level a nonlinear model must beat).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_sysid_defaults.py --benchmark boucwen \\
         --seconds 120 --seeds 0 1 --out runs/defaults-bw
@@ -30,9 +36,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 from r2dn_control import sysid
+from r2dn_control.nn import cpp
+from r2dn_control.sysid.evaluate import scores
+from r2dn_control.sysid.poles import arx_rows
 
 # Settings shared by every run (both models): the encoder x0 estimate and Adam lr 3e-3; the rest
 # is sysid.fit's defaults (segment 256, carried-state TBPTT, plateau schedule, clip 10, val=None).
@@ -41,10 +51,15 @@ COMMON_FIT = {"x0": "encoder", "lr": 3e-3}
 CONFIGS: dict[str, tuple[dict, dict]] = {
     "r2dn": ({"kind": "r2dn"}, {}),
     "gru": ({"kind": "gru"}, {}),
+    "r2dn-deep": ({"kind": "r2dn", "hidden": (32, 32)}, {}),  # the previous default LBDN
+    "ren": ({"kind": "ren"}, {}),
+    "r2dn-random": ({"kind": "r2dn", "init": "random"}, {}),
     "r2dn-a0.995": ({"kind": "r2dn", "contraction_rate": 0.995}, {}),
     "r2dn-a1": ({"kind": "r2dn", "contraction_rate": 1.0}, {}),
     "r2dn-lr1e-3": ({"kind": "r2dn"}, {"lr": 1e-3}),
+    "r2dn-lr1e-2": ({"kind": "r2dn"}, {"lr": 1e-2}),
     "gru-lr1e-3": ({"kind": "gru"}, {"lr": 1e-3}),
+    "gru-lr1e-2": ({"kind": "gru"}, {"lr": 1e-2}),
     "r2dn-shuffle": ({"kind": "r2dn"}, {"shuffle": True, "batch_size": 16}),
     "gru-shuffle": ({"kind": "gru"}, {"shuffle": True, "batch_size": 16}),
     "r2dn-lip": ({"kind": "r2dn", "gamma": "learn"}, {}),
@@ -53,16 +68,46 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
 }
 
 
+BENCHMARKS = ("boucwen", "f16", "duffing", "tanks")
+
+
 def load(benchmark: str, data: str | None, samples: int) -> tuple[sysid.SequenceData,
                                                                  sysid.SequenceData]:
+    """(train, test) of ``benchmark`` (the same records for every seed)."""
     if benchmark == "boucwen":
         return sysid.bouc_wen_data(2, periods=1, seed=1), sysid.bouc_wen_data(1, periods=1, seed=2)
+    if benchmark == "duffing":
+        return sysid.duffing_data(2, seed=1), sysid.duffing_data(1, seed=2)
+    if benchmark == "tanks":
+        return sysid.cascaded_tanks_data(1, seed=1), sysid.cascaded_tanks_data(1, seed=2)
     f16 = sysid.load_f16(data)
 
     def head(d: sysid.SequenceData) -> sysid.SequenceData:
         return sysid.SequenceData([u[:samples] for u in d.u], [y[:samples] for y in d.y], d.dt)
 
     return head(f16.train), head(f16.test)
+
+
+def arx_nrmse(train: sysid.SequenceData, test: sysid.SequenceData, order: int = 8,
+              washout: int = 100) -> float:
+    """Simulation NRMSE (``sysid.evaluate``'s definition) of a least-squares ARX(``order``) model
+    fitted to the normalised training data, simulated on ``test`` from its first ``order``
+    measured outputs and scored after ``washout`` samples."""
+    norm = sysid.Normalization.fit(train)
+    rows = [arx_rows(u, y, order) for u, y in zip(norm.apply(train).u, norm.apply(train).y)]
+    theta = np.linalg.lstsq(np.concatenate([r[0] for r in rows]),
+                            np.concatenate([r[1] for r in rows]), rcond=None)[0]
+    scaled = norm.apply(test)
+    predictions = []
+    for u, y in zip(scaled.u, scaled.y):
+        y_hat = np.array(y, dtype=float)
+        for t in range(order, y.shape[0]):
+            regressor = np.concatenate([y_hat[t - order:t][::-1].ravel(),
+                                        u[t - order:t][::-1].ravel(), [1.0]])
+            y_hat[t] = regressor @ theta
+        predictions.append(norm.denormalize_y(y_hat))
+    nrmse = scores(predictions, test.y, washout)["nrmse"]
+    return float(np.mean(nrmse))
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -83,13 +128,14 @@ def worker(args: argparse.Namespace) -> None:
            "epochs": len(res.history), "best_epoch": res.best_epoch, "stopped": res.stopped,
            "seconds": round(time.perf_counter() - start, 1), "test_rmse": rep.rmse,
            "test_nrmse": rep.nrmse,
-           "val_nrmse_best": min(r["val_nrmse"] for r in res.history)}
+           "val_nrmse_best": min(r["val_nrmse"] for r in res.history),
+           "load_average_1min": round(os.getloadavg()[0], 1)}
     print(json.dumps(row), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--benchmark", choices=("boucwen", "f16"), default="boucwen")
+    parser.add_argument("--benchmark", choices=BENCHMARKS, default="boucwen")
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--configs", nargs="+", default=["r2dn", "gru"], choices=list(CONFIGS))
@@ -104,6 +150,9 @@ def main() -> None:
         return
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # Build/load the C++ kernels here first: a worker compiling them (1–2 min of several
+    # cores) while the other trains would make the concurrent comparison unequal.
+    cpp.available()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rows = []
     for seed in args.seeds:  # all configurations of one seed run concurrently
@@ -134,6 +183,8 @@ def main() -> None:
               f"{statistics.median(r['test_rmse'] for r in mine):.3g} | {median[name]:.3f} |")
     if "r2dn" in median and "gru" in median:
         print(f"NRMSE ratio R2DN/GRU (median): {median['r2dn'] / median['gru']:.3f}")
+    train, test = load(args.benchmark, args.data, args.f16_samples)
+    print(f"linear reference: ARX(8) simulation NRMSE {arx_nrmse(train, test):.3f}")
 
 
 if __name__ == "__main__":

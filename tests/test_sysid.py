@@ -341,3 +341,29 @@ def test_bouc_wen_simulator_is_converged_and_hysteretic():
     assert np.sqrt(np.mean((y10 - y40) ** 2)) < 1e-3 * y40.std()
     linear = sysid.BoucWen(beta=0.0).simulate(u)
     assert np.sqrt(np.mean((linear - y10) ** 2)) > 0.05 * y10.std()
+
+
+def test_auto_patience_counts_optimizer_steps_not_epochs():
+    from r2dn_control.sysid.fit import EARLY_STOPPING_STEPS, PLATEAU_STEPS, auto_patience
+
+    assert auto_patience("auto", 288, 5, PLATEAU_STEPS) == 5  # the F-16 recipe: unchanged
+    assert auto_patience("auto", 26, 5, PLATEAU_STEPS) == math.ceil(PLATEAU_STEPS / 26)
+    assert auto_patience("auto", 1, 20, EARLY_STOPPING_STEPS) == EARLY_STOPPING_STEPS
+    assert auto_patience(3, 1, 5, PLATEAU_STEPS) == 3
+    with pytest.raises(ValueError, match="patience"):
+        auto_patience(0, 1, 5, PLATEAU_STEPS)
+
+
+def test_default_plateau_schedule_does_not_decay_a_short_record_after_a_few_epochs():
+    # One step per epoch and a validation score that cannot change (gradients clipped to 0):
+    # a patience of 5 epochs (the previous default) divides the rate by 10 after 6 epochs and
+    # early stopping after 20 ends the run; counted in steps, neither happens in 25 epochs.
+    data = linear_data(experiments=1, length=120)
+    frozen = {"epochs": 25, "segment": 200, "lr": 1e-3, "washout": 10, "progress": False,
+              "clip_value": 0.0}
+    res = sysid.fit(small_r2dn(), data, **frozen)
+    assert len(res.history) == 25 and res.stopped == "epochs"
+    assert {row["lr"] for row in res.history} == {1e-3}
+    legacy = sysid.fit(small_r2dn(), data, plateau_patience=5, early_stopping=20, **frozen)
+    assert legacy.stopped == "early_stopping" and len(legacy.history) == 21
+    assert legacy.history[-1]["lr"] < 1e-3

@@ -21,9 +21,12 @@ from .f16 import F16Data, load_f16
 from .fit import FitResult, fit
 from .poles import slowest_pole, suggested_contraction_rate
 from .predictor import Predictor
+from .simulated import CascadedTanks, Duffing, cascaded_tanks_data, duffing_data
 
 __all__ = [
     "BoucWen",
+    "CascadedTanks",
+    "Duffing",
     "F16Data",
     "FitResult",
     "LearnedInitialStates",
@@ -34,7 +37,9 @@ __all__ = [
     "SequenceData",
     "StateEncoder",
     "bouc_wen_data",
+    "cascaded_tanks_data",
     "default_model",
+    "duffing_data",
     "evaluate",
     "fit",
     "hidden_size_for",

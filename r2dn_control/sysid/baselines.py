@@ -9,6 +9,7 @@ no stability guarantee: it is what a user compares the certified models against.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +97,6 @@ def hidden_size_for(parameters: int, input_size: int, output_size: int, cell: st
 
 def matched_baseline(model: nn.Module, cell: str = "gru", **factory) -> RecurrentBaseline:
     """A GRU/LSTM baseline with (about) the same number of parameters as ``model``."""
-    nu, ny = model.input_size, model.output_size
+    nu, ny = cast(int, model.input_size), cast(int, model.output_size)
     hidden = hidden_size_for(parameter_count(model), nu, ny, cell)
     return RecurrentBaseline(nu, hidden, ny, cell=cell, **factory)

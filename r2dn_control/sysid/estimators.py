@@ -47,11 +47,12 @@ class StateEncoder(nn.Module):
         if not isinstance(window, int) or window < 1:
             raise ValueError(f"the encoder needs washout >= 1 samples, got {window!r}")
         self.window, self.state_size = window, state_size
-        self.net = nn.Sequential(nn.Linear(window * (input_size + output_size), hidden, **factory),
-                                 nn.Tanh(), nn.Linear(hidden, state_size, **factory))
+        last = nn.Linear(hidden, state_size, **factory)
         with torch.no_grad():
-            self.net[2].weight.zero_()
-            self.net[2].bias.zero_()
+            last.weight.zero_()
+            last.bias.zero_()
+        self.net = nn.Sequential(nn.Linear(window * (input_size + output_size), hidden, **factory),
+                                 nn.Tanh(), last)
 
     def forward(self, u: Tensor, y: Tensor) -> Tensor:
         """``u`` (batch, ≥window, nu), ``y`` (batch, ≥window, ny) → x̂₀ (batch, state_size)."""

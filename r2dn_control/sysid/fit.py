@@ -35,7 +35,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -109,6 +109,11 @@ def _check_model(model: nn.Module, data: SequenceData) -> None:
                          f"(nu, ny) = ({data.nu}, {data.ny})")
 
 
+def state_size(model: nn.Module) -> int:
+    """``model.state_size`` (R2DN/REN or `RecurrentBaseline`) as an int."""
+    return int(cast(int, model.state_size))
+
+
 def _positive_int(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -118,7 +123,7 @@ def _positive_int(name: str, value: object) -> int:
 def current_gamma(model: nn.Module) -> float | None:
     """The certified γ of a Lipschitz model (learned bound if it learns γ), else None."""
     if getattr(model, "learns_gamma", False):
-        bound = model.gamma_bound()
+        bound = cast(Any, model).gamma_bound()
         return None if bound is None else float(bound.detach())
     gamma = getattr(model, "gamma", None)
     return float(gamma) if isinstance(gamma, (int, float)) else None
@@ -195,7 +200,7 @@ def tbptt_losses(model: nn.Module, experiments: list[tuple[Tensor, Tensor]], seg
     n = len(experiments)
     lengths = [u.shape[0] for u, _ in experiments]
     ny = experiments[0][1].shape[1]
-    states: list[Tensor | None] = [None] * n
+    states: dict[int, Tensor] = {}
     for k, _ in enumerate(segments(max(lengths), segment)):
         s = k * segment
         groups: dict[int, list[int]] = {}
@@ -238,7 +243,7 @@ def _validate(model: nn.Module, estimator: nn.Module | None, kind: str, mode: st
     y_hat, y_meas = [], []
     for i, (u, y) in enumerate(full):
         if mode == "tail":
-            x0 = _initial_states(estimator, kind, full, [i], model.state_size, u)
+            x0 = _initial_states(estimator, kind, full, [i], state_size(model), u)
         else:
             x0 = (estimator(u[None], y[None]) if kind == "encoder" and estimator is not None
                   else None)
@@ -258,8 +263,11 @@ def _write_history(out_dir: pathlib.Path, history: list[dict[str, float]]) -> No
             writer.writerows(history)
 
     atomic_write(out_dir / "history.csv", write_csv)
-    atomic_write(out_dir / "history.json",
-                 lambda tmp: pathlib.Path(tmp).write_text(json.dumps(history, indent=1)))
+
+    def write_json(tmp: str) -> None:
+        pathlib.Path(tmp).write_text(json.dumps(history, indent=1))
+
+    atomic_write(out_dir / "history.json", write_json)
 
 
 def _prepare_kernels(model: nn.Module) -> None:
@@ -277,8 +285,8 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
         out_dir: str | pathlib.Path | None = None, resume: bool = False,
         seconds: float | None = None, progress: bool = True, shuffle: bool = False,
         batch_size: int = 32, schedule: str = "plateau", milestones: tuple[int, ...] = (20, 40, 60),
-        decay: float = 0.1, plateau_patience: int = 5, min_lr: float = 1e-6,
-        early_stopping: int | None = 20, clip_value: float | None = 10.0,
+        decay: float = 0.1, plateau_patience: int | str = "auto", min_lr: float = 1e-6,
+        early_stopping: int | str | None = "auto", clip_value: float | None = 10.0,
         clip_norm: float | None = None, on_nonfinite: str = "raise", loss: str = "mean",
         gamma_penalty: float = 0.0, val_fraction: float = 0.2, seed: int = 0,
         encoder_hidden: int = 64, x0_lr_scale: float = 10.0) -> FitResult:
@@ -324,8 +332,12 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
         Reduce-on-plateau (×``decay`` after ``plateau_patience`` epochs without improvement of
         the validation NRMSE, or of the training loss without validation), step decay (×``decay``
         at each epoch in ``milestones``, the paper's 20/40/60), or constant.
-    early_stopping : int, optional
+    plateau_patience : int or "auto"
+        Epochs without improvement before the plateau schedule decays. ``"auto"``: as many
+        epochs as make `PLATEAU_STEPS` optimizer steps, at least 5 (`auto_patience`).
+    early_stopping : int, "auto" or None
         Stop after this many epochs without a better validation NRMSE (None: never).
+        ``"auto"``: as many epochs as make `EARLY_STOPPING_STEPS` steps, at least 20.
     clip_value, clip_norm : float, optional
         Element-wise (the paper's ±10) and global-norm gradient clipping.
     on_nonfinite : {"raise", "skip"}
@@ -344,6 +356,75 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
         With ``x0="learn"`` the learned states' learning rate is ``x0_lr_scale · lr``: each
         state gets one gradient per epoch, and states are O(1–10) in normalised units.
     """
+    _check_data(model, train, val)
+    _check_options(epochs=epochs, segment=segment, batch_size=batch_size, washout=washout, x0=x0,
+                   loss=loss, lr=lr, seconds=seconds, on_nonfinite=on_nonfinite, resume=resume,
+                   out_dir=out_dir, shuffle=shuffle, train=train)
+    out = None if out_dir is None else pathlib.Path(out_dir)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    _prepare_kernels(model)
+    param = next(model.parameters())
+    dtype, device = param.dtype, param.device
+    data = _prepare_data(train, val, normalize, val_fraction, washout, dtype, device)
+    estimator = _make_estimator(x0, train, state_size(model), washout, encoder_hidden,
+                                dtype, device)
+    optimizer = _make_optimizer(model, estimator, lr, x0, x0_lr_scale)
+    generator = torch.Generator().manual_seed(seed)
+    windows = (stacked_windows(norm_head(data), segment, dtype, device) if shuffle else None)
+    steps = steps_per_epoch(data.head.lengths, segment, windows, batch_size)
+    sched = _Schedule(optimizer, schedule, lr, milestones, decay,
+                      auto_patience(plateau_patience, steps, 5, PLATEAU_STEPS), min_lr)
+    stop_after = (None if early_stopping is None
+                  else auto_patience(early_stopping, steps, 20, EARLY_STOPPING_STEPS))
+    if shuffle and x0 == "zero" and washout >= segment:
+        raise ValueError(f"shuffled windows from the zero state skip washout={washout} samples of "
+                         f"each window: segment={segment} must be longer")
+    run = _Run(model=model, estimator=estimator, optimizer=optimizer, sched=sched,
+               generator=generator, data=data, windows=windows, x0=x0, loss=loss,
+               segment=segment, batch_size=batch_size, washout=washout, ny=train.ny,
+               seconds=seconds, clip_value=clip_value, clip_norm=clip_norm,
+               on_nonfinite=on_nonfinite, gamma_penalty=gamma_penalty,
+               early_stopping=stop_after, out=out)
+    if resume and run.checkpoint_path is not None and run.checkpoint_path.exists():
+        run.restore(load_checkpoint(run.checkpoint_path), epochs)
+    run.log(f"fit: {type(model).__name__}, {sum(p.numel() for p in model.parameters())} "
+            f"parameters, epochs={epochs}, segment={segment}, lr={lr}, schedule={schedule}, "
+            f"x0={x0}, val={data.val_mode}, loss={loss}, resume from epoch {run.start_epoch}")
+    run.train(epochs, progress)
+    return _finish(run, x0, washout)
+
+
+#: Optimizer steps without improvement before the ``"auto"`` plateau schedule decays, and before
+#: ``"auto"`` early stopping: 5 and 20 epochs of the F-16 paper recipe (288 steps per epoch).
+#: Counted in steps because an epoch of a short record is a few steps (Bouc–Wen 26, a
+#: 1,024-sample record 4): a patience of 5 *epochs* decayed the rate 1000-fold while the R2DN
+#: sat at the linear model's error before learning its nonlinearity (docs/sysid.md).
+PLATEAU_STEPS = 1440
+EARLY_STOPPING_STEPS = 5760
+
+
+def steps_per_epoch(lengths: list[int], segment: int, windows: tuple[Tensor, Tensor] | None,
+                    batch_size: int) -> int:
+    """Optimizer steps in one epoch: segments of the longest experiment (carried-state TBPTT),
+    or mini-batches of the shuffled ``windows``."""
+    if windows is not None:
+        return max(1, math.ceil(windows[0].shape[0] / batch_size))
+    return max(1, math.ceil(max(lengths) / segment))
+
+
+def auto_patience(value: int | str, steps: int, minimum: int, target_steps: int) -> int:
+    """An epoch count: ``value`` itself, or for ``"auto"`` the epochs that make ``target_steps``
+    optimizer steps of ``steps`` each, at least ``minimum``."""
+    if value == "auto":
+        return max(minimum, math.ceil(target_steps / steps))
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"patience must be a positive int or 'auto', got {value!r}")
+    return value
+
+
+def _check_data(model: nn.Module, train: SequenceData, val: SequenceData | None | bool) -> None:
+    """Types and sizes of the model and data, and finite data (`fit`'s first checks)."""
     if not isinstance(train, SequenceData):
         raise TypeError(f"train must be a SequenceData, got {type(train).__name__}")
     if not (val is None or val is False or isinstance(val, SequenceData)):
@@ -356,9 +437,15 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
             for i, (u_i, y_i) in enumerate(zip(data.u, data.y)):
                 check_finite(f"{label}.u[{i}]", u_i)
                 check_finite(f"{label}.y[{i}]", y_i)
-    epochs = _positive_int("epochs", epochs)
-    segment = _positive_int("segment", segment)
-    batch_size = _positive_int("batch_size", batch_size)
+
+
+def _check_options(*, epochs: int, segment: int, batch_size: int, washout: int, x0: str,
+                   loss: str, lr: float, seconds: float | None, on_nonfinite: str, resume: bool,
+                   out_dir: str | pathlib.Path | None, shuffle: bool,
+                   train: SequenceData) -> None:
+    """`fit`'s scalar options; a bad one is a ``ValueError`` naming it and its value."""
+    for name, value in (("epochs", epochs), ("segment", segment), ("batch_size", batch_size)):
+        _positive_int(name, value)
     if not isinstance(washout, int) or isinstance(washout, bool) or washout < 0:
         raise ValueError(f"washout must be a non-negative int, got {washout!r}")
     if x0 not in X0_KINDS:
@@ -372,6 +459,11 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
     check_on_nonfinite(on_nonfinite)
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (where the checkpoint is)")
+    _check_x0_options(x0, washout, shuffle, train)
+
+
+def _check_x0_options(x0: str, washout: int, shuffle: bool, train: SequenceData) -> None:
+    """The initial-state estimate's requirements on ``shuffle`` and ``washout``."""
     if shuffle and x0 == "learn":
         raise ValueError("x0='learn' learns one state per experiment start; it needs the carried-"
                          "state TBPTT (shuffle=False)")
@@ -381,207 +473,326 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
         raise ValueError(f"x0='encoder' needs every experiment to have >= washout={washout} "
                          f"samples, got lengths {train.lengths}")
 
-    out = None if out_dir is None else pathlib.Path(out_dir)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    _prepare_kernels(model)
-    param = next(model.parameters())
-    dtype, device = param.dtype, param.device
 
-    # --- data: split, normalisation fitted on training data only, tensors
+Experiments = list[tuple[Tensor, Tensor]]
+
+
+@dataclass
+class _Data:
+    """The normalised tensors of one `fit` call.
+
+    Attributes
+    ----------
+    norm : Normalization
+        Fitted on ``head`` (or given).
+    head : SequenceData
+        The training part (physical units): all of ``train``, or its first 1 − val_fraction.
+    experiments : list of (u, y)
+        ``head`` normalised, as tensors.
+    val_mode : {"tail", "given", "none"}
+        See `_validate`.
+    val_full, val_starts
+        Normalised validation experiments and the first scored sample of each.
+    """
+
+    norm: Normalization
+    head: SequenceData
+    experiments: Experiments
+    val_mode: str
+    val_full: Experiments
+    val_starts: list[int]
+
+
+def norm_head(data: _Data) -> SequenceData:
+    """The training part of ``data``, normalised (for the shuffled windows)."""
+    return data.norm.apply(data.head)
+
+
+def _normalization(normalize: bool | Normalization, train: SequenceData,
+                   head: SequenceData) -> Normalization:
+    """``normalize`` resolved: a given `Normalization`, fitted on ``head``, or the identity."""
+    if isinstance(normalize, Normalization):
+        normalize.check(train.nu, train.ny)
+        return normalize
+    if normalize is True:
+        return Normalization.fit(head)
+    if normalize is False:
+        return Normalization.identity(train.nu, train.ny)
+    raise TypeError(f"normalize must be True, False or a Normalization, got {normalize!r}")
+
+
+def _prepare_data(train: SequenceData, val: SequenceData | None | bool,
+                  normalize: bool | Normalization, val_fraction: float, washout: int,
+                  dtype: torch.dtype, device: torch.device) -> _Data:
+    """Split off the validation tail (``val=None``), fit the normalisation on the training part
+    only, and convert to tensors."""
     if val is None:
         head, _ = train.split(val_fraction)
-        val_mode = "tail"
     else:
-        head, val_mode = train, ("none" if val is False else "given")
-    if isinstance(normalize, Normalization):
-        norm = normalize
-        norm.check(train.nu, train.ny)
-    elif normalize is True:
-        norm = Normalization.fit(head)
-    elif normalize is False:
-        norm = Normalization.identity(train.nu, train.ny)
-    else:
-        raise TypeError(f"normalize must be True, False or a Normalization, got {normalize!r}")
+        head = train
+    norm = _normalization(normalize, train, head)
     experiments = _tensors(norm.apply(head), dtype, device)
-    if val_mode == "tail":
-        val_full = _tensors(norm.apply(train), dtype, device)
-        val_starts = head.lengths
-    elif val_mode == "given":
-        val_full = _tensors(norm.apply(val), dtype, device)
-        val_starts = [washout] * len(val)
+    if val is None:
+        return _Data(norm, head, experiments, "tail", _tensors(norm.apply(train), dtype, device),
+                     head.lengths)
+    if isinstance(val, SequenceData):
         if min(val.lengths) <= washout:
             raise ValueError(f"validation experiments must be longer than washout={washout}, got "
                              f"lengths {val.lengths}")
-    else:
-        val_full, val_starts = [], []
+        return _Data(norm, head, experiments, "given", _tensors(norm.apply(val), dtype, device),
+                     [washout] * len(val))
+    return _Data(norm, head, experiments, "none", [], [])
 
-    # --- estimator, optimiser, schedule
-    estimator: nn.Module | None = None
+
+def _make_estimator(x0: str, train: SequenceData, state_size: int, washout: int,
+                    encoder_hidden: int, dtype: torch.dtype,
+                    device: torch.device) -> nn.Module | None:
+    """The initial-state estimator of ``x0`` (None for ``"zero"``)."""
     if x0 == "learn":
-        estimator = LearnedInitialStates(len(train), model.state_size, dtype=dtype, device=device)
-    elif x0 == "encoder":
-        estimator = StateEncoder(train.nu, train.ny, model.state_size, washout,
-                                 hidden=encoder_hidden, dtype=dtype, device=device)
-    parameters = list(model.parameters()) + ([] if estimator is None
-                                             else list(estimator.parameters()))
-    groups = [{"params": list(model.parameters()), "lr": lr, "scale": 1.0}]
+        return LearnedInitialStates(len(train), state_size, dtype=dtype, device=device)
+    if x0 == "encoder":
+        return StateEncoder(train.nu, train.ny, state_size, washout, hidden=encoder_hidden,
+                            dtype=dtype, device=device)
+    return None
+
+
+def _make_optimizer(model: nn.Module, estimator: nn.Module | None, lr: float, x0: str,
+                    x0_lr_scale: float) -> torch.optim.Optimizer:
+    """Adam with the model's group at ``lr`` and the estimator's at ``lr`` (``x0_lr_scale · lr``
+    for learned states); each group's ``scale`` is what the step schedule multiplies."""
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters()), "lr": lr, "scale": 1.0}]
     if estimator is not None:
         scale = float(x0_lr_scale) if x0 == "learn" else 1.0
         groups.append({"params": list(estimator.parameters()), "lr": lr * scale,
                        "scale": scale})
-    optimizer = torch.optim.Adam(groups, lr=lr)
-    sched = _Schedule(optimizer, schedule, lr, milestones, decay, plateau_patience, min_lr)
-    generator = torch.Generator().manual_seed(seed)
-    windows = (stacked_windows(norm.apply(head), segment, dtype, device) if shuffle else None)
-    if shuffle and x0 == "zero" and washout >= segment:
-        raise ValueError(f"shuffled windows from the zero state skip washout={washout} samples of "
-                         f"each window: segment={segment} must be longer")
-    learns_gamma = bool(getattr(model, "learns_gamma", False))
+    return torch.optim.Adam(groups, lr=lr)
 
-    history: list[dict[str, float]] = []
-    best_val, best_epoch, since_best = math.inf, 0, 0
+
+@dataclass
+class _Run:
+    """The state of one `fit` call: what trains, how, and its progress (history, best weights).
+
+    Methods train one epoch (carried-state TBPTT or shuffled windows), validate, record the
+    epoch (early stopping, best-weights snapshot), checkpoint and restore.
+    """
+
+    model: nn.Module
+    estimator: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    sched: _Schedule
+    generator: torch.Generator
+    data: _Data
+    windows: tuple[Tensor, Tensor] | None
+    x0: str
+    loss: str
+    segment: int
+    batch_size: int
+    washout: int
+    ny: int
+    seconds: float | None
+    clip_value: float | None
+    clip_norm: float | None
+    on_nonfinite: str
+    gamma_penalty: float
+    early_stopping: int | None
+    out: pathlib.Path | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val: float = math.inf
+    best_epoch: int = 0
+    since_best: int = 0
     best_state: dict[str, Any] | None = None
-    start_epoch = 0
-    stopped = "epochs"
+    start_epoch: int = 0
+    stopped: str = "epochs"
+    out_of_time: bool = False
+    t_start: float = 0.0
 
-    def snapshot() -> dict[str, Any]:
-        return {"model": copy.deepcopy(model.state_dict()),
-                "estimator": None if estimator is None else copy.deepcopy(estimator.state_dict())}
+    @property
+    def checkpoint_path(self) -> pathlib.Path | None:
+        return None if self.out is None else self.out / CHECKPOINT
 
-    ckpt_path = None if out is None else out / CHECKPOINT
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        blob = load_checkpoint(ckpt_path)
-        model.load_state_dict(blob["model"])
-        if estimator is not None:
-            estimator.load_state_dict(blob["estimator"])
-        optimizer.load_state_dict(blob["optimizer"])
-        sched.load_state_dict(blob["schedule"])
-        torch.set_rng_state(blob["torch_rng"])
-        generator.set_state(blob["generator"])
-        history = list(blob["history"])
-        best_val, best_epoch, since_best = blob["best_val"], blob["best_epoch"], blob["since_best"]
-        best_state = blob["best_state"]
-        start_epoch = len(history)
-        stopped = blob.get("stopped", "epochs")
-        if blob.get("finished"):
-            start_epoch = epochs
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.model.parameters()) + ([] if self.estimator is None
+                                                else list(self.estimator.parameters()))
 
-    def log(line: str) -> None:
-        if out is not None:
-            with open(out / "log.txt", "a") as handle:
+    def log(self, line: str) -> None:
+        """Append ``line`` to ``out/log.txt`` (if there is an ``out``)."""
+        if self.out is not None:
+            with open(self.out / "log.txt", "a") as handle:
                 handle.write(line + "\n")
 
-    log(f"fit: {type(model).__name__}, {sum(p.numel() for p in model.parameters())} parameters, "
-        f"epochs={epochs}, segment={segment}, lr={lr}, schedule={schedule}, x0={x0}, "
-        f"val={val_mode}, loss={loss}, resume from epoch {start_epoch}")
+    def snapshot(self) -> dict[str, Any]:
+        """Copies of the model's and estimator's weights."""
+        return {"model": copy.deepcopy(self.model.state_dict()),
+                "estimator": (None if self.estimator is None
+                              else copy.deepcopy(self.estimator.state_dict()))}
 
-    def take_step(total: Tensor, context: str) -> bool:
-        if learns_gamma and gamma_penalty > 0:
-            bound = model.gamma_bound()
+    def restore(self, blob: dict[str, Any], epochs: int) -> None:
+        """Continue from a checkpoint written by `save` (``resume=True``)."""
+        self.model.load_state_dict(blob["model"])
+        if self.estimator is not None:
+            self.estimator.load_state_dict(blob["estimator"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.sched.load_state_dict(blob["schedule"])
+        torch.set_rng_state(blob["torch_rng"])
+        self.generator.set_state(blob["generator"])
+        self.history = list(blob["history"])
+        self.best_val, self.best_epoch = blob["best_val"], blob["best_epoch"]
+        self.since_best, self.best_state = blob["since_best"], blob["best_state"]
+        self.start_epoch = len(self.history)
+        self.stopped = blob.get("stopped", "epochs")
+        if blob.get("finished"):
+            self.start_epoch = epochs
+
+    def take_step(self, total: Tensor, context: str) -> bool:
+        """Backward and a guarded optimizer step (with the learned-γ penalty); False if skipped."""
+        if getattr(self.model, "learns_gamma", False) and self.gamma_penalty > 0:
+            bound = cast(Any, self.model).gamma_bound()
             if bound is not None:
-                total = total + gamma_penalty * bound
-        optimizer.zero_grad(set_to_none=True)
+                total = total + self.gamma_penalty * bound
+        self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        return guarded_step(optimizer, total, parameters, on_nonfinite=on_nonfinite,
-                            clip_value=clip_value, clip_norm=clip_norm, context=context)
+        return guarded_step(self.optimizer, total, self.parameters,
+                            on_nonfinite=self.on_nonfinite, clip_value=self.clip_value,
+                            clip_norm=self.clip_norm, context=context)
 
-    t_start = time.perf_counter()
-    bar = tqdm(total=epochs, initial=min(start_epoch, epochs), disable=not progress,
-               desc="sysid.fit", unit="epoch")
-    out_of_time = False
-    for epoch in range(start_epoch, epochs):
-        sched.start_epoch(epoch)
-        model.train()
+    def step_and_check_time(self, total: Tensor, context: str, losses: list[float],
+                            skipped: list[int]) -> bool:
+        """Take (or skip) one step; True when the time budget is spent."""
+        if self.take_step(total, context):
+            losses.append(float(total.detach()))
+        else:
+            skipped[0] += 1
+        self.out_of_time = (self.seconds is not None
+                            and time.perf_counter() - self.t_start > self.seconds)
+        return self.out_of_time
+
+    def tbptt_epoch(self, epoch: int, losses: list[float], skipped: list[int]) -> None:
+        """One pass of carried-state TBPTT from the initial-state estimates."""
+        experiments = self.data.experiments
+        init = _initial_states(self.estimator, self.x0, experiments,
+                               list(range(len(experiments))), state_size(self.model),
+                               experiments[0][0])
+        for k, total in enumerate(tbptt_losses(self.model, experiments, self.segment, init,
+                                               self.loss)):
+            if self.step_and_check_time(total, f"epoch {epoch + 1}, segment {k + 1}", losses,
+                                        skipped):
+                break
+
+    def shuffled_epoch(self, epoch: int, losses: list[float], skipped: list[int]) -> None:
+        """One pass over the windows in random mini-batches."""
+        assert self.windows is not None
+        u_w, y_w = self.windows
+        order = torch.randperm(u_w.shape[0], generator=self.generator).to(u_w.device)
+        skip = self.washout if self.x0 == "zero" else 0
+        for b, first in enumerate(range(0, u_w.shape[0], self.batch_size)):
+            idx = order[first:first + self.batch_size]
+            u, y = u_w[idx], y_w[idx]
+            xs = self.estimator(u, y) if self.x0 == "encoder" and self.estimator else None
+            y_hat, _ = self.model(u, xs)
+            count = len(idx) * (self.segment - skip) * self.ny
+            total = _step_loss(self.loss, y_hat, y, skip, count, self.segment - skip)
+            if self.step_and_check_time(total, f"epoch {epoch + 1}, batch {b + 1}", losses,
+                                        skipped):
+                break
+
+    def validate(self) -> tuple[float, float]:
+        """(NRMSE, RMSE) of the current weights; NaN without validation."""
+        if self.data.val_mode == "none":
+            return math.nan, math.nan
+        return _validate(self.model, self.estimator, self.x0, self.data.val_mode,
+                         self.data.val_full, self.data.val_starts, self.data.norm, self.washout)
+
+    def record(self, row: dict[str, float]) -> bool:
+        """Append the epoch's row, step the plateau schedule, track the best weights and early
+        stopping; True when training is finished."""
+        self.history.append(row)
+        validating = self.data.val_mode != "none"
+        self.sched.end_epoch(row["val_nrmse"] if validating else row["train_loss"])
+        if not validating or row["val_nrmse"] < self.best_val:
+            self.best_val = row["val_nrmse"] if validating else math.inf
+            self.best_epoch, self.since_best = int(row["epoch"]), 0
+            self.best_state = self.snapshot() if validating else None
+        else:
+            self.since_best += 1
+        if self.out_of_time:
+            self.stopped = "seconds"
+        elif (self.early_stopping is not None and validating
+              and self.since_best >= self.early_stopping):
+            self.stopped = "early_stopping"
+        return self.stopped != "epochs"
+
+    def save(self, finished: bool) -> None:
+        """Checkpoint (atomically) and write the history files."""
+        if self.out is None or self.checkpoint_path is None:
+            return
+        save_checkpoint(self.checkpoint_path, {
+            "model": self.model.state_dict(),
+            "estimator": None if self.estimator is None else self.estimator.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "schedule": self.sched.state_dict(),
+            "torch_rng": torch.get_rng_state(), "generator": self.generator.get_state(),
+            "history": self.history, "best_val": self.best_val, "best_epoch": self.best_epoch,
+            "since_best": self.since_best, "best_state": self.best_state, "finished": finished,
+            "stopped": self.stopped,
+        })
+        _write_history(self.out, self.history)
+
+    def epoch(self, epoch: int) -> dict[str, float]:
+        """Train one epoch and validate; the epoch's history row."""
+        self.sched.start_epoch(epoch)
+        self.model.train()
         t0 = time.perf_counter()
-        step_losses: list[float] = []
-        skipped = 0
-
-        def step_and_check_time(total: Tensor, context: str) -> bool:
-            """Take (or skip) one step; True when the time budget is spent."""
-            nonlocal skipped, out_of_time
-            if take_step(total, context):
-                step_losses.append(float(total.detach()))  # noqa: B023 (called in-loop)
-            else:
-                skipped += 1
-            out_of_time = seconds is not None and time.perf_counter() - t_start > seconds
-            return out_of_time
-
-        if not shuffle:
-            init = _initial_states(estimator, x0, experiments, list(range(len(experiments))),
-                                   model.state_size, experiments[0][0])
-            for k, total in enumerate(tbptt_losses(model, experiments, segment, init, loss)):
-                if step_and_check_time(total, f"epoch {epoch + 1}, segment {k + 1}"):
-                    break
+        losses: list[float] = []
+        skipped = [0]
+        if self.windows is None:
+            self.tbptt_epoch(epoch, losses, skipped)
         else:
-            u_w, y_w = windows
-            order = torch.randperm(u_w.shape[0], generator=generator).to(device)
-            skip = washout if x0 == "zero" else 0
-            for b, first in enumerate(range(0, u_w.shape[0], batch_size)):
-                idx = order[first:first + batch_size]
-                u, y = u_w[idx], y_w[idx]
-                xs = estimator(u, y) if x0 == "encoder" else None
-                y_hat, _ = model(u, xs)
-                count = len(idx) * (segment - skip) * train.ny
-                total = _step_loss(loss, y_hat, y, skip, count, segment - skip)
-                if step_and_check_time(total, f"epoch {epoch + 1}, batch {b + 1}"):
-                    break
+            self.shuffled_epoch(epoch, losses, skipped)
         epoch_seconds = time.perf_counter() - t0
-        model.eval()
-        if val_mode != "none":
-            val_nrmse, val_rmse = _validate(model, estimator, x0, val_mode, val_full, val_starts,
-                                            norm, washout)
-        else:
-            val_nrmse = val_rmse = math.nan
-        train_loss = float(np.mean(step_losses)) if step_losses else math.nan
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_nrmse": val_nrmse,
-               "val_rmse": val_rmse, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": epoch_seconds, "steps": len(step_losses), "skipped": skipped}
-        history.append(row)
-        sched.end_epoch(val_nrmse if val_mode != "none" else train_loss)
-        if val_mode == "none" or val_nrmse < best_val:
-            best_val = val_nrmse if val_mode != "none" else math.inf
-            best_epoch, since_best = epoch + 1, 0
-            best_state = snapshot() if val_mode != "none" else None
-        else:
-            since_best += 1
-        if out_of_time:
-            stopped = "seconds"
-        elif early_stopping is not None and val_mode != "none" and since_best >= early_stopping:
-            stopped = "early_stopping"
-        finished = stopped != "epochs" or epoch + 1 == epochs
-        log(json.dumps(row))
-        bar.update()
-        bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val_nrmse:.4g}", refresh=False)
-        if out is not None:
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(),
-                "estimator": None if estimator is None else estimator.state_dict(),
-                "optimizer": optimizer.state_dict(), "schedule": sched.state_dict(),
-                "torch_rng": torch.get_rng_state(), "generator": generator.get_state(),
-                "history": history, "best_val": best_val, "best_epoch": best_epoch,
-                "since_best": since_best, "best_state": best_state, "finished": finished,
-                "stopped": stopped,
-            })
-            _write_history(out, history)
-        if finished:
-            break
-    bar.close()
+        self.model.eval()
+        val_nrmse, val_rmse = self.validate()
+        return {"epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)) if losses else math.nan,
+                "val_nrmse": val_nrmse, "val_rmse": val_rmse,
+                "lr": self.optimizer.param_groups[0]["lr"], "seconds": epoch_seconds,
+                "steps": len(losses), "skipped": skipped[0]}
 
-    if best_state is not None:
-        model.load_state_dict(best_state["model"])
-        if estimator is not None and best_state["estimator"] is not None:
-            estimator.load_state_dict(best_state["estimator"])
-    if not history:
-        warnings.warn("fit ran no epoch (resumed a finished run?)", RuntimeWarning, stacklevel=2)
+    def train(self, epochs: int, progress: bool) -> None:
+        """Epochs ``start_epoch … epochs − 1`` (or until the budget or early stopping ends them),
+        then restore the best-validation weights."""
+        self.t_start = time.perf_counter()
+        bar = tqdm(total=epochs, initial=min(self.start_epoch, epochs), disable=not progress,
+                   desc="sysid.fit", unit="epoch")
+        for epoch in range(self.start_epoch, epochs):
+            row = self.epoch(epoch)
+            finished = self.record(row) or epoch + 1 == epochs
+            self.log(json.dumps(row))
+            bar.update()
+            bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_nrmse']:.4g}",
+                            refresh=False)
+            self.save(finished)
+            if finished:
+                break
+        bar.close()
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state["model"])
+            if self.estimator is not None and self.best_state["estimator"] is not None:
+                self.estimator.load_state_dict(self.best_state["estimator"])
+
+
+def _finish(run: _Run, x0: str, washout: int) -> FitResult:
+    """The `FitResult` of a finished run (and its output files)."""
+    if not run.history:
+        warnings.warn("fit ran no epoch (resumed a finished run?)", RuntimeWarning, stacklevel=3)
+    model = run.model
     model.eval()
-    predictor = Predictor(model, norm, estimator)
+    predictor = Predictor(model, run.data.norm, run.estimator)
     gamma = current_gamma(model)
-    result = FitResult(predictor=predictor, history=history, best_epoch=best_epoch,
-                       stopped=stopped, normalization=norm, gamma=gamma,
-                       gamma_physical=None if gamma is None else norm.physical_gamma(gamma),
-                       out_dir=out)
-    if out is not None:
+    result = FitResult(predictor=predictor, history=run.history, best_epoch=run.best_epoch,
+                       stopped=run.stopped, normalization=run.data.norm, gamma=gamma,
+                       gamma_physical=None if gamma is None else run.data.norm.physical_gamma(gamma),
+                       out_dir=run.out)
+    if run.out is not None:
         _save_outputs(result, x0, washout)
     return result
 
@@ -592,8 +803,11 @@ def _save_outputs(result: FitResult, x0: str, washout: int) -> None:
     out = result.out_dir
     assert out is not None
     model = result.predictor.model
-    meta = {"normalization": result.normalization.as_metadata(), "x0": x0, "washout": washout,
-            "best_epoch": result.best_epoch, "task": "sysid.fit"}
+    if result.normalization is None:
+        raise ValueError("a FitResult to save needs its normalization")
+    meta: dict[str, Any] = {"normalization": result.normalization.as_metadata(), "x0": x0,
+                            "washout": washout, "best_epoch": result.best_epoch,
+                            "task": "sysid.fit"}
     if result.gamma is not None:
         meta.update(gamma_normalized=result.gamma, gamma_physical_bound=result.gamma_physical)
     if isinstance(model, RecurrentModel):

@@ -32,7 +32,7 @@ DEFAULT_MIN_RATE = 0.9
 MAX_ROWS = 50_000
 
 
-def _arx_rows(u: np.ndarray, y: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+def arx_rows(u: np.ndarray, y: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
     """Regressors [y_{t-1} … y_{t-p}, u_{t-1} … u_{t-p}, 1] and targets y_t, t = p … T−1."""
     t = y.shape[0]
     lagged = [y[order - i:t - i] for i in range(1, order + 1)]
@@ -61,7 +61,7 @@ def slowest_pole(data: SequenceData, order: int = DEFAULT_ORDER) -> float:
     if not isinstance(order, int) or isinstance(order, bool) or order < 1:
         raise ValueError(f"order must be a positive int, got {order!r}")
     norm = Normalization.fit(data).apply(data)
-    rows = [_arx_rows(u, y, order) for u, y in zip(norm.u, norm.y) if u.shape[0] > 2 * order]
+    rows = [arx_rows(u, y, order) for u, y in zip(norm.u, norm.y) if u.shape[0] > 2 * order]
     if not rows:
         raise ValueError(f"an ARX({order}) fit needs an experiment longer than {2 * order} "
                          f"samples, got lengths {data.lengths}")
