@@ -151,6 +151,28 @@ def train_policy_gradient(
     return history
 
 
+def plateau_schedule(optimizer: torch.optim.Optimizer, patience: int, factor: float = 0.1
+                     ) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """Divide the learning rate by 1/``factor`` after ``patience`` epochs without improvement.
+
+    An epoch improves when its loss is below (1 − 10⁻⁴)·best. The rate is divided at the end
+    of the ``patience``-th consecutive epoch that does not improve, and the count restarts
+    (the convention of the paper's code, optax ``reduce_on_plateau``). torch's
+    ``ReduceLROnPlateau(patience=p)`` waits for p + 1 such epochs, so it is built with
+    ``patience − 1`` (and ``eps = 0``: every division is applied, however small the rate).
+
+    Raises
+    ------
+    ValueError
+        ``patience`` is not a positive int.
+    """
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"patience must be a positive int (epochs), got {patience!r}")
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=factor,
+                                                      patience=patience - 1, threshold=1e-4,
+                                                      eps=0.0)
+
+
 def fit_observer(
     observer: Observer,
     x: Tensor,
@@ -200,7 +222,7 @@ def fit_observer(
     order = torch.randperm(batches, generator=torch.Generator().manual_seed(seed)).tolist()
     chunks = torch.arange(n).tensor_split(batches)
     optimizer = torch.optim.Adam(observer.parameters(), lr=lr)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=patience)
+    plateau = plateau_schedule(optimizer, patience)
     losses: list[float] = []
     bar = tqdm(range(epochs), desc="observer", disable=not progress)
     for _ in bar:
