@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from r2dn_control import sysid
 from r2dn_control.nn.lbdn import LBDN
+from r2dn_control.sysid.boucwen import multisine
 from r2dn_control.sysid.defaults import SIZES
-from r2dn_control.sysid.simulated import _odd_multisine, rk4_zoh
+from r2dn_control.sysid.simulated import rk4_zoh
 
 
 def test_rk4_zoh_integrates_a_linear_system_exactly_enough():
@@ -26,7 +27,7 @@ def test_rk4_zoh_integrates_a_linear_system_exactly_enough():
 
 def test_odd_multisine_excites_only_every_other_odd_line():
     rng = np.random.default_rng(0)
-    s = _odd_multisine(1024, (1.0, 200.0), 0.5, sysid.simulated.SILVERBOX_FS, rng)
+    s = multisine(1, 1024, (1.0, 200.0), 0.5, sysid.simulated.SILVERBOX_FS, rng, odd_lines=True)
     spectrum = np.abs(np.fft.rfft(s))
     lines = np.flatnonzero(spectrum > 1e-9 * spectrum.max())
     assert lines.size > 10 and np.all(lines % 4 == 1)

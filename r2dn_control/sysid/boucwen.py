@@ -74,16 +74,23 @@ class BoucWen:
 
 
 def multisine(periods: int, samples_per_period: int = 8192, band: tuple[float, float] = (5.0, 150.0),
-              rms: float = 50.0, fs: float = FS, rng: np.random.Generator | int | None = None
-              ) -> np.ndarray:
-    """Random-phase multisine: equal amplitudes on every DFT line in ``band``, scaled to ``rms``."""
+              rms: float = 50.0, fs: float = FS, rng: np.random.Generator | int | None = None,
+              *, odd_lines: bool = False) -> np.ndarray:
+    """Random-phase multisine: equal amplitudes on every DFT line in ``band``, scaled to ``rms``.
+
+    ``odd_lines=True`` excites only every other odd line (1, 5, 9, …) of the band, the
+    Silverbox convention (the even and the other odd lines then reveal nonlinear distortion).
+    """
     rng = np.random.default_rng(rng)
     n = samples_per_period
     lines = np.arange(n // 2 + 1)
     freqs = lines * fs / n
     excited = (freqs >= band[0]) & (freqs <= band[1])
+    if odd_lines:
+        excited &= lines % 4 == 1
     if not excited.any():
-        raise ValueError(f"no frequency line of {n} samples at {fs} Hz falls in band {band}")
+        kind = "odd frequency line" if odd_lines else "frequency line"
+        raise ValueError(f"no {kind} of {n} samples at {fs} Hz falls in band {band}")
     spectrum = np.zeros(n // 2 + 1, dtype=complex)
     spectrum[excited] = np.exp(2j * np.pi * rng.random(int(excited.sum())))
     period = np.fft.irfft(spectrum, n)

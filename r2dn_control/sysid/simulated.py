@@ -132,26 +132,12 @@ def duffing_data(experiments: int = 2, samples: int = 8192, transient: int = 102
     rms = 0.1 * system.k * 0.1 if rms is None else rms
     rng = np.random.default_rng(seed)
     total = samples + transient
-    u = np.stack([_odd_multisine(total, band, rms, SILVERBOX_FS, rng) for _ in range(experiments)])
+    u = np.stack([multisine(1, total, band, rms, SILVERBOX_FS, rng, odd_lines=True)
+                  for _ in range(experiments)])
     x = rk4_zoh(system.rhs, np.zeros((experiments, 2)), u, 1.0 / SILVERBOX_FS, substeps)
     y = x[:, transient:, 0] + noise_std * rng.standard_normal((experiments, samples))
     return SequenceData([ui[transient:, None] for ui in u], [yi[:, None] for yi in y],
                         dt=1.0 / SILVERBOX_FS)
-
-
-def _odd_multisine(samples: int, band: tuple[float, float], rms: float, fs: float,
-                   rng: np.random.Generator) -> np.ndarray:
-    """One period of a random-phase multisine on every other odd DFT line (1, 5, 9, …) of
-    ``band``, scaled to ``rms``."""
-    lines = np.arange(samples // 2 + 1)
-    freqs = lines * fs / samples
-    excited = (freqs >= band[0]) & (freqs <= band[1]) & (lines % 4 == 1)
-    if not excited.any():
-        raise ValueError(f"no odd frequency line of {samples} samples at {fs} Hz in band {band}")
-    spectrum = np.zeros(samples // 2 + 1, dtype=complex)
-    spectrum[excited] = np.exp(2j * np.pi * rng.random(int(excited.sum())))
-    signal = np.fft.irfft(spectrum, samples)
-    return signal * (rms / np.sqrt(np.mean(signal**2)))
 
 
 @dataclass(frozen=True)
