@@ -76,9 +76,9 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "gru-lr3e-3": ({"kind": "gru"}, {"lr": 3e-3}),
     "r2dn-lr3e-3": ({"kind": "r2dn"}, {"lr": 3e-3}),
     "r2dn-lr5e-3": ({"kind": "r2dn"}, {"lr": 5e-3}),
-    # B2 and D12 drawn with std 1/sqrt(rows) (the reference flax code's fan-in) instead of
-    # 1/sqrt(columns) = 1/sqrt(nu): rescaled after construction (contracting family: both free).
-    "r2dn-rowinit": ({"kind": "r2dn", "io_init": "rows"}, {}),
+    # the previous ContractingR2DN init: B2 and D12 with std 1/sqrt(nu) (fan-in = columns)
+    # instead of 1/sqrt(nx), 1/sqrt(nv); rescaled after construction (both are free weights)
+    "r2dn-colinit": ({"kind": "r2dn", "io_init": "columns"}, {}),
 }
 
 
@@ -134,10 +134,10 @@ def worker(args: argparse.Namespace) -> None:
     kind = model_kw.pop("kind")
     io_init = model_kw.pop("io_init", None)
     model = sysid.default_model(train, kind=kind, seed=args.seed, **model_kw)
-    if io_init == "rows":
+    if io_init == "columns":
         with torch.no_grad():
-            model.B2.mul_((model.input_size / model.state_size) ** 0.5)
-            model.D12.mul_((model.input_size / model.features) ** 0.5)
+            model.B2.mul_((model.state_size / model.input_size) ** 0.5)
+            model.D12.mul_((model.features / model.input_size) ** 0.5)
     start = time.perf_counter()
     res = sysid.fit(model, train, seconds=args.seconds, progress=False, seed=args.seed,
                     out_dir=pathlib.Path(args.out) / f"{args.worker}-s{args.seed}",
