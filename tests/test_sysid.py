@@ -402,3 +402,25 @@ def test_default_epochs_are_capped_only_without_a_time_budget():
     capped = sysid.fit(small_r2dn(), data, val=False, segment=40, progress=False,
                        schedule="constant")
     assert len(capped.history) == DEFAULT_EPOCHS and capped.stopped == "epochs"
+
+
+def test_auto_schedule_is_cosine_over_a_time_budget_and_plateau_without():
+    from r2dn_control.sysid.fit import cosine_factor, resolve_schedule
+
+    assert resolve_schedule("auto", None) == "plateau"
+    assert resolve_schedule("auto", 60.0) == "cosine"
+    assert resolve_schedule("step", 60.0) == "step"
+    with pytest.raises(ValueError, match="schedule"):
+        resolve_schedule("warm", None)
+    assert cosine_factor(0.0) == 1.0 and cosine_factor(0.5) == pytest.approx(0.5)
+    assert cosine_factor(1.0) == 0.0 and cosine_factor(3.0) == 0.0
+    data = linear_data(experiments=1, length=80)
+    # 2 steps per epoch, 10 epochs: the rate of epoch k is set at its last step 2k + 1 of 20
+    res = sysid.fit(small_r2dn(), data, val=False, epochs=10, segment=40, lr=1e-2,
+                    schedule="cosine", min_lr=1e-5, progress=False)
+    expected = [1e-5 + (1e-2 - 1e-5) * cosine_factor((2 * k + 1) / 20) for k in range(10)]
+    assert [r["lr"] for r in res.history] == pytest.approx(expected, rel=1e-12)
+    timed = sysid.fit(small_r2dn(), data, val=False, segment=40, lr=1e-2, seconds=2.0,
+                      progress=False)
+    lrs = [r["lr"] for r in timed.history]
+    assert lrs[0] > 5e-3 and lrs[-1] < 1e-3 and all(b <= a for a, b in zip(lrs, lrs[1:]))

@@ -52,7 +52,7 @@ from .estimators import X0_KINDS, LearnedInitialStates, StateEncoder
 from .evaluate import scores
 from .predictor import Predictor
 
-SCHEDULES = ("constant", "step", "plateau")
+SCHEDULES = ("auto", "constant", "step", "plateau", "cosine")
 LOSSES = ("mean", "paper")
 HISTORY_FIELDS = ("epoch", "train_loss", "val_nrmse", "val_rmse", "lr", "seconds", "steps",
                   "skipped")
@@ -131,14 +131,32 @@ def current_gamma(model: nn.Module) -> float | None:
     return float(gamma) if isinstance(gamma, (int, float)) else None
 
 
+def resolve_schedule(schedule: str, seconds: float | None) -> str:
+    """``schedule`` itself, or for ``"auto"``: ``"cosine"`` with a time budget, else
+    ``"plateau"``."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "auto":
+        return "plateau" if seconds is None else "cosine"
+    return schedule
+
+
+def cosine_factor(progress: float) -> float:
+    """``½(1 + cos(π p))`` for the progress p clipped to [0, 1]: 1 at the start, 0 at the end."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
 class _Schedule:
-    """Learning-rate schedule per epoch: constant, step decay at ``milestones``, or plateau."""
+    """Learning-rate schedule: constant, step decay at ``milestones``, plateau (per epoch), or
+    cosine annealing over the run (per step)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, kind: str, lr: float,
-                 milestones: tuple[int, ...], decay: float, patience: int, min_lr: float) -> None:
-        if kind not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+                 milestones: tuple[int, ...], decay: float, patience: int, min_lr: float,
+                 seconds: float | None = None, total_steps: int | None = None) -> None:
+        if kind not in SCHEDULES or kind == "auto":
+            raise ValueError(f"schedule must be one of {SCHEDULES[1:]}, got {kind!r}")
         self.optimizer, self.kind, self.lr = optimizer, kind, lr
+        self.seconds, self.total_steps = seconds, total_steps
         self.milestones, self.decay, self.min_lr = tuple(milestones), decay, min_lr
         self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=decay, patience=patience, min_lr=min_lr) if kind == "plateau"
@@ -151,6 +169,21 @@ class _Schedule:
             for group in self.optimizer.param_groups:
                 group["lr"] = max(self.lr * group.get("scale", 1.0) * self.decay**passed,
                                   self.min_lr)
+
+    def before_step(self, elapsed: float, step: int) -> None:
+        """Cosine: set every group's rate for progress p = max(elapsed / seconds, step /
+        total_steps) (whichever limits the run), from ``lr · scale`` down to ``min_lr``."""
+        if self.kind != "cosine":
+            return
+        progress = 0.0
+        if self.seconds is not None:
+            progress = elapsed / self.seconds
+        if self.total_steps is not None:
+            progress = max(progress, step / self.total_steps)
+        factor = cosine_factor(progress)
+        for group in self.optimizer.param_groups:
+            top = self.lr * group.get("scale", 1.0)
+            group["lr"] = self.min_lr + (top - self.min_lr) * factor if top > self.min_lr else top
 
     def end_epoch(self, metric: float) -> None:
         if self.plateau is not None and math.isfinite(metric):
@@ -287,7 +320,7 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
         x0: str = "zero", normalize: bool | Normalization = True,
         out_dir: str | pathlib.Path | None = None, resume: bool = False,
         seconds: float | None = None, progress: bool = True, shuffle: bool = False,
-        batch_size: int = 32, schedule: str = "plateau", milestones: tuple[int, ...] = (20, 40, 60),
+        batch_size: int = 32, schedule: str = "auto", milestones: tuple[int, ...] = (20, 40, 60),
         decay: float = 0.1, plateau_patience: int | str = "auto", min_lr: float = 1e-6,
         early_stopping: int | str | None = "auto", clip_value: float | None = 10.0,
         clip_norm: float | None = None, on_nonfinite: str = "raise", loss: str = "mean",
@@ -335,10 +368,13 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
         tqdm progress bar.
     shuffle, batch_size
         Shuffled-window training instead of carried-state TBPTT, and its mini-batch size.
-    schedule : {"plateau", "step", "constant"}
+    schedule : {"auto", "plateau", "cosine", "step", "constant"}
         Reduce-on-plateau (×``decay`` after ``plateau_patience`` epochs without improvement of
-        the validation NRMSE, or of the training loss without validation), step decay (×``decay``
-        at each epoch in ``milestones``, the paper's 20/40/60), or constant.
+        the validation NRMSE, or of the training loss without validation), cosine annealing
+        from ``lr`` to ``min_lr`` over the run (per step; progress = the larger of the time
+        spent / ``seconds`` and the steps taken / (``epochs`` × steps per epoch)), step decay
+        (×``decay`` at each epoch in ``milestones``, the paper's 20/40/60), or constant.
+        ``"auto"`` (default): ``"cosine"`` with a time budget ``seconds``, else ``"plateau"``.
     plateau_patience : int or "auto"
         Epochs without improvement before the plateau schedule decays. ``"auto"``: as many
         epochs as make `PLATEAU_STEPS` optimizer steps, at least 5 (`auto_patience`).
@@ -382,8 +418,11 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
     generator = torch.Generator().manual_seed(seed)
     windows = (stacked_windows(norm_head(data), segment, dtype, device) if shuffle else None)
     steps = steps_per_epoch(data.head.lengths, segment, windows, batch_size)
+    schedule = resolve_schedule(schedule, seconds)
     sched = _Schedule(optimizer, schedule, lr, milestones, decay,
-                      auto_patience(plateau_patience, steps, 5, PLATEAU_STEPS), min_lr)
+                      auto_patience(plateau_patience, steps, 5, PLATEAU_STEPS), min_lr,
+                      seconds=seconds,
+                      total_steps=None if epochs == UNLIMITED_EPOCHS else epochs * steps)
     stop_after = (None if early_stopping is None
                   else auto_patience(early_stopping, steps, 20, EARLY_STOPPING_STEPS))
     if shuffle and x0 == "zero" and washout >= segment:
@@ -645,6 +684,7 @@ class _Run:
     stopped: str = "epochs"
     out_of_time: bool = False
     t_start: float = 0.0
+    steps_done: int = 0
 
     @property
     def checkpoint_path(self) -> pathlib.Path | None:
@@ -680,6 +720,7 @@ class _Run:
         self.best_val, self.best_epoch = blob["best_val"], blob["best_epoch"]
         self.since_best, self.best_state = blob["since_best"], blob["best_state"]
         self.start_epoch = len(self.history)
+        self.steps_done = int(sum(row["steps"] + row["skipped"] for row in self.history))
         self.stopped = blob.get("stopped", "epochs")
         if blob.get("finished"):
             self.start_epoch = epochs
@@ -699,6 +740,8 @@ class _Run:
     def step_and_check_time(self, total: Tensor, context: str, losses: list[float],
                             skipped: list[int]) -> bool:
         """Take (or skip) one step; True when the time budget is spent."""
+        self.sched.before_step(time.perf_counter() - self.t_start, self.steps_done)
+        self.steps_done += 1
         if self.take_step(total, context):
             losses.append(float(total.detach()))
         else:
