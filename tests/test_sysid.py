@@ -377,10 +377,10 @@ def test_auto_learning_rate_depends_on_the_model_kind():
     ren = sysid.default_model(1, 1, kind="ren")
     lipschitz = sysid.default_model(1, 1, gamma=2.0)
     assert auto_lr(small_r2dn(), "auto") == auto_lr(lipschitz, "auto") == AUTO_LR["r2dn"] == 1e-2
-    assert auto_lr(gru, "auto") == AUTO_LR["baseline"] == 3e-3
+    assert auto_lr(gru, "auto") == AUTO_LR["baseline"] == 1e-2
     assert auto_lr(ren, "auto") == AUTO_LR["other"] == 1e-3
     assert auto_lr(gru, 5e-4) == 5e-4
-    for model, expected in ((small_r2dn(), 1e-2), (gru, 3e-3)):
+    for model, expected in ((small_r2dn(), 1e-2), (gru, 1e-2), (ren, 1e-3)):
         res = sysid.fit(model, data, val=False, epochs=1, segment=30, progress=False)
         assert res.history[0]["lr"] == expected  # fit's default lr is "auto"
     for bad in ("fast", True, -1.0):
