@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from . import _checks
 from ._algebra import cayley, frobenius, lecun_normal_
+from ._lbdn_map import ExplicitWeights, Group, Plan
 from .activations import Activation, get_activation
 
 _SQRT2 = math.sqrt(2.0)
@@ -260,13 +261,19 @@ class LBDN(nn.Module):
         """The Lipschitz bound γ = exp(log γ) (a tensor, differentiable if learnable)."""
         return torch.exp(self.log_gamma)
 
-    def explicit(self, dtype: torch.dtype | None = None) -> ExplicitMLP:
+    def explicit(self, dtype: torch.dtype | None = None, *, fused: bool = True) -> ExplicitMLP:
         """Fold every layer's scalings into one weight per layer (computed in ``dtype``).
 
         Identically shaped layers are handled together (one stacked normalisation, Cayley
         transform and scaling per group, one batched product per group of equal-shape weight
         products), so the op count does not grow with the depth; every parameter is cast once.
+
+        ``fused=True`` (default) computes the weights in one ``torch.autograd.Function`` with a
+        hand-written backward (`r2dn_control.nn._lbdn_map`; first derivatives only);
+        ``fused=False`` composes torch ops (the reference; supports higher derivatives).
         """
+        if fused:
+            return self._explicit_fused(dtype)
         log_gamma = self.log_gamma if dtype is None else self.log_gamma.to(dtype)
         root_gamma = torch.exp(0.5 * log_gamma)
         pres, posts, last_post = self._folded_factors(dtype)
@@ -294,6 +301,40 @@ class LBDN(nn.Module):
             biases[-1] = None if biases[-1] is None else biases[-1] * root_gamma
         else:  # sandwich output layer: its post-matrix (times √γ) is a bias-free final layer
             weights.append(last_post * root_gamma)
+            biases.append(None)
+        return ExplicitMLP(tuple(weights), tuple(biases), self.activation, self.activation_name)
+
+    def _plan(self) -> Plan:
+        """The static structure `ExplicitWeights` needs (cached: it depends only on shapes)."""
+        plan = self.__dict__.get("_plan_cache")
+        if plan is None:
+            layers = self.sandwich_layers
+            groups = tuple(
+                Group(tuple(members), layers[members[0]].out_features,
+                      layers[members[0]].in_features, layers[members[0]].linear)
+                for members in self._layer_groups())
+            plan = Plan(groups, len(layers), self.output_layer == "sandwich",
+                        layers[0].eps, _LOG_SCALE_CLIP)
+            self.__dict__["_plan_cache"] = plan
+        return plan
+
+    def _explicit_fused(self, dtype: torch.dtype | None) -> ExplicitMLP:
+        layers = self.sandwich_layers
+        target = dtype or layers[0].weight.dtype
+        params: list[Tensor] = []
+        for layer in layers:
+            params += [layer.weight, layer.scale]
+            if layer.log_psi is not None:
+                params.append(layer.log_psi)
+        weights = ExplicitWeights.apply(self._plan(), target, self.log_gamma, *params)
+        biases: list[Tensor | None] = [
+            None if layer.bias is None else (layer.bias if dtype is None else layer.bias.to(dtype))
+            for layer in layers
+        ]
+        if self.output_layer == "linear":  # the linear output layer's bias is scaled by √γ
+            if biases[-1] is not None:
+                biases[-1] = biases[-1] * torch.exp(0.5 * self.log_gamma.to(target))
+        else:
             biases.append(None)
         return ExplicitMLP(tuple(weights), tuple(biases), self.activation, self.activation_name)
 
