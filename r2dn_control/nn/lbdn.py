@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from . import _checks
 from ._algebra import cayley, frobenius, lecun_normal_
-from ._lbdn_map import ExplicitWeights, Group, Plan
+from ._lbdn_map import ExplicitWeights, Plan
 from .activations import Activation, get_activation
 
 _SQRT2 = math.sqrt(2.0)
@@ -309,12 +309,8 @@ class LBDN(nn.Module):
         plan = self.__dict__.get("_plan_cache")
         if plan is None:
             layers = self.sandwich_layers
-            groups = tuple(
-                Group(tuple(members), layers[members[0]].out_features,
-                      layers[members[0]].in_features, layers[members[0]].linear)
-                for members in self._layer_groups())
-            plan = Plan(groups, len(layers), self.output_layer == "sandwich",
-                        layers[0].eps, _LOG_SCALE_CLIP)
+            plan = Plan(tuple((layer.out_features, layer.in_features) for layer in layers),
+                        self.output_layer == "sandwich", layers[0].eps, _LOG_SCALE_CLIP)
             self.__dict__["_plan_cache"] = plan
         return plan
 
