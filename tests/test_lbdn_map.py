@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from r2dn_control.nn import LBDN, ContractingR2DN
+from r2dn_control.nn._contracting_map import ContractingLTI
 from r2dn_control.nn._lbdn_map import ExplicitWeights
 from r2dn_control.nn.lbdn import ExplicitMLP
 
@@ -100,21 +101,67 @@ def test_float32_weights_from_float64_parameters_and_frozen_parameters() -> None
     assert all(p.grad.dtype == F64 for p in net.parameters() if p.requires_grad)
 
 
-def test_r2dn_map_gradients_equal_with_the_reference_lbdn(monkeypatch) -> None:
-    """The whole R2DN direct-to-explicit map (what training differentiates) is unchanged."""
-    torch.manual_seed(4)
-    model = ContractingR2DN(2, 3, 4, 2, hidden=(5, 5, 5), dtype=F64)
-    grads = []
-    composed = LBDN.explicit
-    for fused in (True, False):
-        if not fused:
-            monkeypatch.setattr(LBDN, "explicit",
-                                lambda self, dtype=None: composed(self, dtype, fused=False))
-        model.zero_grad(set_to_none=True)
-        e = model._explicit(None, certificate=False)
-        loss = sum((t * t).sum() for t in e.matrices().values())
-        (loss + sum((w * w).sum() for w in e.network.weights)).backward()
-        grads.append([p.grad for p in model.parameters()])
-    assert any(g is not None for g in grads[0])
-    for a, b in zip(*grads):
-        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+def _map_tensors_and_grads(model, cotangent_seed: int):
+    e = model._explicit(None, certificate=False)
+    outs = [*e.matrices().values(), *_tensors(e.network)]
+    g = torch.Generator().manual_seed(cotangent_seed)
+    loss = sum((torch.randn(t.shape, dtype=t.dtype, generator=g) * t).sum() for t in outs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return outs, torch.autograd.grad(loss, params, allow_unused=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(nu=st.integers(1, 3), nx=st.integers(1, 5), nv=st.integers(1, 6),
+       hidden=st.lists(st.sampled_from([2, 5]), max_size=3), polar=st.booleans(),
+       rate=st.sampled_from([0.5, 0.9, 1.0]), identity_output=st.booleans(),
+       output_layer=st.sampled_from(["linear", "sandwich"]), scale=st.sampled_from([0.1, 1.0]),
+       seed=st.integers(0, 2**31 - 1))
+def test_contracting_r2dn_training_map_equals_the_composed_reference(
+        nu, nx, nv, hidden, polar, rate, identity_output, output_layer, scale, seed) -> None:
+    """The fused maps (LTI `ContractingLTI` and LBDN `ExplicitWeights`) give the composed
+    float64 algebra's explicit model and parameter gradients."""
+    torch.manual_seed(seed)
+    model = ContractingR2DN(nu, nx, nv, nx if identity_output else 2, hidden=tuple(hidden),
+                            polar=polar, contraction_rate=rate, identity_output=identity_output,
+                            output_layer=output_layer, dtype=F64)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, dtype=p.dtype, generator=g))
+    assert model._contracting_map()
+    fused = _map_tensors_and_grads(model, seed)
+    model._use_fused_maps = False
+    assert not model._contracting_map()
+    reference = _map_tensors_and_grads(model, seed)
+    for a, b in zip(fused[0], reference[0]):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-11)
+    for a, b in zip(fused[1], reference[1]):
+        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("polar", [True, False])
+def test_contracting_lti_map_passes_gradcheck(polar: bool) -> None:
+    torch.manual_seed(5)
+    model = ContractingR2DN(2, 3, 4, 2, hidden=(3,), polar=polar, contraction_rate=0.9, dtype=F64)
+    tensors = [model.X, model.polar_scale, model.Y, model.C1, model.B1_hat]
+    inputs = tuple(None if t is None else t.detach().clone().requires_grad_() for t in tensors)
+
+    def lti(x, *rest):
+        polar_scale, y, c1, b1 = rest if polar else (None, *rest)
+        return ContractingLTI.apply(0.9, model.eps, F64, x, polar_scale, y, c1, b1)
+
+    assert torch.autograd.gradcheck(lti, tuple(t for t in inputs if t is not None))
+
+
+def test_float32_contracting_r2dn_uses_the_fused_maps_and_matches() -> None:
+    """A float32 model: the fused LTI map computes in float64 and returns float32 A, B₁."""
+    torch.manual_seed(6)
+    model = ContractingR2DN(1, 2, 8, 2, hidden=(8, 8), identity_output=True)
+    fused_out, fused_grads = _map_tensors_and_grads(model, 0)
+    model._use_fused_maps = False
+    ref_out, ref_grads = _map_tensors_and_grads(model, 0)
+    for a, b in zip(fused_out, ref_out):
+        assert a.dtype == b.dtype == torch.float32
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(fused_grads, ref_grads):
+        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-4, atol=1e-5)

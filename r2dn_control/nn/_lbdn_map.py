@@ -90,11 +90,14 @@ class Plan:
             out.append((self.shapes[-1][0], self.shapes[-1][0]))
         return out
 
-    def maps(self, device: torch.device) -> dict[str, Tensor]:
-        """The index tensors on ``device`` (built once per device)."""
-        if device not in self._device_maps:
-            self._device_maps[device] = {k: v.to(device) for k, v in self._build_maps().items()}
-        return self._device_maps[device]
+    def maps(self, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+        """The index tensors (and the float constants in ``dtype``) on ``device``, built once."""
+        key = (device, dtype)
+        if key not in self._device_maps:
+            self._device_maps[key] = {
+                k: v.to(device=device, dtype=dtype if v.is_floating_point() else None)
+                for k, v in self._build_maps().items()}
+        return self._device_maps[key]
 
     def _build_maps(self) -> dict[str, Tensor]:
         size, layers = self.size, self.layers
@@ -147,16 +150,16 @@ class ExplicitWeights(torch.autograd.Function):
                 *params: Tensor) -> tuple[Tensor, ...]:
         size, layers = plan.size, plan.layers
         first = params[0]
-        maps = plan.maps(first.device)
+        maps = plan.maps(first.device, dtype)
         weights = [params[j] for j in _weight_slots(plan)]
         scales = [params[j + 1] for j in _weight_slots(plan)]
         log_psis = [params[j + 2] for k, j in enumerate(_weight_slots(plan)) if plan.hidden(k)]
         pad = first.new_zeros(1)
-        w_flat = torch.cat([*(w.reshape(-1) for w in weights), pad]).to(dtype)
+        w_flat = _cast(torch.cat([*(w.reshape(-1) for w in weights), pad]), dtype)
         w = w_flat[maps["w_index"]].view(layers, 2 * size, size)
-        a = torch.stack(scales).to(dtype)
-        d = torch.cat([*log_psis, pad]).to(dtype)[maps["d_index"]].view(layers, size)
-        factor = maps["factor"].to(dtype)
+        a = _cast(torch.stack(scales), dtype)
+        d = _cast(torch.cat([*log_psis, pad]), dtype)[maps["d_index"]].view(layers, size)
+        factor = maps["factor"]
         sq = torch.sum(w * w, dim=(-2, -1)) + plan.eps
         nrm = torch.sqrt(sq)
         s = a / nrm
@@ -173,8 +176,8 @@ class ExplicitWeights(torch.autograd.Function):
         if plan.sandwich_output:
             parts.append(post[-1:])
         unscaled = torch.cat(parts)
-        powers = maps["powers"].to(dtype)
-        root_powers = torch.exp((0.5 * log_gamma.to(dtype)) * powers)
+        powers = maps["powers"]
+        root_powers = torch.exp((0.5 * _cast(log_gamma, dtype)) * powers)
         scaled = unscaled * root_powers[:, None, None]
         flat = scaled.reshape(-1)[maps["out_index"]]
         shapes = plan.out_shapes()
@@ -194,8 +197,8 @@ class ExplicitWeights(torch.autograd.Function):
         size, layers = plan.size, plan.layers
         (w, sq, nrm, s, v, m_inv, out, d, psi, pre, post, scaled, root_powers, powers,
          factor) = ctx.saved
-        maps = plan.maps(w.device)
-        g_flat = torch.cat([g.reshape(-1) for g in grads]).to(ctx.dtype)
+        maps = plan.maps(w.device, ctx.dtype)
+        g_flat = _cast(torch.cat([g.reshape(-1) for g in grads]), ctx.dtype)
         g_scaled = scaled.new_zeros(scaled.numel()).index_copy_(0, maps["out_index"], g_flat)
         g_scaled = g_scaled.view_as(scaled)
         needs = ctx.needs_input_grad
@@ -234,7 +237,7 @@ class ExplicitWeights(torch.autograd.Function):
             if plan.hidden(k):
                 result[j + 2] = next(d_parts)
         grads_out = tuple(
-            None if (g is None or not needs[3 + j]) else g.to(ctx.param_dtypes[j])
+            None if (g is None or not needs[3 + j]) else _cast(g, ctx.param_dtypes[j])
             for j, g in enumerate(result))
         return (None, None, g_log_gamma, *grads_out)
 
@@ -253,3 +256,8 @@ def _inverse(index: Tensor, real: Tensor) -> Tensor:
     padded position to a flat element; the pad positions are not ``real``)."""
     positions = torch.nonzero(real).flatten()
     return positions[torch.argsort(index[positions])]
+
+
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` in ``dtype`` (no op dispatched when it already is)."""
+    return t if t.dtype == dtype else t.to(dtype)

@@ -63,7 +63,11 @@ class ExplicitMLP:
         return _affine(x, self.weights[last], self.biases[last])
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> ExplicitMLP:
-        """Cast/move every tensor."""
+        """Cast/move every tensor (``self`` if every tensor already has that dtype and device)."""
+        tensors = [*self.weights, *(b for b in self.biases if b is not None)]
+        if all((dtype is None or t.dtype == dtype)
+               and (device is None or t.device == torch.device(device)) for t in tensors):
+            return self
         return ExplicitMLP(
             tuple(w.to(dtype=dtype, device=device) for w in self.weights),
             tuple(None if b is None else b.to(dtype=dtype, device=device) for b in self.biases),
@@ -324,7 +328,7 @@ class LBDN(nn.Module):
                 params.append(layer.log_psi)
         weights = ExplicitWeights.apply(self._plan(), target, self.log_gamma, *params)
         biases: list[Tensor | None] = [
-            None if layer.bias is None else (layer.bias if dtype is None else layer.bias.to(dtype))
+            None if (b := layer.bias) is None else (b if b.dtype == target else b.to(target))
             for layer in layers
         ]
         if self.output_layer == "linear":  # the linear output layer's bias is scaled by √γ
