@@ -9,7 +9,7 @@ Run (one thread; the figures in docs/performance.md come from this command)::
 ``--compare`` times, interleaved in one process (per round and width: fused, then composed, or
 the other way round on odd rounds), the default fused maps (`r2dn_control.nn._lbdn_map`,
 `r2dn_control.nn._contracting_map`) and the composed reference algebra
-(``model._use_fused_maps = False``), and prints medians over rounds and the ratio
+(``model.fused_maps = False``), and prints medians over rounds and the ratio
 fused / composed with the range of the per-round ratios.
 
 Model: the paper's scaling-study R2DN (nu = nx = ny = 1, nv = 16, six relu hidden layers of
@@ -74,7 +74,7 @@ def compare(widths: list[int], calls: int, rounds: int) -> None:
     for r in range(rounds):
         for width, model in models.items():
             for fused in ((True, False) if r % 2 == 0 else (False, True)):
-                model._use_fused_maps = fused
+                model.fused_maps = fused
                 for _ in range(2):
                     call(model, True)
                 for mode, backward in (("fwd", False), ("fwd+bwd", True)):
@@ -92,7 +92,7 @@ def compare(widths: list[int], calls: int, rounds: int) -> None:
     for width, model in models.items():
         counts = []
         for fused in (True, False):
-            model._use_fused_maps = fused
+            model.fused_maps = fused
             counts.append(op_count(model))
         print(f"# 6×{width}: ATen ops per fwd+bwd, fused {counts[0]}, composed {counts[1]}")
 

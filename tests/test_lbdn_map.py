@@ -130,7 +130,7 @@ def test_contracting_r2dn_training_map_equals_the_composed_reference(
             p.add_(scale * torch.randn(p.shape, dtype=p.dtype, generator=g))
     assert model._contracting_map()
     fused = _map_tensors_and_grads(model, seed)
-    model._use_fused_maps = False
+    model.fused_maps = False
     assert not model._contracting_map()
     reference = _map_tensors_and_grads(model, seed)
     for a, b in zip(fused[0], reference[0]):
@@ -158,7 +158,7 @@ def test_float32_contracting_r2dn_uses_the_fused_maps_and_matches() -> None:
     torch.manual_seed(6)
     model = ContractingR2DN(1, 2, 8, 2, hidden=(8, 8), identity_output=True)
     fused_out, fused_grads = _map_tensors_and_grads(model, 0)
-    model._use_fused_maps = False
+    model.fused_maps = False
     ref_out, ref_grads = _map_tensors_and_grads(model, 0)
     for a, b in zip(fused_out, ref_out):
         assert a.dtype == b.dtype == torch.float32

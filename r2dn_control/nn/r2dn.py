@@ -99,11 +99,11 @@ class _R2DN(RecurrentModel):
         H (``blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)``, factors straight from the parameters), not overridden."""
         cls = type(self)
         return (self._supply is None and cls._extra_h is ContractingR2DN._extra_h
-                and cls._lti_factors is _R2DN._lti_factors and self._use_fused_maps)
+                and cls._lti_factors is _R2DN._lti_factors and self.fused_maps)
 
     #: Use the fused direct-to-explicit maps (`_contracting_map`, the LBDN's `_lbdn_map`)
     #: in training calls; False: the composed reference algebra.
-    _use_fused_maps = True
+    fused_maps = True
 
     # -- shared machinery -----------------------------------------------------------------
     def _init_long_memory(self) -> None:
@@ -144,7 +144,7 @@ class _R2DN(RecurrentModel):
                 A=A, B1=B1, B2=io.B2_hat, C1=self.C1.to(free), C2=io.C2, D12=io.D12,
                 D21=io.D21, D22=io.D22, bx=self.bx.to(free), bv=self.bv.to(free),
                 by=self.by.to(free),
-                network=self.network.explicit(free, fused=self._use_fused_maps))
+                network=self.network.explicit(free, fused=self.fused_maps))
         h, C1, B1_hat, io = self._h_matrix(dtype, free)
         e, f, p = implicit_model(h, self.Y.to(dtype), self.contraction_rate, nx)
         if self._supply is None:  # contracting family: B2 is free (not divided by E)
@@ -157,7 +157,7 @@ class _R2DN(RecurrentModel):
             A=A, B1=B1, B2=B2, C1=C1 if free == dtype else self.C1.to(free), C2=io.C2,
             D12=io.D12, D21=io.D21, D22=io.D22,
             bx=self.bx.to(free), bv=self.bv.to(free), by=self.by.to(free),
-            network=self.network.explicit(free, fused=self._use_fused_maps),
+            network=self.network.explicit(free, fused=self.fused_maps),
             metric=lyapunov_metric(e.detach(), p.detach()).double() if certificate else None,
             multiplier=torch.ones((), dtype=torch.float64, device=h.device) if certificate else None,
         )
