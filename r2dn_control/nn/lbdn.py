@@ -268,13 +268,12 @@ class LBDN(nn.Module):
     def explicit(self, dtype: torch.dtype | None = None, *, fused: bool = True) -> ExplicitMLP:
         """Fold every layer's scalings into one weight per layer (computed in ``dtype``).
 
-        Identically shaped layers are handled together (one stacked normalisation, Cayley
-        transform and scaling per group, one batched product per group of equal-shape weight
-        products), so the op count does not grow with the depth; every parameter is cast once.
-
-        ``fused=True`` (default) computes the weights in one ``torch.autograd.Function`` with a
-        hand-written backward (`r2dn_control.nn._lbdn_map`; first derivatives only);
-        ``fused=False`` composes torch ops (the reference; supports higher derivatives).
+        ``fused=True`` (default) computes all layers' weights in one ``torch.autograd.Function``
+        with a hand-written backward (`r2dn_control.nn._lbdn_map`: every layer padded into one
+        batch; first derivatives only). ``fused=False`` composes torch ops (the reference;
+        supports higher derivatives): identically shaped layers are handled together (one
+        stacked normalisation, Cayley transform and scaling per group, one batched product per
+        group of equal-shape weight products); every parameter is cast once.
         """
         if fused:
             return self._explicit_fused(dtype)
