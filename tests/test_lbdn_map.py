@@ -165,3 +165,15 @@ def test_float32_contracting_r2dn_uses_the_fused_maps_and_matches() -> None:
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(fused_grads, ref_grads):
         assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_func_transforms_of_the_network_use_the_composed_path() -> None:
+    """``vmap(jacrev(net))`` (a Lipschitz check users write) works and gives the Jacobian."""
+    torch.manual_seed(7)
+    net = _perturbed(LBDN(3, 2, (4, 4), gamma=2.0, dtype=F64), 0.5, 7)
+    x = torch.randn(5, 3, dtype=F64)
+    jac = torch.func.vmap(torch.func.jacrev(net))(x)
+    for i in range(5):
+        expected = torch.autograd.functional.jacobian(net, x[i])
+        assert torch.allclose(jac[i], expected, rtol=1e-10, atol=1e-12)
+    assert torch.linalg.matrix_norm(jac, 2).max() <= 2.0 * (1 + 1e-9)

@@ -35,7 +35,8 @@ solve, and the backward reuses it), with
 
 The composed implementation (`LBDN.explicit` with ``fused=False``) stays the reference; the
 tests check values and gradients against it and against finite differences in float64.
-Only first derivatives are provided (no double backward, no forward-mode AD).
+Only first derivatives are provided (no double backward, no forward-mode AD); inside
+``torch.func`` transforms (`functorch_active`) the callers use the composed path instead.
 """
 
 from __future__ import annotations
@@ -261,3 +262,10 @@ def _inverse(index: Tensor, real: Tensor) -> Tensor:
 def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
     """``t`` in ``dtype`` (no op dispatched when it already is)."""
     return t if t.dtype == dtype else t.to(dtype)
+
+
+def functorch_active() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jacrev, …) is running: the fused maps
+    do not implement functorch's rules, so their callers fall back to the composed algebra."""
+    check = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(check()) if check is not None else False

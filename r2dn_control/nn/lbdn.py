@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from . import _checks
 from ._algebra import cayley, frobenius, lecun_normal_
-from ._lbdn_map import ExplicitWeights, Plan
+from ._lbdn_map import ExplicitWeights, Plan, functorch_active
 from .activations import Activation, get_activation
 
 _SQRT2 = math.sqrt(2.0)
@@ -270,12 +270,13 @@ class LBDN(nn.Module):
 
         ``fused=True`` (default) computes all layers' weights in one ``torch.autograd.Function``
         with a hand-written backward (`r2dn_control.nn._lbdn_map`: every layer padded into one
-        batch; first derivatives only). ``fused=False`` composes torch ops (the reference;
+        batch; first derivatives only; inside ``torch.func`` transforms the composed path
+        runs). ``fused=False`` composes torch ops (the reference;
         supports higher derivatives): identically shaped layers are handled together (one
         stacked normalisation, Cayley transform and scaling per group, one batched product per
         group of equal-shape weight products); every parameter is cast once.
         """
-        if fused:
+        if fused and not functorch_active():
             return self._explicit_fused(dtype)
         log_gamma = self.log_gamma if dtype is None else self.log_gamma.to(dtype)
         root_gamma = torch.exp(0.5 * log_gamma)

@@ -45,6 +45,7 @@ from ._implicit import (
     long_memory_factor,
     lyapunov_metric,
 )
+from ._lbdn_map import functorch_active
 from .base import RecurrentModel
 from .explicit import ExplicitModel
 from .iqc import SupplyRate
@@ -99,7 +100,8 @@ class _R2DN(RecurrentModel):
         H (``blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)``, factors straight from the parameters), not overridden."""
         cls = type(self)
         return (self._supply is None and cls._extra_h is ContractingR2DN._extra_h
-                and cls._lti_factors is _R2DN._lti_factors and self.fused_maps)
+                and cls._lti_factors is _R2DN._lti_factors and self.fused_maps
+                and not functorch_active())
 
     #: Use the fused direct-to-explicit maps (`_contracting_map`, the LBDN's `_lbdn_map`)
     #: in training calls; False: the composed reference algebra.
