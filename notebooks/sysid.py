@@ -89,9 +89,10 @@ print("normalised training data: u std", np.round(np.concatenate(normalized.u).s
 # %% [markdown]
 # ## Fit with validation and initial-state estimation
 #
-# `sysid.default_model` is a contracting R2DN (contraction rate ᾱ = 0.995, `long_memory`
-# initialisation, about 8.8k parameters). `val=None` holds out the last 20 % of every training
-# record and scores it each epoch; the best-validation weights are kept. `x0="encoder"`
+# `sysid.default_model(train)` is a contracting R2DN (`long_memory` initialisation, contraction
+# rate ᾱ estimated from the training data, about 6.6k parameters for one input and output).
+# `val=None` holds out the last 20 % of every training record and scores it each epoch; the
+# best-validation weights are kept. `x0="encoder"`
 # learns a small network that maps the first `washout` measured samples to the initial state.
 # The model is contracting for every value of its weights (docs/theory.md §3); the encoder
 # carries no guarantee, it only chooses the initial state that the guarantee starts from
@@ -99,8 +100,8 @@ print("normalised training data: u std", np.round(np.concatenate(normalized.u).s
 
 # %%
 budget = dict(epochs=10 if QUICK else 60, seconds=12 if QUICK else 600, segment=256,
-              washout=100, x0="encoder", lr=3e-3, progress=False)
-model = sysid.default_model(train.nu, train.ny, seed=0)
+              washout=100, x0="encoder", progress=False)  # lr="auto": 1e-2
+model = sysid.default_model(train, seed=0)
 res = sysid.fit(model, train, val=None, **budget)
 print(f"{type(model).__name__}: {sysid.parameter_count(model)} parameters (+ encoder), "
       f"{len(res.history)} epochs ({res.stopped}), best epoch {res.best_epoch}")
@@ -140,11 +141,12 @@ show(fig, "simulation")
 # %% [markdown]
 # ## A GRU of the same size, same budget
 #
-# `default_model(..., "gru")` is an unconstrained GRU with (about) the R2DN's parameter count.
-# Same data, epochs, time limit, encoder and learning rate. It has no stability guarantee.
+# `default_model(train, kind="gru")` is an unconstrained GRU with (about) the R2DN's parameter count.
+# Same data, epochs, time limit, encoder and `lr="auto"` (1e-2, the GRU's better rate too).
+# It has no stability guarantee.
 
 # %%
-gru = sysid.default_model(train.nu, train.ny, "gru", seed=0)
+gru = sysid.default_model(train, kind="gru", seed=0)
 res_gru = sysid.fit(gru, train, val=None, **budget)
 report_gru = sysid.evaluate(res_gru.predictor, test, washout=100)
 print(f"GRU: {sysid.parameter_count(gru)} parameters, {len(res_gru.history)} epochs")

@@ -225,3 +225,16 @@ def test_explicit_model_is_built_with_tf32_off_and_settings_restored(monkeypatch
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.set_float32_matmul_precision("highest")
+
+
+@pytest.mark.parametrize("init", ["random", "long_memory"])
+def test_contracting_input_weights_use_the_row_fan_in(init: str) -> None:
+    # B2 ~ N(0, 1/nx), D12 ~ N(0, 1/nv) (the reference code's lecun_normal), not N(0, 1/nu):
+    # with one or two inputs 1/nu made the input term dominate v and x+ at initialisation
+    torch.manual_seed(0)
+    nu, nx, nv = 2, 256, 400
+    model = ContractingR2DN(nu, nx, nv, 1, hidden=(8,), init=init, dtype=torch.float64)
+    for weight, rows in ((model.B2, nx), (model.D12, nv)):
+        std = float(weight.detach().std())
+        # 512 / 800 draws: the sample std is within 10 % of 1/sqrt(rows) with overwhelming odds
+        assert abs(std * rows**0.5 - 1.0) < 0.1, (weight.shape, std)

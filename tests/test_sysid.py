@@ -367,3 +367,60 @@ def test_default_plateau_schedule_does_not_decay_a_short_record_after_a_few_epoc
     legacy = sysid.fit(small_r2dn(), data, plateau_patience=5, early_stopping=20, **frozen)
     assert legacy.stopped == "early_stopping" and len(legacy.history) == 21
     assert legacy.history[-1]["lr"] < 1e-3
+
+
+def test_auto_learning_rate_depends_on_the_model_kind():
+    from r2dn_control.sysid.fit import AUTO_LR, auto_lr
+
+    data = linear_data(experiments=1, length=60)
+    gru = sysid.RecurrentBaseline(1, 4, 1, dtype=torch.float64)
+    ren = sysid.default_model(1, 1, kind="ren")
+    lipschitz = sysid.default_model(1, 1, gamma=2.0)
+    assert auto_lr(small_r2dn(), "auto") == auto_lr(lipschitz, "auto") == AUTO_LR["r2dn"] == 1e-2
+    assert auto_lr(gru, "auto") == AUTO_LR["baseline"] == 1e-2
+    assert auto_lr(ren, "auto") == AUTO_LR["other"] == 1e-3
+    assert auto_lr(gru, 5e-4) == 5e-4
+    for model, expected in ((small_r2dn(), 1e-2), (gru, 1e-2), (ren, 1e-3)):
+        res = sysid.fit(model, data, val=False, epochs=1, segment=30, progress=False)
+        assert res.history[0]["lr"] == expected  # fit's default lr is "auto"
+    for bad in ("fast", True, -1.0):
+        with pytest.raises(ValueError, match="lr"):
+            sysid.fit(small_r2dn(), data, val=False, epochs=1, lr=bad, progress=False)
+
+
+def test_default_epochs_are_capped_only_without_a_time_budget():
+    from r2dn_control.sysid.fit import DEFAULT_EPOCHS, resolve_epochs
+
+    assert resolve_epochs(None, None) == DEFAULT_EPOCHS == 100
+    assert resolve_epochs(7, 30.0) == 7
+    data = linear_data(experiments=1, length=40)
+    # 40 samples, segment 40: one step per epoch, about 50 epochs per second on the loaded
+    # 2-core machine; with a budget the run goes past the 100-epoch default
+    res = sysid.fit(small_r2dn(), data, val=False, segment=40, seconds=6.0, progress=False,
+                    schedule="constant")
+    assert res.stopped == "seconds" and len(res.history) > DEFAULT_EPOCHS
+    capped = sysid.fit(small_r2dn(), data, val=False, segment=40, progress=False,
+                       schedule="constant")
+    assert len(capped.history) == DEFAULT_EPOCHS and capped.stopped == "epochs"
+
+
+def test_auto_schedule_is_cosine_over_a_time_budget_and_plateau_without():
+    from r2dn_control.sysid.fit import cosine_factor, resolve_schedule
+
+    assert resolve_schedule("auto", None) == "plateau"
+    assert resolve_schedule("auto", 60.0) == "cosine"
+    assert resolve_schedule("step", 60.0) == "step"
+    with pytest.raises(ValueError, match="schedule"):
+        resolve_schedule("warm", None)
+    assert cosine_factor(0.0) == 1.0 and cosine_factor(0.5) == pytest.approx(0.5)
+    assert cosine_factor(1.0) == 0.0 and cosine_factor(3.0) == 0.0
+    data = linear_data(experiments=1, length=80)
+    # 2 steps per epoch, 10 epochs: the rate of epoch k is set at its last step 2k + 1 of 20
+    res = sysid.fit(small_r2dn(), data, val=False, epochs=10, segment=40, lr=1e-2,
+                    schedule="cosine", min_lr=1e-5, progress=False)
+    expected = [1e-5 + (1e-2 - 1e-5) * cosine_factor((2 * k + 1) / 20) for k in range(10)]
+    assert [r["lr"] for r in res.history] == pytest.approx(expected, rel=1e-12)
+    timed = sysid.fit(small_r2dn(), data, val=False, segment=40, lr=1e-2, seconds=2.0,
+                      progress=False)
+    lrs = [r["lr"] for r in timed.history]
+    assert lrs[0] > 5e-3 and lrs[-1] < 1e-3 and all(b <= a for a, b in zip(lrs, lrs[1:]))

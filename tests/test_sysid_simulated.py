@@ -83,3 +83,36 @@ def test_default_lbdn_passes_a_useful_share_of_its_lipschitz_budget(seed):
     assert lbdn_gain((32, 32), seed) < 0.35
     model = sysid.default_model(1, 1)
     assert model.hidden == hidden
+
+
+def test_wiener_hammerstein_is_linear_without_the_clamp_and_bounded_with_it():
+    linear = sysid.WienerHammerstein(saturation=1e9)
+    small = sysid.wiener_hammerstein_data(1, samples=1024, rms=0.5, seed=4, system=linear)
+    big = sysid.wiener_hammerstein_data(1, samples=1024, rms=1.0, seed=4, system=linear)
+    np.testing.assert_allclose(big.y[0], 2 * small.y[0], rtol=1e-7, atol=1e-12)
+    # G1, G2 have unit DC gain: a constant input passes unchanged once settled
+    (b1, a1), (b2, a2) = linear.filters()
+    assert np.polyval(b1[::-1], 1.0) / np.polyval(a1[::-1], 1.0) == pytest.approx(1.0)
+    assert b2.sum() / a2.sum() == pytest.approx(1.0)
+    clamp = sysid.WienerHammerstein()
+    z = np.linspace(-3, 3, 601)
+    f = clamp.nonlinearity(z)
+    assert np.all(f <= clamp.saturation) and np.all(np.diff(f) > 0)
+    np.testing.assert_array_equal(f[z < 0], z[z < 0])
+    clamped = sysid.wiener_hammerstein_data(1, samples=1024, rms=1.0, seed=4)
+    assert clamped.y[0].max() < big.y[0].max()  # positive half-waves compressed
+    assert clamped.dt == pytest.approx(1 / 51_200)
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_wiener_hammerstein_records_are_in_steady_state(seed):
+    # the record is the second period of a periodic input: a third period repeats it
+    system = sysid.WienerHammerstein()
+    rng = np.random.default_rng(seed)
+    u = multisine(3, 512, (1.0, 10_000.0), 0.5, system.fs, rng)
+    y = system.simulate(u)
+    np.testing.assert_allclose(y[1024:], y[512:1024], atol=1e-9)
+    data = sysid.wiener_hammerstein_data(2, samples=512, seed=seed)
+    assert [u_i.shape for u_i in data.u] == [(512, 1), (512, 1)]
+    assert not np.allclose(data.u[0], data.u[1])

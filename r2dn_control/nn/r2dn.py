@@ -187,8 +187,12 @@ class ContractingR2DN(_R2DN):
         super().__init__(input_size, state_size, features, output_size, **kwargs)
         nx, nv, nu, ny = self.state_size, self.features, self.input_size, self.output_size
         fk = self._factory
-        self.B2 = nn.Parameter(lecun_normal_(torch.empty(nx, nu, **fk)))
-        self.D12 = nn.Parameter(lecun_normal_(torch.empty(nv, nu, **fk)))
+        # Input weights with fan-in = rows (std 1/√nx, 1/√nv), the reference flax code's
+        # lecun_normal convention, not 1/√nu: with few inputs 1/√nu ≈ 1 made the input term
+        # dominate v = C₁x + D₁₂u and x⁺ at initialisation (observer loss 19 vs 0.30), and
+        # identification from short records was slower to leave the linear level (docs/sysid.md).
+        self.B2 = nn.Parameter(lecun_normal_(torch.empty(nx, nu, **fk), fan_in=nx))
+        self.D12 = nn.Parameter(lecun_normal_(torch.empty(nv, nu, **fk), fan_in=nv))
         if self.identity_output:
             self.register_buffer("D21", torch.zeros(ny, nv, **fk))
             self.register_buffer("D22", torch.zeros(ny, nu, **fk))

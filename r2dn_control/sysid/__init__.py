@@ -21,7 +21,14 @@ from .f16 import F16Data, load_f16
 from .fit import FitResult, fit
 from .poles import slowest_pole, suggested_contraction_rate
 from .predictor import Predictor
-from .simulated import CascadedTanks, Duffing, cascaded_tanks_data, duffing_data
+from .simulated import (
+    CascadedTanks,
+    Duffing,
+    WienerHammerstein,
+    cascaded_tanks_data,
+    duffing_data,
+    wiener_hammerstein_data,
+)
 
 __all__ = [
     "BoucWen",
@@ -36,6 +43,7 @@ __all__ = [
     "Report",
     "SequenceData",
     "StateEncoder",
+    "WienerHammerstein",
     "bouc_wen_data",
     "cascaded_tanks_data",
     "default_model",
@@ -49,4 +57,5 @@ __all__ = [
     "parameter_count",
     "slowest_pole",
     "suggested_contraction_rate",
+    "wiener_hammerstein_data",
 ]
