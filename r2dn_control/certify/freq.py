@@ -59,12 +59,13 @@ class FrequencyResponse:
         self.c = np.vstack([ss.C1, ss.C2])
         self.d = np.block([[ss.D11, ss.D12], [ss.D21, ss.D22]])
         n = ss.A.shape[0]
-        self.poles = np.linalg.eigvals(ss.A) if n else np.zeros(0)
+        self.poles = np.zeros(0)
         self._cv = self._vb = None
         if n:
-            lam, v = np.linalg.eig(ss.A)
+            # One decomposition gives both the poles and (when V is well conditioned) the
+            # diagonal form; the poles alone would cost almost as much again.
+            self.poles, v = np.linalg.eig(ss.A)
             if np.linalg.cond(v) < EIGVEC_COND_MAX:
-                self.poles = lam
                 self._cv = self.c @ v
                 self._vb = np.linalg.solve(v, self.b)
 
@@ -118,12 +119,16 @@ def _slice(f: np.ndarray, nv: int, omega: float) -> _Slice | None:
     if nv == 0:
         empty, zero = np.zeros((0, nu), dtype=complex), np.zeros((nu, nu), dtype=complex)
         return _Slice(omega, np.zeros(0), empty, empty, vu, yu, zero, zero, zero)
+    # I − F_vw*F_vw = RᴴR (L = Rᴴ): a Hermitian rank-k update (half a product) and one
+    # Cholesky factorization, both reading only the upper triangle.
+    gram = sla.blas.zherk(-1.0, np.asarray(fvw, dtype=complex), beta=1.0,
+                          c=np.eye(nv, dtype=complex), trans=2, lower=0)
     try:
-        low = np.linalg.cholesky(np.eye(nv) - fvw.conj().T @ fvw)
+        up = sla.cholesky(gram, lower=False, check_finite=False)
     except np.linalg.LinAlgError:
         return None
-    w = sla.solve_triangular(low, fyw.conj().T, lower=True)  # L⁻¹F_yw*  (nv × ny)
-    a = -sla.solve_triangular(low, fvw.conj().T @ fvu, lower=True)
+    w = sla.solve_triangular(up, fyw.conj().T, trans="C")  # L⁻¹F_yw*  (nv × ny)
+    a = -sla.solve_triangular(up, fvw.conj().T @ fvu, trans="C")
     b = w @ fyu
     u_r, sv, _ = np.linalg.svd(w, full_matrices=False)
     order = np.argsort(sv)
