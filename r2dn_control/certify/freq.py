@@ -68,6 +68,15 @@ class FrequencyResponse:
             if np.linalg.cond(v) < EIGVEC_COND_MAX:
                 self._cv = self.c @ v
                 self._vb = np.linalg.solve(v, self.b)
+        self._qr: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if self._cv is not None and self.nv and not ss.D11.any():
+            # C₁V = QR (reduced): F_vw = Q·R·diag(d)·(V⁻¹B₁), so every product of `slice` on
+            # the v rows needs only Z = R·diag(d)·(V⁻¹B) (a triangular product when R is
+            # square) and QᴴD₁₂; see `slice`.
+            q, r = np.linalg.qr(self._cv[: self.nv])
+            d12 = self.d[: self.nv, self.nv:].astype(complex)
+            qd12 = q.conj().T @ d12
+            self._qr = (r, qd12, d12.conj().T @ d12 - qd12.conj().T @ qd12)
 
     def __call__(self, omega: float) -> np.ndarray:
         z = complex(math.cos(omega), math.sin(omega))
@@ -76,6 +85,33 @@ class FrequencyResponse:
         if self._cv is not None:
             return (self._cv * (1.0 / (z - self.poles))) @ self._vb + self.d
         return self.c @ np.linalg.solve(z * np.eye(self.a.shape[0]) - self.a, self.b) + self.d
+
+    def slice(self, omega: float) -> _Slice | None:
+        r"""`_slice` of F(e^{jω}) without forming the n_v × n_v block F_vw.
+
+        With C₁V = QR, Y = diag(1/(z − λ))·V⁻¹B and Z = RY = [Z_w, Z_u]: F_vw = QZ_w and
+        F_vu = QZ_u + D₁₂, hence F_vw*F_vw = Z_w*Z_w, F_vw*F_vu = Z_w*(Z_u + QᴴD₁₂) and
+        F_vu*F_vu = (Z_u + QᴴD₁₂)*(Z_u + QᴴD₁₂) + D₁₂ᴴ(I − QQᴴ)D₁₂. The triangular product
+        RY costs half of the general product (CV)·diag·(V⁻¹B) it replaces.
+        """
+        if self._qr is None:
+            return _slice(self(omega), self.nv, omega)
+        r, qd12, d12_perp = self._qr
+        nv = self.nv
+        z = complex(math.cos(omega), math.sin(omega))
+        scale = 1.0 / (z - self.poles)
+        y = self._vb * scale[:, None]
+        if r.shape[0] == r.shape[1]:
+            zz = sla.blas.ztrmm(1.0, r, y, side=0, lower=0)
+        else:
+            zz = r @ y
+        z_w, z_u = zz[:, :nv], zz[:, nv:] + qd12
+        gram = sla.blas.zherk(-1.0, z_w, beta=1.0, c=np.eye(nv, dtype=complex), trans=2,
+                              lower=0)
+        rows_y = (self._cv[nv:] * scale) @ self._vb + self.d[nv:]
+        fyw, fyu = rows_y[:, :nv], rows_y[:, nv:]
+        vu = z_u.conj().T @ z_u + d12_perp
+        return _finish_slice(omega, gram, z_w.conj().T @ z_u, fyw, fyu, vu)
 
 
 @dataclass
@@ -114,21 +150,26 @@ class _Slice:
 def _slice(f: np.ndarray, nv: int, omega: float) -> _Slice | None:
     """Factor one frequency response; None when the w-channel gain is ≥ 1 (no κ works)."""
     fvw, fvu, fyw, fyu = f[:nv, :nv], f[:nv, nv:], f[nv:, :nv], f[nv:, nv:]
-    vu, yu = fvu.conj().T @ fvu, fyu.conj().T @ fyu
+    # I − F_vw*F_vw by a Hermitian rank-k update (half a product; upper triangle only).
+    gram = sla.blas.zherk(-1.0, np.asarray(fvw, dtype=complex), beta=1.0,
+                          c=np.eye(nv, dtype=complex), trans=2, lower=0) if nv else None
+    return _finish_slice(omega, gram, fvw.conj().T @ fvu, fyw, fyu, fvu.conj().T @ fvu)
+
+
+def _finish_slice(omega: float, gram: np.ndarray | None, vw_vu: np.ndarray, fyw: np.ndarray,
+                  fyu: np.ndarray, vu: np.ndarray) -> _Slice | None:
+    """`_Slice` from ``I − F_vw*F_vw`` (upper triangle), F_vw*F_vu, F_yw, F_yu, F_vu*F_vu."""
+    yu = fyu.conj().T @ fyu
     nu = fyu.shape[1]
-    if nv == 0:
+    if gram is None or not gram.size:
         empty, zero = np.zeros((0, nu), dtype=complex), np.zeros((nu, nu), dtype=complex)
         return _Slice(omega, np.zeros(0), empty, empty, vu, yu, zero, zero, zero)
-    # I − F_vw*F_vw = RᴴR (L = Rᴴ): a Hermitian rank-k update (half a product) and one
-    # Cholesky factorization, both reading only the upper triangle.
-    gram = sla.blas.zherk(-1.0, np.asarray(fvw, dtype=complex), beta=1.0,
-                          c=np.eye(nv, dtype=complex), trans=2, lower=0)
-    try:
+    try:  # I − F_vw*F_vw = RᴴR (L = Rᴴ), reading the upper triangle only
         up = sla.cholesky(gram, lower=False, check_finite=False)
     except np.linalg.LinAlgError:
         return None
     w = sla.solve_triangular(up, fyw.conj().T, trans="C")  # L⁻¹F_yw*  (nv × ny)
-    a = -sla.solve_triangular(up, fvw.conj().T @ fvu, trans="C")
+    a = -sla.solve_triangular(up, vw_vu, trans="C")
     b = w @ fyu
     u_r, sv, _ = np.linalg.svd(w, full_matrices=False)
     order = np.argsort(sv)
@@ -138,6 +179,9 @@ def _slice(f: np.ndarray, nv: int, omega: float) -> _Slice | None:
                   b.conj().T @ b)
 #: Most evaluations `_parabolic_peak` spends on one peak.
 PEAK_EVALUATIONS = 12
+#: `_parabolic_peak` also stops when a vertex step raises the peak value by less than this
+#: (relative): far below the smallest proof margin 4τ ≥ 4e-8 of `kyp._certify_candidate`.
+VALUE_RTOL = 1e-11
 _GOLDEN = 0.381966011250105  # (3 − √5)/2
 
 
@@ -148,7 +192,8 @@ def _parabolic_peak(f, left: tuple[float, float], mid: tuple[float, float],
     Successive parabolic interpolation through the bracket's three points (superlinear at a
     smooth maximum); a golden-section step into the larger half when the vertex is not
     strictly inside or too close to a known point. Stops when the vertex moves less than
-    ``xtol`` or after `PEAK_EVALUATIONS`. An endpoint bracket (mid at the interval's end)
+    ``xtol``, when a vertex step raises the value by less than `VALUE_RTOL` (relative), or
+    after `PEAK_EVALUATIONS`. An endpoint bracket (mid at the interval's end)
     is returned as is when its neighbour is not larger.
     """
     (a, fa), (m, fm), (b, fb) = left, mid, right
@@ -173,7 +218,7 @@ def _parabolic_peak(f, left: tuple[float, float], mid: tuple[float, float],
             if b - a <= 2 * xtol:
                 break
             v = m + _GOLDEN * (b - m) if b - m > m - a else m - _GOLDEN * (m - a)
-        step = abs(v - m)
+        step, before = abs(v - m), fm
         fv = f(v)
         best = max(best, fv)
         if fv >= fm:
@@ -186,8 +231,8 @@ def _parabolic_peak(f, left: tuple[float, float], mid: tuple[float, float],
             a, fa = v, fv
         else:
             b, fb = v, fv
-        if step < xtol:
-            break
+        if step < xtol or (fv >= before and fv - before <= VALUE_RTOL * abs(before)):
+            break  # the vertex stopped moving, or the peak value stopped growing
     return best
 
 
@@ -238,7 +283,7 @@ class GainSearch:
         omega = float(min(max(omega, 0.0), math.pi))
         if omega in self.slices:
             return self.slices[omega]
-        sl = _slice(self.resp(omega), self.nv, omega)
+        sl = self.resp.slice(omega)
         if sl is None:
             self.blocked = True
             return None
