@@ -9,6 +9,8 @@ the dense one.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +67,82 @@ def test_cholesky_proof_is_sound_and_accepts_clear_margins(seed, n, top, rel, fo
         assert proof.shift > proof.error > form_err
     if lam > 4 * proof.error + 2 * eig_err:
         assert proof.holds, (lam, proof)
+
+
+def _exact_positive_definite(m: list[list[Fraction]]) -> bool:
+    """Exact Gaussian elimination on rationals: every pivot > 0 iff the matrix is PD."""
+    m = [list(r) for r in m]
+    for k in range(len(m)):
+        if m[k][k] <= 0:
+            return False
+        for i in range(k + 1, len(m)):
+            f = m[i][k] / m[k][k]
+            for j in range(k, len(m)):
+                m[i][j] -= f * m[k][j]
+    return True
+
+
+def _exact(a) -> list[list[Fraction]]:
+    return [[Fraction(float(v)) for v in row] for row in np.atleast_2d(np.asarray(a, float))]
+
+
+def _exact_lmi(terms: list[Term]) -> list[list[Fraction]]:
+    """Σ sign·Lᵀ·mid·R of the float64 factors, in rational arithmetic (independent of numpy)."""
+    size = terms[0].left.shape[1]
+    total = [[Fraction(0)] * size for _ in range(size)]
+    for t in terms:
+        left, right = _exact(t.left), _exact(t.right)
+        k = len(left)
+        if t.mid is None:
+            mid = [[Fraction(int(i == j)) for j in range(k)] for i in range(k)]
+        elif np.ndim(t.mid) == 0:
+            mid = [[Fraction(float(t.mid)) * int(i == j) for j in range(k)] for i in range(k)]
+        else:
+            mid = _exact(t.mid)
+        mr = [[sum((mid[i][q] * right[q][j] for q in range(k)), Fraction(0))
+               for j in range(size)] for i in range(k)]
+        sign = Fraction(t.sign)
+        for i in range(size):
+            for j in range(size):
+                total[i][j] += sign * sum((left[q][i] * mr[q][j] for q in range(k)), Fraction(0))
+    return total
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**20), n=st.integers(1, 8), t=st.floats(0.3, 5.0))
+def test_cholesky_proof_holds_only_for_exactly_positive_definite(seed, n, t) -> None:
+    """λ_min near the proof's own threshold: whenever it holds, the float matrix is exactly PD."""
+    probe = cholesky_proof(_spectrum_matrix(seed, n, 1.0, 1.0))
+    m = _spectrum_matrix(seed, n, t * probe.error, 1.0)
+    if cholesky_proof(m).holds:
+        assert _exact_positive_definite(_exact(m))
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 4), nv=st.integers(1, 3),
+       bump=st.sampled_from([0.0, 1e-14, 1e-12, 1e-10, 1e-8, 1e-4]))
+def test_cholesky_certified_contraction_is_exactly_valid(seed, n, nv, bump) -> None:
+    """Riccati certificates at the edge of feasibility (the LMI singular up to ε, then the
+    rate raised by ``bump``): a Cholesky proof that holds means the exact (4a) matrix of the
+    float64 blocks and 𝒫 is positive definite (rational arithmetic)."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, n))
+    a *= 0.7 / max(np.abs(np.linalg.eigvals(a)).max(), 1e-12)
+    z = np.zeros
+    ss = StateSpaceBlocks(a, 0.3 * rng.normal(size=(n, nv)), z((n, 1)),
+                          0.3 * rng.normal(size=(nv, n)), z((1, n)), z((nv, nv)), z((nv, 1)),
+                          z((1, nv)), z((1, 1)))
+    found = kyp.contraction_riccati(ss, 0.9)
+    if found is None:
+        return
+    metric, lam = found
+    rate = 0.9 * (1 + bump)
+    res = validate(ss, metric, lam, rate, proof="cholesky")
+    if res.holds:
+        sym = 0.5 * (metric + metric.T)
+        assert _exact_positive_definite(_exact_lmi(lmi.lmi_terms(ss, sym, np.asarray(lam),
+                                                                 rate)))
+        assert _exact_positive_definite(_exact(sym))
 
 
 def _random_terms(seed: int, n: int) -> list[Term]:
@@ -127,10 +205,14 @@ def test_validate_rejects_an_unknown_proof() -> None:
         validate(ss, np.eye(3), 1.0, 1.0, proof="lu")
 
 
-def test_large_n_path_gives_the_dense_paths_values(monkeypatch) -> None:
-    """n = 300: Arnoldi ρ(A) and the Cholesky proof (LMI size 600) give the same certified
-    rate and γ as dense ρ(A) and the eigenvalue proof, and the answers re-validate."""
-    model, ss = _model_blocks(300, 300)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_large_n_path_gives_the_dense_paths_values(monkeypatch, seed) -> None:
+    """The large-n path (Arnoldi ρ(A), the Cholesky proof), switched on at n = 40 by lowering
+    its thresholds, gives the same certified rate and γ as dense ρ(A) with the eigenvalue
+    proof, and its answers re-validate with the eigenvalue proof."""
+    model, ss = _model_blocks(seed, 40)
+    monkeypatch.setattr(kyp, "DENSE_RADIUS_MAX", 8)
+    monkeypatch.setattr(lmi, "CHOLESKY_MIN_SIZE", 16)
     fast_rate = certify.contraction(model, method="kyp")
     fast_gain = certify.lipschitz(model, method="kyp")
     monkeypatch.setattr(kyp, "DENSE_RADIUS_MAX", 10**9)
@@ -149,6 +231,7 @@ def test_large_n_path_gives_the_dense_paths_values(monkeypatch) -> None:
 
 def test_spectral_radius_estimate_matches_the_eigenvalues() -> None:
     _, ss = _model_blocks(1, 300)
+    assert ss.A.shape[0] > kyp.DENSE_RADIUS_MAX  # the Arnoldi branch
     est = kyp.spectral_radius_estimate(ss.A)
     assert est is not None
     np.testing.assert_allclose(est, np.abs(np.linalg.eigvals(ss.A)).max(), rtol=1e-8)
