@@ -177,6 +177,8 @@ def _finish_slice(omega: float, gram: np.ndarray | None, vw_vu: np.ndarray, fyw:
     ua = u_r.conj().T
     return _Slice(omega, d, ua @ a, ua @ b, vu, yu, a.conj().T @ a, a.conj().T @ b,
                   b.conj().T @ b)
+#: Fewest uniform frequencies of the default grid of `GainSearch`.
+GRID_MIN = 24
 #: Most evaluations `_parabolic_peak` spends on one peak.
 PEAK_EVALUATIONS = 12
 #: `_parabolic_peak` also stops when a vertex step raises the peak value by less than this
@@ -266,7 +268,7 @@ class GainSearch:
         self._stack: tuple | None = None
         radius = float(np.abs(self.resp.poles).max()) if self.resp.poles.size else 0.0
         if grid is None:
-            grid = int(np.clip(math.ceil(4.0 / max(1.0 - radius, 1e-3)), 24, 256))
+            grid = int(np.clip(math.ceil(4.0 / max(1.0 - radius, 1e-3)), GRID_MIN, 256))
         omegas = set(np.linspace(0.0, math.pi, grid).tolist())
         # Resonances: the angles of the poles closest to the unit circle.
         lightly_damped = self.resp.poles[np.argsort(-np.abs(self.resp.poles))][:16]
