@@ -285,10 +285,11 @@ class RecurrentModel(nn.Module):
         return self._explicit(dtype, certificate=True)
 
     def _explicit(self, dtype: torch.dtype | None, certificate: bool) -> ExplicitModel:
-        target = self.dtype if dtype is None else _checks.model_dtype(dtype)
+        first = next(self.parameters())  # one look-up for the dtype and the device
+        target = first.dtype if dtype is None else _checks.model_dtype(dtype)
         if self._frozen is not None and target == self._frozen.A.dtype:
             return self._frozen
-        with full_precision_matmul(self.device):
+        with full_precision_matmul(first.device):
             exact = self._build_explicit(torch.float64, certificate, network_dtype=target)
         return exact if target == torch.float64 else exact.to(dtype=target)
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from . import _checks
 from ._algebra import cayley, frobenius, lecun_normal_
+from ._lbdn_map import ExplicitWeights, Plan, functorch_active
 from .activations import Activation, get_activation
 
 _SQRT2 = math.sqrt(2.0)
@@ -62,7 +63,11 @@ class ExplicitMLP:
         return _affine(x, self.weights[last], self.biases[last])
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> ExplicitMLP:
-        """Cast/move every tensor."""
+        """Cast/move every tensor (``self`` if every tensor already has that dtype and device)."""
+        tensors = [*self.weights, *(b for b in self.biases if b is not None)]
+        if all((dtype is None or t.dtype == dtype)
+               and (device is None or t.device == torch.device(device)) for t in tensors):
+            return self
         return ExplicitMLP(
             tuple(w.to(dtype=dtype, device=device) for w in self.weights),
             tuple(None if b is None else b.to(dtype=dtype, device=device) for b in self.biases),
@@ -260,13 +265,19 @@ class LBDN(nn.Module):
         """The Lipschitz bound γ = exp(log γ) (a tensor, differentiable if learnable)."""
         return torch.exp(self.log_gamma)
 
-    def explicit(self, dtype: torch.dtype | None = None) -> ExplicitMLP:
+    def explicit(self, dtype: torch.dtype | None = None, *, fused: bool = True) -> ExplicitMLP:
         """Fold every layer's scalings into one weight per layer (computed in ``dtype``).
 
-        Identically shaped layers are handled together (one stacked normalisation, Cayley
-        transform and scaling per group, one batched product per group of equal-shape weight
-        products), so the op count does not grow with the depth; every parameter is cast once.
+        ``fused=True`` (default) computes all layers' weights in one ``torch.autograd.Function``
+        with a hand-written backward (`r2dn_control.nn._lbdn_map`: every layer padded into one
+        batch; first derivatives only; inside ``torch.func`` transforms the composed path
+        runs). ``fused=False`` composes torch ops (the reference;
+        supports higher derivatives): identically shaped layers are handled together (one
+        stacked normalisation, Cayley transform and scaling per group, one batched product per
+        group of equal-shape weight products); every parameter is cast once.
         """
+        if fused and not functorch_active():
+            return self._explicit_fused(dtype)
         log_gamma = self.log_gamma if dtype is None else self.log_gamma.to(dtype)
         root_gamma = torch.exp(0.5 * log_gamma)
         pres, posts, last_post = self._folded_factors(dtype)
@@ -294,6 +305,36 @@ class LBDN(nn.Module):
             biases[-1] = None if biases[-1] is None else biases[-1] * root_gamma
         else:  # sandwich output layer: its post-matrix (times √γ) is a bias-free final layer
             weights.append(last_post * root_gamma)
+            biases.append(None)
+        return ExplicitMLP(tuple(weights), tuple(biases), self.activation, self.activation_name)
+
+    def _plan(self) -> Plan:
+        """The static structure `ExplicitWeights` needs (cached: it depends only on shapes)."""
+        plan = self.__dict__.get("_plan_cache")
+        if plan is None:
+            layers = self.sandwich_layers
+            plan = Plan(tuple((layer.out_features, layer.in_features) for layer in layers),
+                        self.output_layer == "sandwich", layers[0].eps, _LOG_SCALE_CLIP)
+            self.__dict__["_plan_cache"] = plan
+        return plan
+
+    def _explicit_fused(self, dtype: torch.dtype | None) -> ExplicitMLP:
+        layers = self.sandwich_layers
+        target = dtype or layers[0].weight.dtype
+        params: list[Tensor] = []
+        for layer in layers:
+            params += [layer.weight, layer.scale]
+            if layer.log_psi is not None:
+                params.append(layer.log_psi)
+        weights = ExplicitWeights.apply(self._plan(), target, self.log_gamma, *params)
+        biases: list[Tensor | None] = [
+            None if (b := layer.bias) is None else (b if b.dtype == target else b.to(target))
+            for layer in layers
+        ]
+        if self.output_layer == "linear":  # the linear output layer's bias is scaled by √γ
+            if biases[-1] is not None:
+                biases[-1] = biases[-1] * torch.exp(0.5 * self.log_gamma.to(target))
+        else:
             biases.append(None)
         return ExplicitMLP(tuple(weights), tuple(biases), self.activation, self.activation_name)
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from . import _checks
 from ._algebra import eye_like, gram, lecun_normal_
+from ._contracting_map import ContractingLTI
 from ._implicit import (
     LONG_MEMORY_SPREAD,
     IOBlock,
@@ -44,6 +45,7 @@ from ._implicit import (
     long_memory_factor,
     lyapunov_metric,
 )
+from ._lbdn_map import functorch_active
 from .base import RecurrentModel
 from .explicit import ExplicitModel
 from .iqc import SupplyRate
@@ -93,6 +95,18 @@ class _R2DN(RecurrentModel):
         """``(C₁, B̂₁)`` in ``dtype``."""
         return self.C1.to(dtype), self.B1_hat.to(dtype)
 
+    def _contracting_map(self) -> bool:
+        """Whether `ContractingLTI` computes this model's LTI part: the contracting family's
+        H (``blkdiag(C₁ᵀC₁, B̂₁B̂₁ᵀ)``, factors straight from the parameters), not overridden."""
+        cls = type(self)
+        return (self._supply is None and cls._extra_h is ContractingR2DN._extra_h
+                and cls._lti_factors is _R2DN._lti_factors and self.fused_maps
+                and not functorch_active())
+
+    #: Use the fused direct-to-explicit maps (`_contracting_map`, the LBDN's `_lbdn_map`)
+    #: in training calls; False: the composed reference algebra.
+    fused_maps = True
+
     # -- shared machinery -----------------------------------------------------------------
     def _init_long_memory(self) -> None:
         """A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = C₁ = 0 and Y = I (docs/theory.md §3)."""
@@ -122,6 +136,17 @@ class _R2DN(RecurrentModel):
         # dtype: the float64 round trip would give the same values at the cost of extra ops.
         nx, nv = self.state_size, self.features
         free = network_dtype or dtype
+        if not certificate and self._contracting_map():
+            # Training calls of the contracting family: the LTI map in one autograd.Function
+            # (`_contracting_map`, the same float64 algebra, A and B₁ returned in ``free``).
+            A, B1 = ContractingLTI.apply(self.contraction_rate, self.eps, free, self.X,
+                                         self.polar_scale, self.Y, self.C1, self.B1_hat)
+            io = self._io(free)
+            return ExplicitModel(
+                A=A, B1=B1, B2=io.B2_hat, C1=self.C1.to(free), C2=io.C2, D12=io.D12,
+                D21=io.D21, D22=io.D22, bx=self.bx.to(free), bv=self.bv.to(free),
+                by=self.by.to(free),
+                network=self.network.explicit(free, fused=self.fused_maps))
         h, C1, B1_hat, io = self._h_matrix(dtype, free)
         e, f, p = implicit_model(h, self.Y.to(dtype), self.contraction_rate, nx)
         if self._supply is None:  # contracting family: B2 is free (not divided by E)
@@ -134,7 +159,7 @@ class _R2DN(RecurrentModel):
             A=A, B1=B1, B2=B2, C1=C1 if free == dtype else self.C1.to(free), C2=io.C2,
             D12=io.D12, D21=io.D21, D22=io.D22,
             bx=self.bx.to(free), bv=self.bv.to(free), by=self.by.to(free),
-            network=self.network.explicit(free),
+            network=self.network.explicit(free, fused=self.fused_maps),
             metric=lyapunov_metric(e.detach(), p.detach()).double() if certificate else None,
             multiplier=torch.ones((), dtype=torch.float64, device=h.device) if certificate else None,
         )
