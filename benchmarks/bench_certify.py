@@ -6,15 +6,16 @@ Run::
     .venv/bin/python benchmarks/bench_certify.py --quick    # n in {8, 32}
     .venv/bin/python benchmarks/bench_certify.py --lower-bounds  # REN/R2DN: lower ≤ certified γ
     # Time against n; with --against, the earlier code on the same models, interleaved:
-    mkdir -p /tmp/r2dn_old && git archive 4220cc4 r2dn_control | tar -x -C /tmp/r2dn_old
-    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/bench_certify.py --speed \\
-        --sizes 64 128 256 512 1024 2048 --against /tmp/r2dn_old --old-max 512
+    mkdir -p /tmp/cert_old && git archive 777c947 r2dn_control | tar -x -C /tmp/cert_old
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_certify.py --speed \\
+        --sizes 64 128 256 512 1024 2048 --against /tmp/cert_old --old-max 1024 --rounds-max 512
 
 ``--speed`` times, per n, the smallest certified contraction rate and the smallest certified γ
 (``method="kyp"``, every answer proved by the float64 check), each in a fresh interpreter
-(model construction and imports not timed), ``--rounds`` times up to n = 256 (median), once
-above. ``--against DIR`` runs the same measurement with the ``r2dn_control`` package in DIR
-(e.g. the revision before the speed-up, 4220cc4) right after each one.
+(model construction and imports not timed; the explicit map's construction inside
+``certify`` is), ``--rounds`` times up to ``--rounds-max`` (median), once above.
+``--against DIR`` runs the same measurement with the ``r2dn_control`` package in DIR (e.g. the
+revision before the latest speed-up, 777c947) right after each one.
 
 SDPs are skipped where they would take minutes or run out of memory (Clarabel above
 ``--clarabel-max``, SCS above ``--scs-max``); the KYP route above ``--kyp-max``. The
@@ -100,7 +101,7 @@ def _measure(tree: str, n: int, what: str) -> dict:
 
 
 def speed(sizes: list[int], against: str | None, old_max: int, rounds: int,
-          tree: str | None = None) -> None:
+          tree: str | None = None, rounds_max: int = 256) -> None:
     """Rate and γ against n; with ``against`` (a directory holding an earlier
     ``r2dn_control``) the earlier code on the same model, interleaved: new, old, new, old, …"""
     import os
@@ -114,7 +115,7 @@ def speed(sizes: list[int], against: str | None, old_max: int, rounds: int,
             trees = [("new", here)] + ([("old", against)] if against and n <= old_max else [])
             times: dict[str, list[float]] = {name: [] for name, _ in trees}
             last: dict[str, dict] = {}
-            for _ in range(rounds if n <= 256 else 1):
+            for _ in range(rounds if n <= rounds_max else 1):
                 for name, tree in trees:
                     last[name] = _measure(tree, n, what)
                     times[name].append(last[name]["seconds"])
@@ -149,14 +150,16 @@ def main(argv=None) -> None:
     parser.add_argument("--old-max", type=int, default=512,
                         help="largest n for the --against code in --speed")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="timing rounds per size in --speed (one above n = 256)")
+                        help="timing rounds per size in --speed (one above --rounds-max)")
+    parser.add_argument("--rounds-max", type=int, default=256,
+                        help="largest n timed --rounds times in --speed (once above)")
     args = parser.parse_args(argv)
     if args.lower_bounds:
         lower_bounds()
         return
     if args.speed:
         speed(args.sizes or [64, 128, 256, 512], args.against, args.old_max, args.rounds,
-              args.tree)
+              args.tree, args.rounds_max)
         return
     sizes = args.sizes or ([8, 32] if args.quick else [8, 32, 64, 128, 512])
     print(f"{'n':>4} {'method':<9} {'status':<14} {'seconds':>9} {'gamma':>12} "

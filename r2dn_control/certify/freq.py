@@ -59,14 +59,24 @@ class FrequencyResponse:
         self.c = np.vstack([ss.C1, ss.C2])
         self.d = np.block([[ss.D11, ss.D12], [ss.D21, ss.D22]])
         n = ss.A.shape[0]
-        self.poles = np.linalg.eigvals(ss.A) if n else np.zeros(0)
+        self.poles = np.zeros(0)
         self._cv = self._vb = None
         if n:
-            lam, v = np.linalg.eig(ss.A)
+            # One decomposition gives both the poles and (when V is well conditioned) the
+            # diagonal form; the poles alone would cost almost as much again.
+            self.poles, v = np.linalg.eig(ss.A)
             if np.linalg.cond(v) < EIGVEC_COND_MAX:
-                self.poles = lam
                 self._cv = self.c @ v
                 self._vb = np.linalg.solve(v, self.b)
+        self._qr: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if self._cv is not None and self.nv and not ss.D11.any():
+            # C₁V = QR (reduced): F_vw = Q·R·diag(d)·(V⁻¹B₁), so every product of `slice` on
+            # the v rows needs only Z = R·diag(d)·(V⁻¹B) (a triangular product when R is
+            # square) and QᴴD₁₂; see `slice`.
+            q, r = np.linalg.qr(self._cv[: self.nv])
+            d12 = self.d[: self.nv, self.nv:].astype(complex)
+            qd12 = q.conj().T @ d12
+            self._qr = (r, qd12, d12.conj().T @ d12 - qd12.conj().T @ qd12)
 
     def __call__(self, omega: float) -> np.ndarray:
         z = complex(math.cos(omega), math.sin(omega))
@@ -75,6 +85,33 @@ class FrequencyResponse:
         if self._cv is not None:
             return (self._cv * (1.0 / (z - self.poles))) @ self._vb + self.d
         return self.c @ np.linalg.solve(z * np.eye(self.a.shape[0]) - self.a, self.b) + self.d
+
+    def slice(self, omega: float) -> _Slice | None:
+        r"""`_slice` of F(e^{jω}) without forming the n_v × n_v block F_vw.
+
+        With C₁V = QR, Y = diag(1/(z − λ))·V⁻¹B and Z = RY = [Z_w, Z_u]: F_vw = QZ_w and
+        F_vu = QZ_u + D₁₂, hence F_vw*F_vw = Z_w*Z_w, F_vw*F_vu = Z_w*(Z_u + QᴴD₁₂) and
+        F_vu*F_vu = (Z_u + QᴴD₁₂)*(Z_u + QᴴD₁₂) + D₁₂ᴴ(I − QQᴴ)D₁₂. The triangular product
+        RY costs half of the general product (CV)·diag·(V⁻¹B) it replaces.
+        """
+        if self._qr is None:
+            return _slice(self(omega), self.nv, omega)
+        r, qd12, d12_perp = self._qr
+        nv = self.nv
+        z = complex(math.cos(omega), math.sin(omega))
+        scale = 1.0 / (z - self.poles)
+        y = self._vb * scale[:, None]
+        if r.shape[0] == r.shape[1]:
+            zz = sla.blas.ztrmm(1.0, r, y, side=0, lower=0)
+        else:
+            zz = r @ y
+        z_w, z_u = zz[:, :nv], zz[:, nv:] + qd12
+        gram = sla.blas.zherk(-1.0, z_w, beta=1.0, c=np.eye(nv, dtype=complex), trans=2,
+                              lower=0)
+        rows_y = (self._cv[nv:] * scale) @ self._vb + self.d[nv:]
+        fyw, fyu = rows_y[:, :nv], rows_y[:, nv:]
+        vu = z_u.conj().T @ z_u + d12_perp
+        return _finish_slice(omega, gram, z_w.conj().T @ z_u, fyw, fyu, vu)
 
 
 @dataclass
@@ -113,17 +150,26 @@ class _Slice:
 def _slice(f: np.ndarray, nv: int, omega: float) -> _Slice | None:
     """Factor one frequency response; None when the w-channel gain is ≥ 1 (no κ works)."""
     fvw, fvu, fyw, fyu = f[:nv, :nv], f[:nv, nv:], f[nv:, :nv], f[nv:, nv:]
-    vu, yu = fvu.conj().T @ fvu, fyu.conj().T @ fyu
+    # I − F_vw*F_vw by a Hermitian rank-k update (half a product; upper triangle only).
+    gram = sla.blas.zherk(-1.0, np.asarray(fvw, dtype=complex), beta=1.0,
+                          c=np.eye(nv, dtype=complex), trans=2, lower=0) if nv else None
+    return _finish_slice(omega, gram, fvw.conj().T @ fvu, fyw, fyu, fvu.conj().T @ fvu)
+
+
+def _finish_slice(omega: float, gram: np.ndarray | None, vw_vu: np.ndarray, fyw: np.ndarray,
+                  fyu: np.ndarray, vu: np.ndarray) -> _Slice | None:
+    """`_Slice` from ``I − F_vw*F_vw`` (upper triangle), F_vw*F_vu, F_yw, F_yu, F_vu*F_vu."""
+    yu = fyu.conj().T @ fyu
     nu = fyu.shape[1]
-    if nv == 0:
+    if gram is None or not gram.size:
         empty, zero = np.zeros((0, nu), dtype=complex), np.zeros((nu, nu), dtype=complex)
         return _Slice(omega, np.zeros(0), empty, empty, vu, yu, zero, zero, zero)
-    try:
-        low = np.linalg.cholesky(np.eye(nv) - fvw.conj().T @ fvw)
+    try:  # I − F_vw*F_vw = RᴴR (L = Rᴴ), reading the upper triangle only
+        up = sla.cholesky(gram, lower=False, check_finite=False)
     except np.linalg.LinAlgError:
         return None
-    w = sla.solve_triangular(low, fyw.conj().T, lower=True)  # L⁻¹F_yw*  (nv × ny)
-    a = -sla.solve_triangular(low, fvw.conj().T @ fvu, lower=True)
+    w = sla.solve_triangular(up, fyw.conj().T, trans="C")  # L⁻¹F_yw*  (nv × ny)
+    a = -sla.solve_triangular(up, vw_vu, trans="C")
     b = w @ fyu
     u_r, sv, _ = np.linalg.svd(w, full_matrices=False)
     order = np.argsort(sv)
@@ -131,6 +177,67 @@ def _slice(f: np.ndarray, nv: int, omega: float) -> _Slice | None:
     ua = u_r.conj().T
     return _Slice(omega, d, ua @ a, ua @ b, vu, yu, a.conj().T @ a, a.conj().T @ b,
                   b.conj().T @ b)
+#: Fewest uniform frequencies of the default grid of `GainSearch`.
+GRID_MIN = 24
+#: Most evaluations `_parabolic_peak` spends on one peak.
+PEAK_EVALUATIONS = 12
+#: `_parabolic_peak` also stops when a vertex step raises the peak value by less than this
+#: (relative): far below the smallest proof margin 4τ ≥ 4e-8 of `kyp._certify_candidate`.
+VALUE_RTOL = 1e-11
+_GOLDEN = 0.381966011250105  # (3 − √5)/2
+
+
+def _parabolic_peak(f, left: tuple[float, float], mid: tuple[float, float],
+                    right: tuple[float, float], xtol: float) -> float:
+    """Largest f found on [left, right] from the bracket left ≤ mid ≥ right (values known).
+
+    Successive parabolic interpolation through the bracket's three points (superlinear at a
+    smooth maximum); a golden-section step into the larger half when the vertex is not
+    strictly inside or too close to a known point. Stops when the vertex moves less than
+    ``xtol``, when a vertex step raises the value by less than `VALUE_RTOL` (relative), or
+    after `PEAK_EVALUATIONS`. An endpoint bracket (mid at the interval's end)
+    is returned as is when its neighbour is not larger.
+    """
+    (a, fa), (m, fm), (b, fb) = left, mid, right
+    best = fm
+    if not (a < m < b):
+        a, b = (m, b) if m == a else (a, m)
+        m = a + 0.5 * (b - a)
+        fm = f(m)
+        best = max(best, fm)
+        if not (fm >= fa and fm >= fb):
+            return best
+    for _ in range(PEAK_EVALUATIONS):
+        if not (math.isfinite(fa) and math.isfinite(fm) and math.isfinite(fb)):
+            break
+        p = (m - a) ** 2 * (fm - fb) - (m - b) ** 2 * (fm - fa)
+        q = (m - a) * (fm - fb) - (m - b) * (fm - fa)
+        v = m - 0.5 * p / q if q != 0 else math.nan
+        guard = 0.5 * xtol
+        if not (a + guard < v < b - guard) or abs(v - m) < guard:
+            # The vertex sits on a known point: converged if the bracket is narrow, else a
+            # golden-section step into the larger side.
+            if b - a <= 2 * xtol:
+                break
+            v = m + _GOLDEN * (b - m) if b - m > m - a else m - _GOLDEN * (m - a)
+        step, before = abs(v - m), fm
+        fv = f(v)
+        best = max(best, fv)
+        if fv >= fm:
+            if v < m:
+                b, fb = m, fm
+            else:
+                a, fa = m, fm
+            m, fm = v, fv
+        elif v < m:
+            a, fa = v, fv
+        else:
+            b, fb = v, fv
+        if step < xtol or (fv >= before and fv - before <= VALUE_RTOL * abs(before)):
+            break  # the vertex stopped moving, or the peak value stopped growing
+    return best
+
+
 @dataclass
 class Candidate:
     """The frequency-domain optimum on the evaluated frequencies (a lower estimate of γ*)."""
@@ -161,7 +268,7 @@ class GainSearch:
         self._stack: tuple | None = None
         radius = float(np.abs(self.resp.poles).max()) if self.resp.poles.size else 0.0
         if grid is None:
-            grid = int(np.clip(math.ceil(4.0 / max(1.0 - radius, 1e-3)), 24, 256))
+            grid = int(np.clip(math.ceil(4.0 / max(1.0 - radius, 1e-3)), GRID_MIN, 256))
         omegas = set(np.linspace(0.0, math.pi, grid).tolist())
         # Resonances: the angles of the poles closest to the unit circle.
         lightly_damped = self.resp.poles[np.argsort(-np.abs(self.resp.poles))][:16]
@@ -178,7 +285,7 @@ class GainSearch:
         omega = float(min(max(omega, 0.0), math.pi))
         if omega in self.slices:
             return self.slices[omega]
-        sl = _slice(self.resp(omega), self.nv, omega)
+        sl = self.resp.slice(omega)
         if sl is None:
             self.blocked = True
             return None
@@ -241,10 +348,12 @@ class GainSearch:
                      bracket_tol: float = 1e-4) -> bool:
         """Refine each local maximum of μ(κ, ·) within ``rel`` of the top; True if any grew.
 
-        Brent's method in ω stops at ``max(xatol, bracket_tol·(b − a))`` for the bracket
-        (a, b) of grid neighbours: μ is quadratic at a peak, so this leaves a relative error
-        ~1e-8 of the peak's curvature scale, far below the smallest proof margin; growth
-        below 1e-10 (relative) does not count.
+        Each peak is refined inside its bracket (a, b) of evaluated neighbours by
+        `_parabolic_peak` (safeguarded successive parabolic interpolation, starting from the
+        three values already known), which stops at ``max(xatol, bracket_tol·(b − a))``: μ
+        is quadratic at a peak, so this leaves a relative error ~1e-8 of the peak's
+        curvature scale, far below the smallest proof margin; growth below 1e-10
+        (relative) does not count.
         """
         om = np.array(list(self.slices))  # insertion order, as mu_all
         vals = self.mu_all(kappa)
@@ -257,17 +366,17 @@ class GainSearch:
             right_ok = i == len(om) - 1 or vals[i] >= vals[i + 1]
             if not (left_ok and right_ok):
                 continue
-            a, b = om[max(i - 1, 0)], om[min(i + 1, len(om) - 1)]
-            if b - a <= xatol:
+            lo, hi = max(i - 1, 0), min(i + 1, len(om) - 1)
+            if om[hi] - om[lo] <= xatol:
                 continue
 
-            def neg(omega: float) -> float:
+            def value(omega: float) -> float:
                 sl = self.add(omega)
-                return math.inf if sl is None else -sl.mu(kappa)
+                return math.inf if sl is None else sl.mu(kappa)
 
-            res = minimize_scalar(neg, bounds=(a, b), method="bounded",
-                                  options={"xatol": max(xatol, bracket_tol * (b - a))})
-            grew |= -float(res.fun) > vals[i] * (1 + 1e-10)
+            best = _parabolic_peak(value, (om[lo], vals[lo]), (om[i], vals[i]), (om[hi], vals[hi]),
+                                   max(xatol, bracket_tol * (om[hi] - om[lo])))
+            grew |= best > vals[i] * (1 + 1e-10)
         return grew
 
     def run(self, rounds: int = 6) -> Candidate | None:
