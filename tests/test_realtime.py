@@ -107,6 +107,22 @@ def test_torch_backend_matches_numpy_backend():
     np.testing.assert_allclose(y_np, fast(x, u)[0].numpy(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("shape", [(2,), (3, 2)])
+def test_non_finite_inputs_propagate_without_warning_like_the_torch_path(shape):
+    """inf·0 inside the numpy products gives nan/inf silently, as torch does (pytest turns warnings
+    into errors, so a numpy RuntimeWarning here fails the test)."""
+    torch.manual_seed(4)
+    model = ContractingR2DN(2, 3, 4, 2, hidden=(5,), dtype=torch.float64)
+    u = torch.zeros(shape, dtype=torch.float64)
+    u[..., 1] = float("inf")
+    x = torch.zeros((*shape[:-1], 3), dtype=torch.float64)
+    fast, slow = model.compile_step("numpy"), model.compile_step("torch")
+    for a, b in zip(fast(x, u), slow(x, u)):
+        assert not torch.isfinite(a).all() and not torch.isfinite(b).all()
+        both = torch.isfinite(a) & torch.isfinite(b)  # inf vs nan may differ between backends
+        torch.testing.assert_close(a[both], b[both], rtol=1e-12, atol=1e-12)
+
+
 def test_bad_inputs_name_what_was_expected():
     model = ContractingR2DN(2, 3, 4, 2, hidden=(5,))
     step = model.compile_step()

@@ -202,15 +202,18 @@ class _NumpyR2DN:
         at = self.last
         shared[:, at:at + self.nx] = x
         shared[:, at + self.nx:-1] = u
-        for k, mat in enumerate(self.mats):
-            tmp = scratch[k]
-            if tmp is None:
-                np.dot(inputs[k], mat, out=outs[k])
-            else:
-                np.dot(inputs[k], mat, out=tmp)
-                outs[k][...] = tmp
-            self._activate(outs[k], zeros[k])
-        return np.dot(shared, self.final)
+        # Non-finite inputs propagate to the outputs without a warning, as in the torch path
+        # (inf·0 = nan inside a product would otherwise warn; ~1.5 µs per call).
+        with np.errstate(invalid="ignore", over="ignore"):
+            for k, mat in enumerate(self.mats):
+                tmp = scratch[k]
+                if tmp is None:
+                    np.dot(inputs[k], mat, out=outs[k])
+                else:
+                    np.dot(inputs[k], mat, out=tmp)
+                    outs[k][...] = tmp
+                self._activate(outs[k], zeros[k])
+            return np.dot(shared, self.final)
 
 
 class _TorchStep:
