@@ -94,13 +94,14 @@ class FrequencyResponse:
         F_vu*F_vu = (Z_u + QᴴD₁₂)*(Z_u + QᴴD₁₂) + D₁₂ᴴ(I − QQᴴ)D₁₂. The triangular product
         RY costs half of the general product (CV)·diag·(V⁻¹B) it replaces.
         """
-        if self._qr is None:
+        cv, vb = self._cv, self._vb
+        if self._qr is None or cv is None or vb is None:  # _qr is only set with cv and vb
             return _slice(self(omega), self.nv, omega)
         r, qd12, d12_perp = self._qr
         nv = self.nv
         z = complex(math.cos(omega), math.sin(omega))
         scale = 1.0 / (z - self.poles)
-        y = self._vb * scale[:, None]
+        y = vb * scale[:, None]
         if r.shape[0] == r.shape[1]:
             zz = sla.blas.ztrmm(1.0, r, y, side=0, lower=0)
         else:
@@ -108,7 +109,7 @@ class FrequencyResponse:
         z_w, z_u = zz[:, :nv], zz[:, nv:] + qd12
         gram = sla.blas.zherk(-1.0, z_w, beta=1.0, c=np.eye(nv, dtype=complex), trans=2,
                               lower=0)
-        rows_y = (self._cv[nv:] * scale) @ self._vb + self.d[nv:]
+        rows_y = (cv[nv:] * scale) @ vb + self.d[nv:]
         fyw, fyu = rows_y[:, :nv], rows_y[:, nv:]
         vu = z_u.conj().T @ z_u + d12_perp
         return _finish_slice(omega, gram, z_w.conj().T @ z_u, fyw, fyu, vu)
