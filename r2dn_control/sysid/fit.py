@@ -403,7 +403,7 @@ def fit(model: nn.Module, train: SequenceData, val: SequenceData | None | bool =
     lr = auto_lr(model, lr)
     epochs = resolve_epochs(epochs, seconds)
     _check_options(epochs=epochs, segment=segment, batch_size=batch_size, washout=washout, x0=x0,
-                   loss=loss, lr=lr, seconds=seconds, on_nonfinite=on_nonfinite, resume=resume,
+                   loss=loss, seconds=seconds, on_nonfinite=on_nonfinite, resume=resume,
                    out_dir=out_dir, shuffle=shuffle, train=train)
     out = None if out_dir is None else pathlib.Path(out_dir)
     if out is not None:
@@ -456,9 +456,10 @@ R2DN_FAMILIES = (ContractingR2DN, GeneralR2DN, LipschitzR2DN, PassiveR2DN)
 
 
 def auto_lr(model: nn.Module, lr: float | str) -> float:
-    """``lr`` itself, or for ``"auto"`` the `AUTO_LR` of the model's kind."""
+    """``lr`` itself (checked: a positive number), or for ``"auto"`` the `AUTO_LR` of the
+    model's kind."""
     if lr != "auto":
-        if isinstance(lr, str) or not isinstance(lr, (int, float)) or isinstance(lr, bool):
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
             raise ValueError(f"lr must be a positive number or 'auto', got {lr!r}")
         return lr
     if isinstance(model, R2DN_FAMILIES):
@@ -520,7 +521,7 @@ def _check_data(model: nn.Module, train: SequenceData, val: SequenceData | None 
 
 
 def _check_options(*, epochs: int, segment: int, batch_size: int, washout: int, x0: str,
-                   loss: str, lr: float, seconds: float | None, on_nonfinite: str, resume: bool,
+                   loss: str, seconds: float | None, on_nonfinite: str, resume: bool,
                    out_dir: str | pathlib.Path | None, shuffle: bool,
                    train: SequenceData) -> None:
     """`fit`'s scalar options; a bad one is a ``ValueError`` naming it and its value."""
@@ -532,8 +533,6 @@ def _check_options(*, epochs: int, segment: int, batch_size: int, washout: int, 
         raise ValueError(f"x0 must be one of {X0_KINDS}, got {x0!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
     if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0):
         raise ValueError(f"seconds must be a positive number or None, got {seconds!r}")
     check_on_nonfinite(on_nonfinite)
