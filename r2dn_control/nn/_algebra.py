@@ -138,3 +138,10 @@ def full_precision_matmul(device: torch.device | str | None = None) -> Iterator[
         torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
         torch.backends.cudnn.allow_tf32 = cudnn_tf32
         torch.set_float32_matmul_precision(precision)
+
+
+def cast_is_noop(t: Tensor, dtype: torch.dtype | None,
+                 device: torch.device | str | None = None) -> bool:
+    """Whether ``t.to(dtype=dtype, device=device)`` would return ``t`` itself."""
+    return ((dtype is None or t.dtype == dtype)
+            and (device is None or t.device == torch.device(device)))

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -74,22 +75,32 @@ class Plan:
     def layers(self) -> int:
         return len(self.shapes)
 
-    @property
+    @cached_property
     def size(self) -> int:
         """S: every layer is padded to S×S blocks."""
         return max(max(n, m) for n, m in self.shapes)
 
+    @cached_property
+    def weight_slots(self) -> tuple[int, ...]:
+        """Index in `ExplicitWeights`' ``params`` of every layer's ``weight``."""
+        out, at = [], 0
+        for k in range(self.layers):
+            out.append(at)
+            at += 3 if self.hidden(k) else 2
+        return tuple(out)
+
     def hidden(self, k: int) -> bool:
         return self.sandwich_output or k < self.layers - 1
 
-    def out_shapes(self) -> list[tuple[int, int]]:
+    @cached_property
+    def out_shapes(self) -> tuple[tuple[int, int], ...]:
         """Shapes of the explicit weights: ``W₀`` m₀×n₀, ``W_k`` n_{k−1}×n_k, and the
         sandwich output layer's post n×n."""
         (n0, m0), rest = self.shapes[0], self.shapes[1:]
         out = [(m0, n0)] + [(m, n) for n, m in rest]
         if self.sandwich_output:
             out.append((self.shapes[-1][0], self.shapes[-1][0]))
-        return out
+        return tuple(out)
 
     def maps(self, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
         """The index tensors (and the float constants in ``dtype``) on ``device``, built once."""
@@ -126,8 +137,8 @@ class Plan:
         # Outputs: the real blocks of [pre₀, products, (post_last)], flattened in order.
         out_index = torch.cat([
             (k * size * size + torch.arange(r)[:, None] * size + torch.arange(c)).flatten()
-            for k, (r, c) in enumerate(self.out_shapes())])
-        powers = torch.zeros(len(self.out_shapes()), dtype=torch.float64)
+            for k, (r, c) in enumerate(self.out_shapes)])
+        powers = torch.zeros(len(self.out_shapes), dtype=torch.float64)
         powers[0] += 1.0
         powers[-1] += 1.0  # √γ on the input and on the output
         factor = torch.tensor([_SQRT2 if self.hidden(k) else 1.0 for k in range(layers)],
@@ -152,14 +163,15 @@ class ExplicitWeights(torch.autograd.Function):
         size, layers = plan.size, plan.layers
         first = params[0]
         maps = plan.maps(first.device, dtype)
-        weights = [params[j] for j in _weight_slots(plan)]
-        scales = [params[j + 1] for j in _weight_slots(plan)]
-        log_psis = [params[j + 2] for k, j in enumerate(_weight_slots(plan)) if plan.hidden(k)]
+        slots = plan.weight_slots
+        weights = [params[j] for j in slots]
+        scales = [params[j + 1] for j in slots]
+        log_psis = [params[j + 2] for k, j in enumerate(slots) if plan.hidden(k)]
         pad = first.new_zeros(1)
-        w_flat = _cast(torch.cat([*(w.reshape(-1) for w in weights), pad]), dtype)
+        w_flat = cast_to(torch.cat([*(w.reshape(-1) for w in weights), pad]), dtype)
         w = w_flat[maps["w_index"]].view(layers, 2 * size, size)
-        a = _cast(torch.stack(scales), dtype)
-        d = _cast(torch.cat([*log_psis, pad]), dtype)[maps["d_index"]].view(layers, size)
+        a = cast_to(torch.stack(scales), dtype)
+        d = cast_to(torch.cat([*log_psis, pad]), dtype)[maps["d_index"]].view(layers, size)
         factor = maps["factor"]
         sq = torch.sum(w * w, dim=(-2, -1)) + plan.eps
         nrm = torch.sqrt(sq)
@@ -178,10 +190,10 @@ class ExplicitWeights(torch.autograd.Function):
             parts.append(post[-1:])
         unscaled = torch.cat(parts)
         powers = maps["powers"]
-        root_powers = torch.exp((0.5 * _cast(log_gamma, dtype)) * powers)
+        root_powers = torch.exp((0.5 * cast_to(log_gamma, dtype)) * powers)
         scaled = unscaled * root_powers[:, None, None]
         flat = scaled.reshape(-1)[maps["out_index"]]
-        shapes = plan.out_shapes()
+        shapes = plan.out_shapes
         results = [t.view(shape) for t, shape in
                    zip(flat.split([r * c for r, c in shapes]), shapes)]
         ctx.plan, ctx.dtype = plan, dtype
@@ -199,7 +211,7 @@ class ExplicitWeights(torch.autograd.Function):
         (w, sq, nrm, s, v, m_inv, out, d, psi, pre, post, scaled, root_powers, powers,
          factor) = ctx.saved
         maps = plan.maps(w.device, ctx.dtype)
-        g_flat = _cast(torch.cat([g.reshape(-1) for g in grads]), ctx.dtype)
+        g_flat = cast_to(torch.cat([g.reshape(-1) for g in grads]), ctx.dtype)
         g_scaled = scaled.new_zeros(scaled.numel()).index_copy_(0, maps["out_index"], g_flat)
         g_scaled = g_scaled.view_as(scaled)
         needs = ctx.needs_input_grad
@@ -231,25 +243,16 @@ class ExplicitWeights(torch.autograd.Function):
         w_parts = g_w_flat.split([(n + m) * n for n, m in plan.shapes])
         d_parts = iter(g_d_flat.split([n for k, (n, _) in enumerate(plan.shapes)
                                        if plan.hidden(k)]))
-        for k, j in enumerate(_weight_slots(plan)):
+        for k, j in enumerate(plan.weight_slots):
             n, m = plan.shapes[k]
             result[j] = w_parts[k].view(n + m, n)
             result[j + 1] = g_a[k]
             if plan.hidden(k):
                 result[j + 2] = next(d_parts)
         grads_out = tuple(
-            None if (g is None or not needs[3 + j]) else _cast(g, ctx.param_dtypes[j])
+            None if (g is None or not needs[3 + j]) else cast_to(g, ctx.param_dtypes[j])
             for j, g in enumerate(result))
         return (None, None, g_log_gamma, *grads_out)
-
-
-def _weight_slots(plan: Plan) -> list[int]:
-    """Index in ``params`` of every layer's ``weight``."""
-    out, at = [], 0
-    for k in range(plan.layers):
-        out.append(at)
-        at += 3 if plan.hidden(k) else 2
-    return out
 
 
 def _inverse(index: Tensor, real: Tensor) -> Tensor:
@@ -259,7 +262,7 @@ def _inverse(index: Tensor, real: Tensor) -> Tensor:
     return positions[torch.argsort(index[positions])]
 
 
-def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+def cast_to(t: Tensor, dtype: torch.dtype) -> Tensor:
     """``t`` in ``dtype`` (no op dispatched when it already is)."""
     return t if t.dtype == dtype else t.to(dtype)
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from . import cpp, fused_ren
+from ._algebra import cast_is_noop
 from .equilibrium import EquilibriumLayer
 from .fused_rollout import fused_rollout
 from .lbdn import ExplicitMLP
@@ -88,7 +89,7 @@ class ExplicitModel:
     def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> ExplicitModel:
         """Cast/move the matrices and the network (certificate fields stay float64)."""
         moved = {k: v.to(dtype=dtype, device=device) for k, v in self.matrices().items()
-                 if not _matches(v, dtype, device)}
+                 if not cast_is_noop(v, dtype, device)}
         network = self.network.to(dtype=dtype, device=device)
         if not moved and network is self.network:  # nothing to cast (e.g. a training call)
             return self
@@ -98,12 +99,6 @@ class ExplicitModel:
         """The same model with every matrix detached from the autograd graph."""
         return replace(self, network=self.network,
                        **{k: v.detach() for k, v in self.matrices().items()})
-
-
-def _matches(t: Tensor, dtype: torch.dtype | None, device: torch.device | str | None) -> bool:
-    """Whether ``t.to(dtype=dtype, device=device)`` would return ``t`` itself."""
-    return ((dtype is None or t.dtype == dtype)
-            and (device is None or t.device == torch.device(device)))
 
 
 RecurrentPart = tuple[Tensor, Tensor, Tensor]

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from . import _checks
-from ._algebra import cayley, frobenius, lecun_normal_
-from ._lbdn_map import ExplicitWeights, Plan, functorch_active
+from ._algebra import cast_is_noop, cayley, frobenius, lecun_normal_
+from ._lbdn_map import ExplicitWeights, Plan, cast_to, functorch_active
 from .activations import Activation, get_activation
 
 _SQRT2 = math.sqrt(2.0)
@@ -65,8 +65,7 @@ class ExplicitMLP:
     def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> ExplicitMLP:
         """Cast/move every tensor (``self`` if every tensor already has that dtype and device)."""
         tensors = [*self.weights, *(b for b in self.biases if b is not None)]
-        if all((dtype is None or t.dtype == dtype)
-               and (device is None or t.device == torch.device(device)) for t in tensors):
+        if all(cast_is_noop(t, dtype, device) for t in tensors):
             return self
         return ExplicitMLP(
             tuple(w.to(dtype=dtype, device=device) for w in self.weights),
@@ -328,7 +327,7 @@ class LBDN(nn.Module):
                 params.append(layer.log_psi)
         weights = ExplicitWeights.apply(self._plan(), target, self.log_gamma, *params)
         biases: list[Tensor | None] = [
-            None if (b := layer.bias) is None else (b if b.dtype == target else b.to(target))
+            None if (b := layer.bias) is None else cast_to(b, target)
             for layer in layers
         ]
         if self.output_layer == "linear":  # the linear output layer's bias is scaled by √γ
