@@ -107,8 +107,7 @@ class FrequencyResponse:
         else:
             zz = r @ y
         z_w, z_u = zz[:, :nv], zz[:, nv:] + qd12
-        gram = sla.blas.zherk(-1.0, z_w, beta=1.0, c=np.eye(nv, dtype=complex), trans=2,
-                              lower=0)
+        gram = _eye_minus_gram(z_w)
         rows_y = (cv[nv:] * scale) @ vb + self.d[nv:]
         fyw, fyu = rows_y[:, :nv], rows_y[:, nv:]
         vu = z_u.conj().T @ z_u + d12_perp
@@ -151,10 +150,15 @@ class _Slice:
 def _slice(f: np.ndarray, nv: int, omega: float) -> _Slice | None:
     """Factor one frequency response; None when the w-channel gain is ≥ 1 (no κ works)."""
     fvw, fvu, fyw, fyu = f[:nv, :nv], f[:nv, nv:], f[nv:, :nv], f[nv:, nv:]
-    # I − F_vw*F_vw by a Hermitian rank-k update (half a product; upper triangle only).
-    gram = sla.blas.zherk(-1.0, np.asarray(fvw, dtype=complex), beta=1.0,
-                          c=np.eye(nv, dtype=complex), trans=2, lower=0) if nv else None
+    gram = _eye_minus_gram(fvw) if nv else None
     return _finish_slice(omega, gram, fvw.conj().T @ fvu, fyw, fyu, fvu.conj().T @ fvu)
+
+
+def _eye_minus_gram(f: np.ndarray) -> np.ndarray:
+    """``I − F*F`` (upper triangle only) by a Hermitian rank-k update: half a product."""
+    f = np.asarray(f, dtype=complex)
+    return sla.blas.zherk(-1.0, f, beta=1.0, c=np.eye(f.shape[1], dtype=complex), trans=2,
+                          lower=0)
 
 
 def _finish_slice(omega: float, gram: np.ndarray | None, vw_vu: np.ndarray, fyw: np.ndarray,

@@ -213,7 +213,8 @@ def closed_loop_pole(ss: StateSpaceBlocks, rate: float, x: np.ndarray) -> comple
     return complex(z[0])
 
 
-#: Up to this size `spectral_radius_estimate` computes all eigenvalues of A (else Arnoldi).
+#: Up to this size the KYP tier computes all eigenvalues of A for ρ(A); above it
+#: `spectral_radius_estimate` (Arnoldi).
 DENSE_RADIUS_MAX = 256
 
 
@@ -224,11 +225,12 @@ def spectral_radius_estimate(a: np.ndarray) -> float | None:
     ARPACK's few hundred O(n²) products cost well under a second. The value only bounds the
     rate search from below and screens ρ(A) ≥ 1 (callers confirm that with the dense
     eigenvalues): nothing is certified from it, every certificate is proved by
-    `lmi.validate`, which implies ρ(A) < ᾱ. None when Arnoldi does not converge.
+    `lmi.validate`, which implies ρ(A) < ᾱ. None when Arnoldi does not converge, or for
+    n < 3 (ARPACK needs k < n − 1; use the dense eigenvalues there).
     """
     n = a.shape[0]
-    if n <= DENSE_RADIUS_MAX:
-        return float(np.abs(np.linalg.eigvals(a)).max()) if n else 0.0
+    if n < 3:
+        return None
     try:
         z = eigs(a, k=1, which="LM", ncv=min(n - 1, 40), tol=1e-10, maxiter=5000,
                  v0=np.ones(n), return_eigenvectors=False)
