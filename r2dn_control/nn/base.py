@@ -37,10 +37,14 @@ class RecurrentModel(nn.Module):
     activation : str
         Slope-restricted activation (``"relu"``, ``"tanh"``, ...).
     init : {"random", "long_memory"}
-        Random (lecun-normal) weights, or A ≈ ᾱ(I − diag(U[0, 0.05])) with no feedback through
-        the nonlinearity (slow, long-memory dynamics).
+        Random (lecun-normal) weights, or A ≈ r(I − diag(U[0, 0.05])) with no feedback through
+        the nonlinearity (slow, long-memory dynamics), r = ``init_radius``.
     contraction_rate : float
         Bound ᾱ ∈ (0, 1] on the contraction rate: ``‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫``.
+    init_radius : float, optional
+        Radius r ∈ (0, ᾱ] of the long-memory initial poles (default ᾱ): the initial eigenvalues
+        of A lie in [0.95 r, r], while the certificate still only bounds them by ᾱ
+        (docs/theory.md §3). Only allowed with ``init="long_memory"``.
     polar : bool
         Polar parameterization of the free factor of H (a learnable magnitude p).
     eps : float, optional
@@ -109,6 +113,7 @@ class RecurrentModel(nn.Module):
         activation: str = "relu",
         init: str = "random",
         contraction_rate: float = 1.0,
+        init_radius: float | None = None,
         polar: bool = True,
         eps: float | None = None,
         init_output_zero: bool = False,
@@ -124,6 +129,7 @@ class RecurrentModel(nn.Module):
         self.output_size = _checks.positive_int("output_size", output_size)
         self.init_method = _checks.choice("init", init, INITS)
         self.contraction_rate = _checks.rate("contraction_rate", contraction_rate)
+        self.init_radius = self._checked_init_radius(init_radius)
         dtype = _checks.model_dtype(torch.get_default_dtype() if dtype is None else dtype)
         self.eps = default_eps(dtype) if eps is None else _checks.positive_float("eps", eps)
         self.polar = bool(polar)
@@ -138,6 +144,19 @@ class RecurrentModel(nn.Module):
         self.batch_first = bool(batch_first)
         self._factory: dict[str, Any] = {"dtype": dtype, "device": device}
         self._frozen: ExplicitModel | None = None
+
+    def _checked_init_radius(self, init_radius: float | None) -> float:
+        """r of the long-memory init: ᾱ by default, else a rate in (0, ᾱ] (needs long_memory)."""
+        if init_radius is None:
+            return self.contraction_rate
+        radius = _checks.rate("init_radius", init_radius)
+        if self.init_method != "long_memory":
+            raise ValueError(f"init_radius only applies to init='long_memory', got "
+                             f"init={self.init_method!r} with init_radius={init_radius!r}")
+        if radius > self.contraction_rate:
+            raise ValueError(f"init_radius must be at most contraction_rate = "
+                             f"{self.contraction_rate}, got {radius}")
+        return radius
 
     # ------------------------------------------------------------------ direct parameters
     def _init_shared_parameters(self, h_size: int) -> None:

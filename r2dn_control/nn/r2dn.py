@@ -109,13 +109,14 @@ class _R2DN(RecurrentModel):
 
     # -- shared machinery -----------------------------------------------------------------
     def _init_long_memory(self) -> None:
-        """A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = C₁ = 0 and Y = I (docs/theory.md §3)."""
+        """A = r(I − diag(e)), e ~ 0.05·U(0,1), r = ``init_radius`` ≤ ᾱ, with B̂₁ = C₁ = 0 and
+        Y = I (docs/theory.md §3); H₀ = [[I, Aᵀ], [A, ᾱ²I]] ⪰ 0 needs only r ≤ ᾱ."""
         nx, rate = self.state_size, self.contraction_rate
         f64: dict[str, Any] = {"dtype": torch.float64, "device": self.X.device}
         self.B1_hat.zero_()
         self.C1.zero_()
         self.Y.copy_(torch.eye(nx, **f64))
-        a0 = rate * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
+        a0 = self.init_radius * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
         eye = torch.eye(nx, **f64)
         h0 = torch.cat([torch.cat([eye, a0.T], 1), torch.cat([a0, rate**2 * eye], 1)], 0)
         extra = self._extra_h(self._io(torch.float64), *self._lti_factors(torch.float64))

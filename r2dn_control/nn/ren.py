@@ -94,18 +94,19 @@ class _REN(RecurrentModel):
 
     # -- shared machinery -----------------------------------------------------------------
     def _init_long_memory(self) -> None:
-        r"""A = ᾱ(I − diag(e)), e ~ 0.05·U(0,1), with B̂₁ = Ĉ₁ = 0 and Y = I (docs/theory.md §2).
+        r"""A = r(I − diag(e)), e ~ 0.05·U(0,1), r = ``init_radius`` ≤ ᾱ, with B̂₁ = Ĉ₁ = 0 and
+        Y = I (docs/theory.md §2).
 
         Target ``H₀ = [[I, 0, A₀ᵀ], [0, 2Λ₀ − D̂₁₁₀ − D̂₁₁₀ᵀ, 0], [A₀, 0, ᾱ²I]]`` with a random
         strictly lower D̂₁₁₀ and ``Λ₀ = (λ_max(D̂₁₁₀ + D̂₁₁₀ᵀ)/2 + 10⁻⁴)I``, which gives
         E = I, P = ᾱ²I, F = A₀. (the REN paper writes E = P = I, F = I − diag(e), i.e. ᾱ = 1; with
-        P = ᾱ²I the eigenvalues sit just below ᾱ for every ᾱ ∈ (0, 1], as for R2DN.)
+        P = ᾱ²I the eigenvalues sit just below r for every r ≤ ᾱ ∈ (0, 1], as for R2DN.)
         H₀ is scaled by c ≥ 1 if the I/O terms need room, which leaves A, D₁₁ unchanged.
         """
         nx, nv, rate = self.state_size, self.features, self.contraction_rate
         f64: dict[str, Any] = {"dtype": torch.float64, "device": self.X.device}
         self.Y.copy_(torch.eye(nx, **f64))
-        a0 = rate * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
+        a0 = self.init_radius * torch.diag(1.0 - LONG_MEMORY_SPREAD * torch.rand(nx, **f64))
         d11_0 = torch.tril(lecun_normal_(torch.empty(nv, nv, **f64)), -1)
         sym = d11_0 + d11_0.T
         lam0 = 0.5 * torch.linalg.eigvalsh(sym).max() + _LAMBDA_MARGIN
