@@ -71,7 +71,9 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "r2dn-eighth": ({"kind": "r2dn", "decay_share": 0.125}, {}),
     # ᾱ of κ = 1/4 (the default) but the long-memory initial poles at the κ = 1/2 rate, where
     # the former default put them (``init_radius``): is the tanks' cost the rate or the init?
+    # "r2dn-init-pole": at max(0.9, |λ|max), the ARX slowest pole itself.
     "r2dn-init-half": ({"kind": "r2dn", "init_share": 0.5}, {}),
+    "r2dn-init-pole": ({"kind": "r2dn", "init_share": 1.0}, {}),
     "r2dn-lr1e-3": ({"kind": "r2dn"}, {"lr": 1e-3}),
     "r2dn-lr1e-2": ({"kind": "r2dn"}, {"lr": 1e-2}),
     "gru-lr1e-3": ({"kind": "gru"}, {"lr": 1e-3}),
