@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from . import _checks, realtime
 from ._algebra import default_eps, frobenius, full_precision_matmul, lecun_normal_
+from ._inference_cache import InferenceCache, needs_no_graph
+from ._lbdn_map import functorch_active
 from .explicit import ExplicitModel, rollout
 from .iqc import SupplyRate
 from .parametrizations import LipschitzBound
@@ -79,6 +81,11 @@ class RecurrentModel(nn.Module):
     #: Passed to `rollout`: "auto", "fused", "reference" or a
     #: backend name of `BACKENDS`.
     rollout_method: str = "auto"
+    #: Reuse the explicit model of calls that need no autograd graph (``torch.no_grad``,
+    #: ``torch.inference_mode``, or no parameter requires grad) while every parameter, buffer
+    #: and scalar setting is bit-for-bit unchanged (`r2dn_control.nn._inference_cache`);
+    #: False: rebuild it every call.
+    inference_cache: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Record the outermost constructor call's arguments so checkpoints can rebuild the model.
@@ -138,6 +145,7 @@ class RecurrentModel(nn.Module):
         self.batch_first = bool(batch_first)
         self._factory: dict[str, Any] = {"dtype": dtype, "device": device}
         self._frozen: ExplicitModel | None = None
+        self._explicit_cache = InferenceCache()
 
     # ------------------------------------------------------------------ direct parameters
     def _init_shared_parameters(self, h_size: int) -> None:
@@ -289,7 +297,17 @@ class RecurrentModel(nn.Module):
         target = first.dtype if dtype is None else _checks.model_dtype(dtype)
         if self._frozen is not None and target == self._frozen.A.dtype:
             return self._frozen
-        with full_precision_matmul(first.device):
+        if (not certificate and self.inference_cache and needs_no_graph(self)
+                and not functorch_active()):
+            key = (target, torch.is_inference_mode_enabled())
+            return self._explicit_cache.get(
+                self, key, lambda: self._build_cast(target, certificate, first.device))
+        return self._build_cast(target, certificate, first.device)
+
+    def _build_cast(self, target: torch.dtype, certificate: bool,
+                    device: torch.device) -> ExplicitModel:
+        """`_build_explicit` in float64 (the network in ``target``), cast to ``target``."""
+        with full_precision_matmul(device):
             exact = self._build_explicit(torch.float64, certificate, network_dtype=target)
         return exact if target == torch.float64 else exact.to(dtype=target)
 
@@ -311,6 +329,7 @@ class RecurrentModel(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         # .to()/.double()/.cuda() invalidate a cached explicit model.
         self._frozen = None
+        self.__dict__.get("_explicit_cache", InferenceCache()).clear()
         return super()._apply(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ calling
