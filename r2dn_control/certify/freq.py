@@ -198,7 +198,7 @@ def _finish_slice(omega: float, gram: np.ndarray | None, vw_vu: np.ndarray, fyw:
     return _Slice(omega, d, ua @ a, ua @ b, vu, yu, a.conj().T @ a, a.conj().T @ b,
                   b.conj().T @ b)
 #: Fewest uniform frequencies of the default grid of `GainSearch`.
-GRID_MIN = 24
+GRID_MIN = 12
 #: Most evaluations `_parabolic_peak` spends on one peak.
 PEAK_EVALUATIONS = 12
 #: `_parabolic_peak` also stops when a vertex step raises the peak value by less than this
