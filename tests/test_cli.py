@@ -55,6 +55,7 @@ def test_certify_a_good_checkpoint_still_works(tmp_path, capsys) -> None:
     (["run", "youla", "--model", "lstm"], "invalid choice: 'lstm'"),
     (["run", "youla", "--seeds", "0", "--preset", "test"], "--seeds must be a positive"),
     (["run", "youla", "--quick", "--preset", "full"], "not allowed with argument"),
+    (["run", "youla", "--preset", "cpu"], "unknown preset 'cpu' for youla"),
     (["compare"], "the following arguments are required"),
     (["frobnicate"], "invalid choice"),
 ])

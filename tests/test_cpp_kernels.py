@@ -9,6 +9,7 @@ not a multiple of the 4-row groups of the triangular solves.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -72,6 +73,26 @@ def test_equilibrium_kernel_equals_torch(activation: str, batch: int, nv: int) -
     for a, w in zip(got, want):
         torch.testing.assert_close(a, w, rtol=1e-10, atol=1e-10)
 
+
+
+@pytest.mark.parametrize("dtype, smallest, ulps", [(F64, 1e-300, 4), (torch.float32, 1e-37, 4)])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_kernel_activations_are_accurate_relative_to_their_value(activation, dtype, smallest,
+                                                                 ulps) -> None:
+    """σ(v) to a few ulp *of σ(v)* for |v| from tiny to saturated, not only to ~1 ulp of 1.
+
+    An absolute error of eps at tiny v is a relative error of eps/|v|: the REN trajectory then
+    loses every digit at small states and an incremental inequality can fail by far more than
+    round-off. (nv = 1 and D₁₁ = 0: the kernel returns σ(b) itself.)
+    """
+    mags = torch.logspace(math.log10(smallest), 1.5, 4001, dtype=F64)
+    v = torch.cat([mags, -mags, torch.zeros(1, dtype=F64)]).to(dtype)
+    w = cpp.ops().equilibrium_forward(torch.zeros(1, 1, dtype=dtype), v.reshape(-1, 1),
+                                      activation).reshape(-1).double()
+    exact = getattr(torch, activation)(v.double())
+    bound = ulps * torch.finfo(dtype).eps * exact.abs() + torch.finfo(dtype).tiny
+    worst = ((w - exact).abs() / bound).max().item()
+    assert worst <= 1, f"{activation} ({dtype}) off by {worst * ulps:.1f} ulp of its value"
 
 def _outputs_and_grads(model, u, x0, method):
     e = model._explicit(None, certificate=False)

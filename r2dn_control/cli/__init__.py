@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     size = run.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
                       help="small configuration, about 2 minutes on 2 CPU cores")
-    size.add_argument("--preset", choices=["full", "quick", "test"],
-                      help="configuration preset (default full: the paper's setup)")
+    size.add_argument("--preset",
+                      help="configuration preset: full (default, the paper's setup), quick, "
+                           "test, or an experiment's own (scaling: cpu)")
     run.add_argument("--seeds", type=int, default=1, help="run seeds 0 … N−1 (default 1)")
     run.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                      help="torch device (cuda must be available)")

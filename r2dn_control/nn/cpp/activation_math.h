@@ -33,14 +33,16 @@ inline Act parse_activation(const std::string& name) {
               "' (expected relu, tanh, sigmoid, leaky_relu or identity)");
 }
 
-// exp(x) without a libm call, so that loops over lanes vectorise. Cody-Waite reduction
-// x = n ln2 + r, |r| <= ln2/2, then a Taylor polynomial (degree 13 in double: truncation
-// ~4e-18 relative; degree 7 in float: ~5e-9), then scaling by 2^n built in the exponent bits.
-// Rounding to n uses the 1.5·2^mantissa trick: the bits of (y + magic) minus the bits of magic
-// are exactly round(y) as an integer, with only integer adds and shifts (vectorisable on any
-// x86-64, unlike a float-to-int64 conversion). The caller keeps |x| below the overflow limit.
+// e^x − 1 without a libm call, so that loops over lanes vectorise, returned as the pair
+// (q, 2^n) with e^x − 1 = 2^n·q + (2^n − 1) and e^x = 2^n·(q + 1). Cody-Waite reduction
+// x = n ln2 + r, |r| <= ln2/2, then q = e^r − 1 as a Taylor polynomial without its constant
+// term (degree 14 in double: truncation ~4e-18 relative; degree 8 in float: ~5e-9), so q keeps
+// its relative accuracy for tiny r (no 1 + r − 1 cancellation); 2^n is built in the exponent
+// bits. Rounding to n uses the 1.5·2^mantissa trick: the bits of (y + magic) minus the bits of
+// magic are exactly round(y) as an integer, with only integer adds and shifts (vectorisable on
+// any x86-64, unlike a float-to-int64 conversion). The caller keeps |x| below the overflow limit.
 template <typename T>
-inline T exp_nolibm(T x) {
+inline T expm1_parts(T x, T& scale) {
   constexpr bool is_float = std::is_same_v<T, float>;
   using Bits = std::conditional_t<is_float, int32_t, int64_t>;
   constexpr int mantissa = is_float ? 23 : 52;
@@ -54,16 +56,17 @@ inline T exp_nolibm(T x) {
   const T r = (x - n * ln2_hi) - n * ln2_lo;
   T p;
   if constexpr (is_float) {
-    p = T(1.0 / 5040);
+    p = T(1.0 / 40320);
+    p = p * r + T(1.0 / 5040);
     p = p * r + T(1.0 / 720);
     p = p * r + T(1.0 / 120);
     p = p * r + T(1.0 / 24);
     p = p * r + T(1.0 / 6);
     p = p * r + T(0.5);
     p = p * r + T(1);
-    p = p * r + T(1);
   } else {
-    p = T(1.0 / 6227020800.0);
+    p = T(1.0 / 87178291200.0);
+    p = p * r + T(1.0 / 6227020800.0);
     p = p * r + T(1.0 / 479001600.0);
     p = p * r + T(1.0 / 39916800.0);
     p = p * r + T(1.0 / 3628800.0);
@@ -76,25 +79,34 @@ inline T exp_nolibm(T x) {
     p = p * r + T(1.0 / 6.0);
     p = p * r + T(0.5);
     p = p * r + T(1);
-    p = p * r + T(1);
   }
   Bits shifted_bits, magic_bits;
   std::memcpy(&shifted_bits, &shifted, sizeof(T));
   const T magic_copy = magic;
   std::memcpy(&magic_bits, &magic_copy, sizeof(T));
   const Bits scale_bits = (shifted_bits - magic_bits + bias) << mantissa;
-  T scale;
   std::memcpy(&scale, &scale_bits, sizeof(T));
-  return p * scale;
+  return p * r;
+}
+
+template <typename T>
+inline T exp_nolibm(T x) {
+  T scale;
+  const T q = expm1_parts(x, scale);
+  return (q + T(1)) * scale;
 }
 
 template <typename T>
 inline T tanh_nolibm(T x) {
-  // tanh|x| = 1 − 2/(e^{2|x|} + 1): absolute error ~1 ulp of 1. Beyond the clamp tanh rounds
-  // to ±1 in T anyway.
+  // tanh|x| = m/(m + 2) with m = e^{2|x|} − 1 >= 0: a few ulp relative everywhere, tiny |x|
+  // included (the form 1 − 2/(e^{2|x|} + 1) is accurate only to ~1 ulp of 1, i.e. relative
+  // error ~eps/|x| below 1). Beyond the clamp tanh rounds to ±1 in T anyway.
   constexpr T limit = std::is_same_v<T, float> ? T(9) : T(19.5);
   const T a = std::min(x < T(0) ? -x : x, limit);
-  const T t = T(1) - T(2) / (exp_nolibm(T(2) * a) + T(1));
+  T scale;
+  const T q = expm1_parts(T(2) * a, scale);
+  const T m = scale * q + (scale - T(1));
+  const T t = m / (m + T(2));
   return x < T(0) ? -t : t;
 }
 
