@@ -159,3 +159,33 @@ def test_certify_target_does_not_build_the_lbdn() -> None:
     with torch.no_grad():
         want, _ = model(u, x0)
     assert torch.allclose(y, want, rtol=1e-10, atol=1e-12)
+
+
+def test_margin_ladder_goes_past_max_margin_before_the_dense_retry() -> None:
+    """A check that needs τ above `MAX_MARGIN` is met on the same candidate (n = 200: the
+    ladder runs to 10·first_margin(n) = 2.5e-5), and the result is proved in float64."""
+    from r2dn_control.certify.freq import GainSearch
+    from r2dn_control.certify.lmi import Validation, lipschitz_supply, validate
+
+    torch.manual_seed(7)
+    n = 200
+    model = LipschitzR2DN(2, n, n, 2, gamma=2.0, dtype=torch.float64)
+    ss = certify.as_target(model).blocks
+    search = GainSearch(ss)
+    cand = search.run()
+    need = 2 * kyp.MAX_MARGIN  # pretend the rounding bound asks for more than MAX_MARGIN
+    limit = 10 * kyp.first_margin(n)
+    assert kyp.first_margin(n) < kyp.MAX_MARGIN < need < limit
+
+    def accept(c: kyp.KypCertificate) -> Validation:
+        real = validate(ss, c.metric, c.multiplier, 1.0, lipschitz_supply(c.value, 2, 2))
+        if c.margin < need:
+            return Validation(False, real.margin, real.min_eigenvalue, need, "margin too small")
+        return real
+
+    cert, solves = kyp._certify_candidate(ss, cand.kappa, cand.gamma, search.mu_max, accept)
+    assert cert is not None and cert.proof is not None and cert.proof.holds
+    assert need <= cert.margin <= limit and solves >= 2
+    assert validate(ss, cert.metric, cert.multiplier, 1.0,
+                    lipschitz_supply(cert.value, 2, 2)).holds
+    assert cand.gamma <= cert.value <= cand.gamma * (1 + 10 * limit)  # κ and γ both raised by 4τ

@@ -60,7 +60,8 @@ class FrequencyResponse:
         self.d = np.block([[ss.D11, ss.D12], [ss.D21, ss.D22]])
         n = ss.A.shape[0]
         self.poles = np.zeros(0)
-        self._cv = self._vb = None
+        self._cv: np.ndarray | None = None
+        self._vb: np.ndarray | None = None
         if n:
             # One decomposition gives both the poles and (when V is well conditioned) the
             # diagonal form; the poles alone would cost almost as much again.

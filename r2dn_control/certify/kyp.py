@@ -718,9 +718,17 @@ def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
     ``accept`` (the float64 check). A failed Riccati solve multiplies τ by 10; a failed check
     raises τ to what its rounding bound asks (λ_min ≈ τ/2, the bound shrinking about like
     1/τ): ``max(3τ, 3√(bound·τ))``. Without ``accept`` the first Riccati solution is returned.
+
+    The ladder starts at ``min(first_margin(n), max_margin)`` and runs up to
+    ``max(max_margin, 10·first_margin(n))``: from n ≈ 256 on the rounding bound outgrows
+    `MAX_MARGIN`, and one more Riccati solve on the same candidate is far cheaper than the
+    4× denser frequency grid of the retry that a stop at `MAX_MARGIN` would trigger (at
+    n = 2048 a retry costs ~100 dense complex slices).
     """
-    tau, solves = min(first_margin(ss.A.shape[0]), max_margin), 0
-    while tau <= max_margin:
+    n = ss.A.shape[0]
+    tau, solves = min(first_margin(n), max_margin), 0
+    limit = max(max_margin, 10 * first_margin(n))
+    while tau <= limit:
         k = kappa * (1 + 4 * tau)
         g = max(gamma, math.sqrt(mu_at(k)) if mu_at is not None else gamma) * (1 + 4 * tau)
         x = margin_riccati(ss, k, g, tau)
