@@ -64,6 +64,11 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "r2dn-random": ({"kind": "r2dn", "init": "random"}, {}),
     "r2dn-a0.995": ({"kind": "r2dn", "contraction_rate": 0.995}, {}),
     "r2dn-a1": ({"kind": "r2dn", "contraction_rate": 1.0}, {}),
+    # ᾱ = |λ|max^κ with κ = decay_share (sysid.suggested_contraction_rate): κ = 1/2 was the
+    # default before κ = 1/4 ("r2dn"), "r2dn-q" is κ = 1/4 spelled out
+    "r2dn-half": ({"kind": "r2dn", "decay_share": 0.5}, {}),
+    "r2dn-q": ({"kind": "r2dn", "decay_share": 0.25}, {}),
+    "r2dn-eighth": ({"kind": "r2dn", "decay_share": 0.125}, {}),
     "r2dn-lr1e-3": ({"kind": "r2dn"}, {"lr": 1e-3}),
     "r2dn-lr1e-2": ({"kind": "r2dn"}, {"lr": 1e-2}),
     "gru-lr1e-3": ({"kind": "gru"}, {"lr": 1e-3}),
@@ -135,6 +140,9 @@ def worker(args: argparse.Namespace) -> None:
     model_kw = dict(model_kw)
     kind = model_kw.pop("kind")
     io_init = model_kw.pop("io_init", None)
+    if "decay_share" in model_kw:
+        model_kw["contraction_rate"] = sysid.suggested_contraction_rate(
+            train, decay_share=model_kw.pop("decay_share"))
     model = sysid.default_model(train, kind=kind, seed=args.seed, **model_kw)
     if io_init == "columns":
         with torch.no_grad():

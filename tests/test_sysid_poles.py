@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from r2dn_control import sysid
-from r2dn_control.nn import cpp
+from r2dn_control.nn import ContractingR2DN, cpp
+from r2dn_control.sysid.poles import DEFAULT_DECAY_SHARE
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +62,13 @@ def test_estimated_rate_covers_the_true_slowest_pole(radii, angles, ny, seed):
     assert pole >= true - 1e-2 * (1 - true)
     rate = sysid.suggested_contraction_rate(data, order=8)
     assert true <= rate <= 1.0
-    assert rate == pytest.approx(max(0.9, np.sqrt(pole)))
+    assert rate == pytest.approx(max(0.9, pole ** DEFAULT_DECAY_SHARE))
+    # the certified decay rate −ln ᾱ is the share κ of the estimate's (unless ᾱ_min binds)
+    for share in (0.5, 0.25, 0.125):
+        rate = sysid.suggested_contraction_rate(data, order=8, decay_share=share)
+        assert true <= rate <= 1.0
+        assert -np.log(rate) == pytest.approx(min(-np.log(0.9), -share * np.log(pole)),
+                                              rel=1e-9, abs=1e-12)
 
 
 def test_unstable_or_integrating_data_gives_rate_one():
@@ -106,6 +113,9 @@ def test_bad_arguments_are_named():
         sysid.slowest_pole(data, order=30)
     with pytest.raises(ValueError, match="min_rate"):
         sysid.suggested_contraction_rate(data, min_rate=1.5)
+    for share in (0, 1.5, True, "1/4"):
+        with pytest.raises(ValueError, match="decay_share"):
+            sysid.suggested_contraction_rate(data, decay_share=share)
 
 
 class Drift(nn.Module):
@@ -139,3 +149,35 @@ def test_validation_simulates_the_tail_and_catches_a_drift():
     naive = np.sqrt(np.mean((restarted - y[tail, 0]) ** 2)) / y[tail, 0].std()
     assert res.history[0]["val_nrmse"] == pytest.approx(expected, rel=1e-6)
     assert res.history[0]["val_nrmse"] > 1.3 * naive
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.5, 1.0), st.integers(1, 6), st.integers(1, 6), st.sampled_from(["random", "long_memory"]),
+       st.floats(0.1, 3.0), st.integers(0, 10_000))
+def test_a_mode_near_the_rate_leaves_the_nonlinear_channel_no_gain(rate, nx, nv, init, scale,
+                                                                   seed):
+    """The budget `suggested_contraction_rate` shares out: for every eigenpair A ξ = λ ξ and
+    left eigenvector η* A = λ η* of a contracting R2DN at rate ᾱ (metric 𝒫),
+    ‖C₁ξ‖² ≤ (ᾱ² − |λ|²) ξ*𝒫ξ and ‖B₁*η‖² ≤ (1 − |λ|²/ᾱ²) η*𝒫⁻¹η: the gain through which
+    a mode can drive φ and be driven by it vanishes as |λ| → ᾱ."""
+    torch.manual_seed(seed)
+    model = ContractingR2DN(1, nx, nv, 1, hidden=(3,), contraction_rate=rate, init=init,
+                            dtype=torch.float64)
+    with torch.no_grad():
+        model.C1.normal_(0.0, scale)  # long_memory starts with C₁ = B̂₁ = 0
+        model.B1_hat.normal_(0.0, scale)
+        e = model.explicit(torch.float64)
+    metric = e.metric.to(torch.complex128)
+    a, b1, c1 = (m.detach().to(torch.complex128) for m in (e.A, e.B1, e.C1))
+    lam, right = torch.linalg.eig(a)
+    lam_left, left = torch.linalg.eig(a.mH)  # eigenvalues conj(λ) with vectors η
+    for k in range(nx):
+        xi = right[:, k]
+        assert float((c1 @ xi).abs().square().sum()) <= (
+            (rate**2 - float(lam[k].abs()) ** 2) * float((xi.conj() @ metric @ xi).real)
+            + 1e-9 * float(xi.abs().square().sum()))
+        eta = left[:, k]
+        inverse = torch.linalg.solve(metric, eta)
+        assert float((b1.mH @ eta).abs().square().sum()) <= (
+            (1 - float(lam_left[k].abs()) ** 2 / rate**2) * float((eta.conj() @ inverse).real)
+            + 1e-9 * float(eta.abs().square().sum()))

@@ -3,13 +3,17 @@
 Defaults (docs/sysid.md, "Defaults that generalise", gives the study behind them):
 
 * ``init="long_memory"`` with a contraction rate ᾱ **estimated from the training data** when
-  ``default_model(train)`` is given a `SequenceData`: ᾱ = min(1, max(0.9, |λ|max^{1/2}))
+  ``default_model(train)`` is given a `SequenceData`: ᾱ = min(1, max(0.9, |λ|max^{1/4}))
   where |λ|max is the slowest pole of a least-squares ARX fit (`.poles`). ᾱ bounds every
   pole's modulus (docs/theory.md §3), so a fixed default is wrong in both directions: below the
   data's slowest pole (a mode of damping ζ and natural frequency ω_n sampled at dt has
-  |λ| = exp(−ζ ω_n dt)) that mode cannot be represented; at ᾱ = 1 the model can fit a slow drift
-  instead of the system. With the old signature ``default_model(nu, ny)`` there is no data to
-  estimate from and ᾱ = `DEFAULT_CONTRACTION_RATE`.
+  |λ| = exp(−ζ ω_n dt)) that mode cannot be represented; at ᾱ = 1 nothing bounds how slowly
+  the model forgets its initial state. Between the two, the certificate charges the nonlinear
+  channel's gain through a mode to the gap ᾱ − |λ|: the exponent 1/4 (the model is certified to
+  forget at a quarter of the data's slowest decay rate) leaves 2.25 times the gain the former
+  1/2 left, which lightly damped nonlinear oscillators need (`.poles`, docs/sysid.md). With the
+  old signature ``default_model(nu, ny)`` there is no data to estimate from and
+  ᾱ = `DEFAULT_CONTRACTION_RATE`.
 * Sizes: ``"small"`` (nx = 16, nv = 32, one hidden LBDN layer of 32; about 6.6k parameters for
   one input and one output) trains in minutes on a CPU. One hidden layer, not two: see `SIZES`.
 """
