@@ -24,7 +24,11 @@ parameterization, the loss is mean(y²)):
 * forward: the whole sequence under ``torch.no_grad`` / a jitted ``simulate_sequence``;
   forward+backward: the gradient of the loss with respect to every parameter (torch:
   ``backward``; JAX: a jitted ``jax.grad``, every leaf blocked on). Both include the
-  direct-to-explicit map, once per call. JAX compile time is excluded (compiled before timing).
+  direct-to-explicit map, once per call, with one exception: our forward under
+  ``torch.no_grad`` reuses the explicit weights of the previous call when no parameter changed
+  (``RecurrentModel.inference_cache``; JAX recomputes them in every call), so the R2DN forward
+  is also timed with the cache off (``ours, map every call``: a copy of the model with
+  ``inference_cache = False``). JAX compile time is excluded (compiled before timing).
 * LSTM/GRU: ``nn.LSTM``/``nn.GRU`` + linear head with the same parameter count as the R2DN.
 
 Fairness: the process (and so the JAX subprocess, which inherits it) is pinned to the same CPU
@@ -48,6 +52,7 @@ float32 ``torch.mm`` on the same threads, the median of its values at the start 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import pathlib
@@ -69,6 +74,8 @@ from r2dn_control.nn import ContractingR2DN, ContractingREN
 R2DN_WIDTHS = (8, 16, 24, 32, 48, 64, 80, 96)
 REN_FEATURES = (20, 30, 40, 60, 80, 100, 128, 200)
 R2DN_FEATURES, R2DN_LAYERS = 16, 6
+#: Our R2DN with the inference cache off (timed in the forward mode only).
+UNCACHED = "ours, map every call"
 XLA_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 # The JAX side: a line-oriented JSON server (one request per stdin line, one reply per stdout
@@ -283,6 +290,29 @@ def pin_cores(args: argparse.Namespace) -> list[int]:
     return cores
 
 
+def time_rounds(entries: dict, u: dict[str, torch.Tensor], peer: JaxPeer | None,
+                args: argparse.Namespace) -> dict[tuple[str, str, str], Cell]:
+    """Every round: for each size and mode, each torch model and (after ours) the JAX model in
+    turn, ``--repeats`` calls each; the per-round medians by (label, model, mode)."""
+    cells: dict[tuple[str, str, str], Cell] = {}
+    for r in range(args.rounds):
+        start = time.perf_counter()
+        for label, (models, key, _) in entries.items():
+            for mode in ("fwd", "fwd+bwd"):
+                for name, model in models.items():
+                    if name == UNCACHED and mode != "fwd":
+                        continue  # the cache never applies to a call that needs a graph
+                    wall, cpu = median_wall_and_cpu(torch_timer(model, u[label], mode),
+                                                    args.repeats)
+                    cells.setdefault((label, name, mode), Cell()).add(wall, cpu)
+                    if name == "ours" and peer is not None and key is not None:
+                        got = peer.request(cmd="time", key=key, mode=mode, repeats=args.repeats)
+                        cells.setdefault((label, "JAX", mode), Cell()).add(
+                            statistics.median(got["wall"]), statistics.median(got["cpu"]))
+        print(f"# round {r + 1}/{args.rounds}: {time.perf_counter() - start:.0f} s", flush=True)
+    return cells
+
+
 def main() -> None:
     args = parse_args()
     widths = [int(w) for w in args.widths.split(",") if w]
@@ -324,8 +354,11 @@ def main() -> None:
         ours = ContractingR2DN(1, 1, R2DN_FEATURES, 1, hidden=(w,) * R2DN_LAYERS,
                                activation="relu", identity_output=True, device=device)
         n = parameter_count(ours)
+        uncached = copy.deepcopy(ours)
+        uncached.inference_cache = False
         add(f"R2DN 6×{w}", {
             "ours": ours,
+            UNCACHED: uncached,
             "LSTM": TorchRNN("LSTM", 1, matched_hidden("LSTM", n), 1, device=device),
             "GRU": TorchRNN("GRU", 1, matched_hidden("GRU", n), 1, device=device),
         }, r2dn_flops(ours, batch, horizon), kind="r2dn", nv=R2DN_FEATURES,
@@ -335,21 +368,8 @@ def main() -> None:
                               device=device)
         add(f"REN nv={nv}", {"ours": ours}, 0.0, kind="ren", nv=nv, activation="tanh")
 
-    cells: dict[tuple[str, str, str], Cell] = {}
     u = {label: torch.randn(batch, horizon, 1, device=device) for label in entries}
-    for r in range(args.rounds):
-        start = time.perf_counter()
-        for label, (models, key, _) in entries.items():
-            for mode in ("fwd", "fwd+bwd"):
-                for name, model in models.items():
-                    wall, cpu = median_wall_and_cpu(torch_timer(model, u[label], mode),
-                                                    args.repeats)
-                    cells.setdefault((label, name, mode), Cell()).add(wall, cpu)
-                    if name == "ours" and peer is not None and key is not None:
-                        got = peer.request(cmd="time", key=key, mode=mode, repeats=args.repeats)
-                        cells.setdefault((label, "JAX", mode), Cell()).add(
-                            statistics.median(got["wall"]), statistics.median(got["cpu"]))
-        print(f"# round {r + 1}/{args.rounds}: {time.perf_counter() - start:.0f} s", flush=True)
+    cells = time_rounds(entries, u, peer, args)
     if peer is not None:
         peer.close()
     peaks.append(sgemm_gflops())
@@ -373,20 +393,23 @@ def report(entries: dict, cells: dict[tuple[str, str, str], Cell], params: dict[
     print("\n## R2DN (nv = 16, relu) vs the authors' JAX R2DN and torch LSTM/GRU\n")
     print("Process CPU time, medians over rounds in ms; ratio = ours / other (range over "
           "rounds); GFLOP/s by CPU time.\n")
-    print("| size | params ours / JAX | ours fwd | JAX fwd | ours/JAX fwd | ours fwd+bwd "
+    print("| size | params ours / JAX | ours fwd | JAX fwd | ours/JAX fwd "
+          "| ours fwd, map every call | its ratio to JAX | ours fwd+bwd "
           "| JAX fwd+bwd | ours/JAX fwd+bwd | LSTM fwd+bwd | ours/LSTM fwd+bwd | GRU fwd+bwd "
           "| GFLOP/s fwd / fwd+bwd | fwd+bwd % of sgemm peak |")
-    print("|" + "---|" * 13)
+    print("|" + "---|" * 15)
     r2dn_rows = [label for label in entries if label.startswith("R2DN")]
     for label in r2dn_rows:
         flops = entries[label][2]
         f, b = get(label, "ours", "fwd"), get(label, "ours", "fwd+bwd")
         jf, jb = get(label, "JAX", "fwd"), get(label, "JAX", "fwd+bwd")
         lb, gb = get(label, "LSTM", "fwd+bwd"), get(label, "GRU", "fwd+bwd")
+        uf = get(label, UNCACHED, "fwd")
         assert f is not None and b is not None
         g_f, g_b = flops / f.median("cpu") / 1e9, 3 * flops / b.median("cpu") / 1e9
         print(f"| {label[5:]} | {params[label]} | {cell_ms(f)} | {cell_ms(jf)} "
-              f"| {ratio(f, jf, 'cpu')} | {cell_ms(b)} | {cell_ms(jb)} | {ratio(b, jb, 'cpu')} "
+              f"| {ratio(f, jf, 'cpu')} | {cell_ms(uf)} | {ratio(uf, jf, 'cpu')} "
+              f"| {cell_ms(b)} | {cell_ms(jb)} | {ratio(b, jb, 'cpu')} "
               f"| {cell_ms(lb)} | {ratio(b, lb, 'cpu')} | {cell_ms(gb)} "
               f"| {g_f:.1f} / {g_b:.1f} | {100 * g_b / peak:.0f} % |", flush=True)
     ren_rows = [label for label in entries if label.startswith("REN")] if with_ren else []

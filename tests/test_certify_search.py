@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from r2dn_control import certify
 from r2dn_control.certify import kyp
+from r2dn_control.certify.freq import GainSearch
 from r2dn_control.certify.lmi import StateSpaceBlocks, lipschitz_supply, validate
 from r2dn_control.nn import ContractingR2DN, LipschitzR2DN
 
@@ -117,6 +118,11 @@ def test_fast_gain_is_proved_and_matches_the_riccati_search(seed, nx, nv, full_d
     # so the fast γ may well be smaller); the fast one is never looser than it by more than
     # the proof margin (4τ, τ ≤ 1e-5 here) plus the slow search's tolerance.
     assert res.bound <= slow.value * (1 + 1e-4), (res.bound, slow.value)
+    # γ* on the evaluated frequencies is a lower estimate of the optimum: the proved γ is
+    # above it, by no more than the proof margins.
+    cand = GainSearch(ss).run()
+    assert cand is not None
+    assert cand.gamma * (1 - 1e-12) <= res.bound <= cand.gamma * (1 + 1e-3), (res.bound, cand)
 
 
 def test_margin_riccati_leaves_a_margin_the_float64_check_sees() -> None:
@@ -124,8 +130,6 @@ def test_margin_riccati_leaves_a_margin_the_float64_check_sees() -> None:
     torch.manual_seed(40)
     model = LipschitzR2DN(2, 40, 40, 2, gamma=2.0, dtype=torch.float64)
     ss = certify.as_target(model).blocks
-    from r2dn_control.certify.freq import GainSearch
-
     search = GainSearch(ss)
     cand = search.run()
     tau = 1e-6

@@ -17,6 +17,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from r2dn_control.nn import (
     ContractingR2DN,
@@ -438,3 +440,34 @@ def test_r2dn_inference_forward_equals_training_forward(r2dn_loop, dtype, monkey
     tol = 1e-6 if dtype == torch.float32 else 1e-13
     torch.testing.assert_close(y_infer, y_train.detach(), rtol=tol, atol=tol)
     torch.testing.assert_close(x_infer, x_train.detach(), rtol=tol, atol=tol)
+
+
+@given(rows=st.integers(0, 3000), m=st.integers(1, 40), n=st.integers(1, 40),
+       threads=st.sampled_from([1, 2]))
+def test_gram_pairs_equals_matmul_and_sum(rows: int, m: int, n: int, threads: int) -> None:
+    """The weight-gradient kernel: XᵀG and Σ_r G for tall X, G (float64 to 1e-10, float32 to
+    float32 round-off), every thread count (row chunks summed)."""
+    gen = torch.Generator().manual_seed(rows * 1_000 + m * 40 + n)
+    x = torch.randn(rows, m, dtype=F64, generator=gen)
+    g = torch.randn(rows, n, dtype=F64, generator=gen)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        p64, s64 = cpp.ops().gram_pairs([x, g], [g, x])
+        p32, s32 = cpp.ops().gram_pairs([x.float()], [g.float()])
+    finally:
+        torch.set_num_threads(before)
+    for got, want in zip([*p64, *s64], [x.T @ g, g.T @ x, g.sum(0), x.sum(0)], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(p32[0].double(), x.T @ g, rtol=1e-4, atol=1e-4 * (1 + rows) ** 0.5)
+    torch.testing.assert_close(s32[0].double(), g.sum(0), rtol=1e-4, atol=1e-4 * (1 + rows) ** 0.5)
+
+
+def test_gram_pairs_errors_are_clear() -> None:
+    a = torch.randn(5, 2, dtype=F64)
+    with pytest.raises(RuntimeError, match="same K"):
+        cpp.ops().gram_pairs([a], [torch.randn(4, 2, dtype=F64)])
+    with pytest.raises(RuntimeError, match="as many xs as gs"):
+        cpp.ops().gram_pairs([a, a], [a])
+    with pytest.raises(RuntimeError, match="contiguous CPU tensors of one dtype"):
+        cpp.ops().gram_pairs([a], [a.float()])

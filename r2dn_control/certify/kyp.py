@@ -121,7 +121,13 @@ def _doubling(a: np.ndarray, g: np.ndarray, h: np.ndarray, tol: float = 1e-14,
 
 def _riccati_data(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, eps: float
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(Ā, −G, Q̄) of the module docstring for ``[Ĉ; √ε·scale·I]`` (D = 0 needs no factoring)."""
+    """(Ā, −G, Q̄) of the module docstring for ``[Ĉ; √ε·scale·I]`` (D = 0 needs no factoring).
+
+    The regularization rows carry no feedthrough (``D_aug = [D̂; 0]``), so ``I − D_augD_augᵀ =
+    blkdiag(I − D̂D̂ᵀ, I)``, ``D_augᵀC_aug = D̂ᵀĈ`` and ``Q̄ = Ĉᵀ(I − D̂D̂ᵀ)⁻¹Ĉ + ε·scale²·I``:
+    only the small factorizations of ``I − D̂ᵀD̂`` and ``I − D̂D̂ᵀ`` are needed, not one of size
+    n + n_out (the same algebra as augmenting Ĉ and D̂, without the O(n³) work on the ε rows).
+    """
     n, m = b.shape
     scale = max(1.0, float(np.abs(c).max()) if c.size else 1.0)
     reg = eps * scale**2
@@ -129,15 +135,14 @@ def _riccati_data(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, ep
         g = b @ b.T
         q_bar = c.T @ c + reg * np.eye(n)
         return a, -0.5 * (g + g.T), 0.5 * (q_bar + q_bar.T)
-    c_aug = np.vstack([c, math.sqrt(eps) * scale * np.eye(n)])
-    d_aug = np.vstack([d, np.zeros((n, m))])
-    r = np.eye(m) - d_aug.T @ d_aug
-    r_chol = sla.cho_factor(r)
-    dd = np.eye(d_aug.shape[0]) - d_aug @ d_aug.T
-    dd_chol = sla.cho_factor(dd)
-    a_bar = a + b @ sla.cho_solve(r_chol, d_aug.T @ c_aug)
-    g = b @ sla.cho_solve(r_chol, b.T)
-    q_bar = c_aug.T @ sla.cho_solve(dd_chol, c_aug)
+    r_chol = sla.cholesky(np.eye(m) - d.T @ d, lower=True)
+    dd_chol = sla.cholesky(np.eye(d.shape[0]) - d @ d.T, lower=True)
+    # Ā = A + B R⁻¹D̂ᵀĈ, G = (L_R⁻¹Bᵀ)ᵀ(L_R⁻¹Bᵀ), Q̄ = (L_D⁻¹Ĉ)ᵀ(L_D⁻¹Ĉ) + ε·scale²·I.
+    a_bar = a + b @ sla.cho_solve((r_chol, True), d.T @ c)
+    half_g = sla.solve_triangular(r_chol, b.T, lower=True)
+    half_q = sla.solve_triangular(dd_chol, c, lower=True)
+    g = half_g.T @ half_g
+    q_bar = half_q.T @ half_q + reg * np.eye(n)
     return a_bar, -0.5 * (g + g.T), 0.5 * (q_bar + q_bar.T)
 
 
@@ -242,7 +247,8 @@ def spectral_radius_estimate(a: np.ndarray) -> float | None:
 
 def _w_channel_gain(ss: StateSpaceBlocks, z: complex) -> float:
     """σ_max(C₁(zI − A)⁻¹B₁). A value ≥ 1 at ``|z| = ᾱ`` shows that no rate below ᾱ has a
-    scalar-multiplier certificate (see `smallest_rate`); a real z needs only real arithmetic."""
+    scalar-multiplier certificate (see `smallest_rate`); a real z needs only real arithmetic,
+    a complex one multiplies the real C₁ with the real and imaginary parts separately."""
     n, nv = ss.A.shape[0], ss.C1.shape[0]
     if not nv or not n:
         return 0.0
@@ -253,13 +259,25 @@ def _w_channel_gain(ss: StateSpaceBlocks, z: complex) -> float:
         lu, piv = sla.lu_factor(shift, check_finite=False)
         if not np.all(np.diag(lu)):
             return math.inf  # z is an eigenvalue of A
-        g = ss.C1 @ sla.lu_solve((lu, piv), ss.B1 if real else ss.B1.astype(complex),
-                                 check_finite=False)
+        sol = sla.lu_solve((lu, piv), ss.B1 if real else ss.B1.astype(complex),
+                           check_finite=False)
+    g = ss.C1 @ sol if real else ss.C1 @ sol.real + 1j * (ss.C1 @ sol.imag)
     if not np.all(np.isfinite(g)):
         return math.inf
-    gram = g.conj().T @ g if g.shape[0] >= g.shape[1] else g @ g.conj().T
-    top = float(np.linalg.eigvalsh(0.5 * (gram + gram.conj().T))[-1])
-    return math.sqrt(max(top, 0.0))
+    return math.sqrt(max(_largest_gram_eigenvalue(g), 0.0))
+
+
+def _largest_gram_eigenvalue(g: np.ndarray) -> float:
+    """λ_max(G*G) (= λ_max(GG*)) from the smaller Gram matrix, formed by a symmetric / Hermitian
+    rank-k update (one triangle: half a product) and read from that triangle."""
+    complex_g = np.iscomplexobj(g)
+    # trans 0: G G* (G has fewer rows than columns); else G*G (BLAS 'C' / 'T').
+    trans = 0 if g.shape[0] < g.shape[1] else (2 if complex_g else 1)
+    if complex_g:
+        gram = sla.blas.zherk(1.0, g, trans=trans, lower=0)
+    else:
+        gram = sla.blas.dsyrk(1.0, g, trans=trans, lower=0)
+    return float(np.linalg.eigvalsh(gram, UPLO="U")[-1])
 
 
 def _on_ray(r: float, omega: float) -> complex:
@@ -700,9 +718,17 @@ def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
     ``accept`` (the float64 check). A failed Riccati solve multiplies τ by 10; a failed check
     raises τ to what its rounding bound asks (λ_min ≈ τ/2, the bound shrinking about like
     1/τ): ``max(3τ, 3√(bound·τ))``. Without ``accept`` the first Riccati solution is returned.
+
+    The ladder starts at ``min(first_margin(n), max_margin)`` and runs up to
+    ``max(max_margin, 10·first_margin(n))``: from n ≈ 256 on the rounding bound outgrows
+    `MAX_MARGIN`, and one more Riccati solve on the same candidate is far cheaper than the
+    4× denser frequency grid of the retry that a stop at `MAX_MARGIN` would trigger (at
+    n = 2048 a retry costs ~100 dense complex slices).
     """
-    tau, solves = min(first_margin(ss.A.shape[0]), max_margin), 0
-    while tau <= max_margin:
+    n = ss.A.shape[0]
+    tau, solves = min(first_margin(n), max_margin), 0
+    limit = max(max_margin, 10 * first_margin(n))
+    while tau <= limit:
         k = kappa * (1 + 4 * tau)
         g = max(gamma, math.sqrt(mu_at(k)) if mu_at is not None else gamma) * (1 + 4 * tau)
         x = margin_riccati(ss, k, g, tau)

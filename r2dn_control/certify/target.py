@@ -149,8 +149,10 @@ def _blocks_simulator(ss: StateSpaceBlocks, network: Callable[[Tensor], Tensor] 
 def _from_recurrent(model: RecurrentModel) -> Target:
     # The direct-to-explicit algebra runs in float64 whatever the parameter dtype (docs/theory.md §6):
     # a float32 model is verified through its exact float64 explicit model.
+    # The LBDN's weights are built only if something calls the network (the empirical lower
+    # bounds); the certificates read the LTI blocks alone (docs/performance.md).
     with torch.no_grad():
-        e = model.explicit(torch.float64)
+        e = model.explicit(torch.float64, defer_network=True)
     e = e.to(device=torch.device("cpu"))
     # Parameters used as-is (e.g. C₁) still require grad: detach, so that the adversarial
     # lower bounds never write gradients into the model.

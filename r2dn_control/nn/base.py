@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from . import _checks, realtime
 from ._algebra import default_eps, frobenius, full_precision_matmul, lecun_normal_
+from ._inference_cache import InferenceCache, needs_no_graph
+from ._lbdn_map import functorch_active
 from .explicit import ExplicitModel, rollout
 from .iqc import SupplyRate
 from .parametrizations import LipschitzBound
@@ -83,6 +85,11 @@ class RecurrentModel(nn.Module):
     #: Passed to `rollout`: "auto", "fused", "reference" or a
     #: backend name of `BACKENDS`.
     rollout_method: str = "auto"
+    #: Reuse the explicit model of calls that need no autograd graph (``torch.no_grad``,
+    #: ``torch.inference_mode``, or no parameter requires grad) while every parameter, buffer
+    #: and scalar setting is bit-for-bit unchanged (`r2dn_control.nn._inference_cache`);
+    #: False: rebuild it every call.
+    inference_cache: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Record the outermost constructor call's arguments so checkpoints can rebuild the model.
@@ -144,6 +151,7 @@ class RecurrentModel(nn.Module):
         self.batch_first = bool(batch_first)
         self._factory: dict[str, Any] = {"dtype": dtype, "device": device}
         self._frozen: ExplicitModel | None = None
+        self._explicit_cache = InferenceCache()
 
     def _checked_init_radius(self, init_radius: float | None) -> float:
         """r of the long-memory init: ᾱ by default, else a rate in (0, ᾱ] (needs long_memory)."""
@@ -274,13 +282,16 @@ class RecurrentModel(nn.Module):
 
     # ------------------------------------------------------------------ explicit model
     def _build_explicit(self, dtype: torch.dtype, certificate: bool = True,
-                        network_dtype: torch.dtype | None = None) -> ExplicitModel:
+                        network_dtype: torch.dtype | None = None,
+                        defer_network: bool = False) -> ExplicitModel:
         """Map the direct parameters to the explicit model, computing in ``dtype``.
 
         With ``certificate`` the implied Lyapunov metric and multiplier are filled in.
         ``network_dtype`` (default ``dtype``) is where a family may build its nonlinearity when
         that does not enter the certificate (the LBDN's Cayley transforms are well conditioned:
         ‖(I+Z)⁻¹‖ ≤ 1, so float32 there costs nothing in accuracy and halves the time).
+        ``defer_network``: a family whose nonlinearity does not enter the LTI blocks may
+        return it as a `DeferredNetwork` (built on first use).
         """
         raise NotImplementedError
 
@@ -294,22 +305,39 @@ class RecurrentModel(nn.Module):
         """The device of the model's parameters."""
         return next(self.parameters()).device
 
-    def explicit(self, dtype: torch.dtype | None = None) -> ExplicitModel:
+    def explicit(self, dtype: torch.dtype | None = None, *, defer_network: bool = False
+                 ) -> ExplicitModel:
         """The explicit model.
 
         The direct-to-explicit algebra always runs in float64 (the certificate survives only
         there, docs/theory.md §6); the result is cast to ``dtype`` (default: the model's dtype).
-        Inside `frozen` the cached model is returned.
+        Inside `frozen` the cached model is returned. ``defer_network=True``: an R2DN's LBDN
+        weights are built only when the network is first called (`DeferredNetwork`; what the
+        certificates use, which read only the LTI blocks).
         """
-        return self._explicit(dtype, certificate=True)
+        if not isinstance(defer_network, bool):
+            raise TypeError(f"defer_network must be a bool, got {type(defer_network).__name__}")
+        return self._explicit(dtype, certificate=True, defer_network=defer_network)
 
-    def _explicit(self, dtype: torch.dtype | None, certificate: bool) -> ExplicitModel:
+    def _explicit(self, dtype: torch.dtype | None, certificate: bool,
+                  defer_network: bool = False) -> ExplicitModel:
         first = next(self.parameters())  # one look-up for the dtype and the device
         target = first.dtype if dtype is None else _checks.model_dtype(dtype)
         if self._frozen is not None and target == self._frozen.A.dtype:
             return self._frozen
-        with full_precision_matmul(first.device):
-            exact = self._build_explicit(torch.float64, certificate, network_dtype=target)
+        if (not certificate and self.inference_cache and needs_no_graph(self)
+                and not functorch_active()):
+            key = (target, torch.is_inference_mode_enabled())
+            return self._explicit_cache.get(
+                self, key, lambda: self._build_cast(target, certificate, first.device))
+        return self._build_cast(target, certificate, first.device, defer_network)
+
+    def _build_cast(self, target: torch.dtype, certificate: bool, device: torch.device,
+                    defer_network: bool = False) -> ExplicitModel:
+        """`_build_explicit` in float64 (the network in ``target``), cast to ``target``."""
+        with full_precision_matmul(device):
+            exact = self._build_explicit(torch.float64, certificate, network_dtype=target,
+                                         defer_network=defer_network)
         return exact if target == torch.float64 else exact.to(dtype=target)
 
     @contextlib.contextmanager
@@ -330,6 +358,7 @@ class RecurrentModel(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         # .to()/.double()/.cuda() invalidate a cached explicit model.
         self._frozen = None
+        self.__dict__.get("_explicit_cache", InferenceCache()).clear()
         return super()._apply(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ calling

@@ -35,6 +35,42 @@ class Network(Protocol):
     def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> Network: ...
 
 
+class DeferredNetwork:
+    """A `Network` built by ``build()`` on its first call, then reused.
+
+    For explicit models whose consumer may never evaluate φ: the certificates read only the
+    LTI blocks, and an R2DN's LBDN weights cost about as much as those blocks at n = 2048.
+    The build runs in the autograd mode that was active when the deferral was made (a model
+    made under ``torch.no_grad()`` gets weights without a graph, as if built at once); it
+    reads the parameters as they are at the first call. ``to`` defers the cast as well.
+    """
+
+    def __init__(self, build: Callable[[], Network]) -> None:
+        if not callable(build):
+            raise TypeError(f"build must be callable, got {type(build).__name__}")
+        self._build: Callable[[], Network] | None = build
+        self._grad = torch.is_grad_enabled()
+        self._network: Network | None = None
+
+    def built(self) -> Network:
+        """The network (building it now if it was not built yet)."""
+        if self._network is None:
+            assert self._build is not None
+            with torch.set_grad_enabled(self._grad):
+                self._network = self._build()
+            self._build = None
+        return self._network
+
+    def __call__(self, b: Tensor, /) -> Tensor:
+        return self.built()(b)
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None
+           ) -> DeferredNetwork:
+        if dtype is None and device is None:
+            return self
+        return DeferredNetwork(lambda: self.built().to(dtype=dtype, device=device))
+
+
 @dataclass(frozen=True)
 class ExplicitModel:
     """Explicit matrices of a recurrent model (column convention, as in the math).

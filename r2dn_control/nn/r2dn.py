@@ -27,6 +27,7 @@ so ‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫; the dissipative families satisf
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,7 @@ from ._implicit import (
 )
 from ._lbdn_map import functorch_active
 from .base import RecurrentModel
-from .explicit import ExplicitModel
+from .explicit import DeferredNetwork, ExplicitModel, Network
 from .iqc import SupplyRate
 from .lbdn import LBDN
 from .parametrizations import ContractionFactor, LipschitzBound, initial_gamma
@@ -130,8 +131,16 @@ class _R2DN(RecurrentModel):
         h = gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io, C1, B1_hat)
         return h, C1, B1_hat, io
 
+    def _network_explicit(self, dtype: torch.dtype, defer: bool) -> Network:
+        """The LBDN's explicit weights in ``dtype``, or a `DeferredNetwork` that builds them."""
+        if defer:
+            return DeferredNetwork(functools.partial(self.network.explicit, dtype,
+                                                     fused=self.fused_maps))
+        return self.network.explicit(dtype, fused=self.fused_maps)
+
     def _build_explicit(self, dtype: torch.dtype, certificate: bool = True,
-                        network_dtype: torch.dtype | None = None) -> ExplicitModel:
+                        network_dtype: torch.dtype | None = None,
+                        defer_network: bool = False) -> ExplicitModel:
         # Parameters that do not enter the float64 algebra (the biases, C₁ as an explicit
         # matrix, the contracting family's I/O block) are cast once, straight to the target
         # dtype: the float64 round trip would give the same values at the cost of extra ops.
@@ -160,7 +169,7 @@ class _R2DN(RecurrentModel):
             A=A, B1=B1, B2=B2, C1=C1 if free == dtype else self.C1.to(free), C2=io.C2,
             D12=io.D12, D21=io.D21, D22=io.D22,
             bx=self.bx.to(free), bv=self.bv.to(free), by=self.by.to(free),
-            network=self.network.explicit(free, fused=self.fused_maps),
+            network=self._network_explicit(free, defer_network),
             metric=lyapunov_metric(e.detach(), p.detach()).double() if certificate else None,
             multiplier=torch.ones((), dtype=torch.float64, device=h.device) if certificate else None,
         )

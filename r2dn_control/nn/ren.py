@@ -123,8 +123,10 @@ class _REN(RecurrentModel):
         return gram(self.X.to(dtype), polar, self.eps) + self._extra_h(io), io
 
     def _build_explicit(self, dtype: torch.dtype, certificate: bool = True,
-                        network_dtype: torch.dtype | None = None) -> ExplicitModel:
-        # D₁₁ enters the certificate, so the equilibrium layer is always built in ``dtype``.
+                        network_dtype: torch.dtype | None = None,
+                        defer_network: bool = False) -> ExplicitModel:
+        # D₁₁ enters the certificate, so the equilibrium layer is always built in ``dtype``
+        # (and never deferred: it is only a reference to D₁₁).
         nx, nv, nu = self.state_size, self.features, self.input_size
         h, io = self._h_matrix(dtype)
         e, f, p = implicit_model(h, self.Y.to(dtype), self.contraction_rate, nx)

@@ -23,6 +23,13 @@ Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.m
 * ``r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1, weights, acts, activation, max_loop_width)
   -> (λ_0..T, g_w, g_v, g_z)``
 
+* ``snapshot_bytes(tensors) -> bytes`` and ``snapshot_equal(tensors, bytes) -> bool``: the
+  raw bytes of contiguous CPU tensors (any dtypes) concatenated, and whether they still match
+  (the inference cache of the explicit weights, ``r2dn_control/nn/_inference_cache.py``)
+
+* ``gram_pairs(xs, gs) -> ([xᵀg], [Σ_rows g])``: the weight gradients of the fused rollout
+  (tall K×m, K×n pairs with small m, n; ``r2dn_control/nn/fused_rollout.md``)
+
 ``max_loop_width`` (setting ``nn.cpp.loop_width`` in `r2dn_control.config`): networks whose
 widths are all at most this run the hand-vectorised lane loops, wider ones the ATen loops.
 """
@@ -49,7 +56,8 @@ from ... import config
 
 DISABLE_ENV = config.DISABLE_CPP_ENV
 SOURCES = tuple(pathlib.Path(__file__).with_name(name)
-                for name in ("ren_kernels.cpp", "r2dn_kernels.cpp"))
+                for name in ("ren_kernels.cpp", "r2dn_kernels.cpp", "snapshot_kernels.cpp",
+                                                 "gram_kernels.cpp"))
 #: Headers the sources include (they change the build as much as the sources do).
 HEADERS = tuple(pathlib.Path(__file__).with_name(name) for name in ("activation_math.h",))
 #: Compiler flags of the kernels.
