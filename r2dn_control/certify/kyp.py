@@ -422,6 +422,10 @@ class RateSearch:
     points: list[tuple[float, float]] = field(default_factory=list)  # (ᾱ, 1 − |pole|)
     lower_proof: str = "spectral radius of A"
     pole: complex | None = None  # closed-loop pole of the latest solution, not yet used
+    # The latest feasible (ᾱ, 𝒫, λ) whose closed-loop pole is not computed yet: only a search
+    # that goes on after it reads the pole (`_settle_pole`), so a first test that closes the
+    # bracket spends no LU and Arnoldi on it.
+    pending: tuple[float, np.ndarray, float] | None = None
     rays: dict[float, float] = field(default_factory=dict)  # searched angle -> lo back then
 
 
@@ -441,7 +445,8 @@ def _predict(points: list[tuple[float, float]]) -> float | None:
 
 
 def _test(ss: StateSpaceBlocks, st: RateSearch, alpha: float, eps: float) -> None:
-    """One Riccati test at ᾱ, updating the bracket (and the closed-loop data when it holds)."""
+    """One Riccati test at ᾱ, updating the bracket (the closed-loop data of a feasible one
+    follow on demand, `_settle_pole`)."""
     cand = contraction_riccati(ss, alpha, eps, schur_known=True)
     st.solves += 1
     if cand is None:
@@ -449,7 +454,14 @@ def _test(ss: StateSpaceBlocks, st: RateSearch, alpha: float, eps: float) -> Non
             st.lo, st.lower_proof = alpha, "failed Riccati test"
         return
     st.hi, st.best = alpha, cand
-    metric, lam = cand
+    st.pending = (alpha, *cand)
+
+
+def _settle_pole(ss: StateSpaceBlocks, st: RateSearch) -> None:
+    """The dominant closed-loop pole of the pending feasible test (`RateSearch.pending`)."""
+    if st.pending is None:
+        return
+    (alpha, metric, lam), st.pending = st.pending, None
     try:
         pole = closed_loop_pole(ss, alpha, metric * alpha**2 / lam)
     except (np.linalg.LinAlgError, ArpackError, ArpackNoConvergence, ValueError):
@@ -555,6 +567,7 @@ def _frequency_candidates(ss: StateSpaceBlocks, st: RateSearch, upper: float, rt
 def _next_rate(ss: StateSpaceBlocks, st: RateSearch, rtol: float) -> float | None:
     """Step 2 of `smallest_rate`: the next rate to test (None: the bracket closed)."""
     alpha = None
+    _settle_pole(ss, st)
     if st.pole is not None:
         omega, st.pole = abs(math.atan2(st.pole.imag, st.pole.real)), None
         low = _raise_lower(ss, st, omega, rtol, st.hi,
