@@ -809,7 +809,7 @@ def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
                        ) -> tuple[KypCertificate | None, int]:
     """Prove (κ, γ) raised by the smallest margin that passes: (certificate, solves).
 
-    For τ = `first_margin` (n), …: one `margin_riccati` solve at ``κ(1 + 4τ)`` and
+    For τ = `start_margin` (n), …: one `margin_riccati` solve at ``κ(1 + 4τ)`` and
     ``γ' = max(γ, √μ(κ(1+4τ)))·(1 + 4τ)`` (``mu_at``: the frequency-domain μ*(κ)), then
     ``accept`` (the float64 check). A failed Riccati solve is retried with the smaller
     state-direction margins ε = τ·`STATE_MARGIN_FRACTIONS` (lightly damped poles, see
