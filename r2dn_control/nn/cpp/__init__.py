@@ -30,6 +30,11 @@ Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.m
 * ``gram_pairs(xs, gs) -> ([xᵀg], [Σ_rows g])``: the weight gradients of the fused rollout
   (tall K×m, K×n pairs with small m, n; ``r2dn_control/nn/fused_rollout.md``)
 
+* ``lbdn_map_forward(weights, scales, log_psis, log_gamma, eps, clip) -> (explicit weights,
+  saved)`` and ``lbdn_map_backward(grads, weights, saved, hidden_count, clip) -> (∂/∂weights,
+  ∂/∂scales, ∂/∂log_psis, ∂/∂log γ)``: the LBDN's direct-to-explicit weight map, every layer
+  at its own size (math in ``r2dn_control/nn/_lbdn_map.py``)
+
 ``max_loop_width`` (setting ``nn.cpp.loop_width`` in `r2dn_control.config`): networks whose
 widths are all at most this run the hand-vectorised lane loops, wider ones the ATen loops.
 """
@@ -57,7 +62,7 @@ from ... import config
 DISABLE_ENV = config.DISABLE_CPP_ENV
 SOURCES = tuple(pathlib.Path(__file__).with_name(name)
                 for name in ("ren_kernels.cpp", "r2dn_kernels.cpp", "snapshot_kernels.cpp",
-                                                 "gram_kernels.cpp"))
+                             "gram_kernels.cpp", "explicit_map_kernels.cpp"))
 #: Headers the sources include (they change the build as much as the sources do).
 HEADERS = tuple(pathlib.Path(__file__).with_name(name) for name in ("activation_math.h",))
 #: Compiler flags of the kernels.
