@@ -49,7 +49,7 @@ class ContractingLTI(torch.autograd.Function):
                 polar: Tensor | None, Y: Tensor, C1: Tensor, B1_hat: Tensor
                 ) -> tuple[Tensor, Tensor]:
         ctx.use_cpp = (dtype in (torch.float32, torch.float64)
-                       and X.device.type == "cpu" and cpp.available())
+                       and X.device.type == "cpu" and cpp.maps_usable())
         if ctx.use_cpp:  # the same algebra in one C++ call (float64 inside)
             a, b, saved = cpp.ops().contracting_lti_forward(X, polar, Y, C1, B1_hat, rate, eps,
                                                             dtype)

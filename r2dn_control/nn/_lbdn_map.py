@@ -181,7 +181,7 @@ class ExplicitWeights(torch.autograd.Function):
 def _cpp_applies(dtype: torch.dtype, log_gamma: Tensor, params: tuple[Tensor, ...]) -> bool:
     """Whether the C++ map runs: CPU tensors, float32/float64 algebra, kernels loaded."""
     return (dtype in (torch.float32, torch.float64) and log_gamma.device.type == "cpu"
-            and all(p.device.type == "cpu" for p in params) and cpp.available())
+            and all(p.device.type == "cpu" for p in params) and cpp.maps_usable())
 
 
 def _split_params(plan: Plan, dtype: torch.dtype, params: tuple[Tensor, ...]

@@ -236,6 +236,12 @@ def usable(*tensors: Tensor) -> bool:
     return available()
 
 
+def maps_usable() -> bool:
+    """Whether the explicit maps run in C++: kernels `available` and the ``nn.cpp.maps``
+    setting of `r2dn_control.config` on (the callers check devices and dtypes)."""
+    return config.defaults["nn.cpp.maps"] is True and available()
+
+
 def ops() -> Any:
     """``torch.ops.r2dn_control`` (call `available` first)."""
     return torch.ops.r2dn_control
