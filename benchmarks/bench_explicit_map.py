@@ -14,10 +14,10 @@ prints medians over rounds and the ratios C++ / other with the range of the per-
 
 Model: the paper's scaling-study R2DN (nu = nx = ny = 1, nv = 16, six relu hidden layers of
 width w, identity output). "forward" is ``_explicit(None, certificate=False)`` under
-``torch.no_grad`` with the inference cache off (what every training call does first); "forward+backward" adds the backward
-pass of a loss touching every explicit matrix. Times are medians of per-call thread CPU time
-(``time.thread_time``, robust on a shared machine); the op count is the number of ATen ops
-``torch.profiler`` records in one forward+backward call.
+``torch.no_grad`` with the inference cache off (what every training call does first);
+"forward+backward" adds the backward pass of a loss touching every explicit matrix. Times are
+medians of per-call thread CPU time (``time.thread_time``, robust on a shared machine); the
+op count is the number of ATen ops ``torch.profiler`` records in one forward+backward call.
 """
 
 from __future__ import annotations

@@ -33,8 +33,17 @@ solve, and the backward reuses it), with
   ``ḡ_a = ⟨ḡ_W̄, W⟩ / nrm``;
 * ``ψ = exp(clip(d))``: ``ḡ_d = ψ ḡ_ψ`` inside the clip range, 0 outside.
 
+On the CPU (float32/float64 algebra, C++ kernels loaded, setting ``nn.cpp.maps`` of
+`r2dn_control.config` on) forward and backward are one C++ call each
+(``lbdn_map_forward`` / ``lbdn_map_backward`` in ``cpp/explicit_map_kernels.cpp``): the same
+equations, every layer at its own size instead of padded, products as plain loops up to 16³
+multiply-adds and BLAS beyond, ``I + Z`` inverted by Gauss–Jordan elimination with partial
+pivoting up to 64 rows and by one batched LAPACK call per size beyond. Elsewhere (CUDA, other
+dtypes, kernels off) the padded-batch torch implementation below runs.
+
 The composed implementation (`LBDN.explicit` with ``fused=False``) stays the reference; the
-tests check values and gradients against it and against finite differences in float64.
+tests check values and gradients of both paths against it and against finite differences in
+float64 (``tests/test_lbdn_map.py``, ``tests/test_explicit_map_kernels.py``).
 Only first derivatives are provided (no double backward, no forward-mode AD); inside
 ``torch.func`` transforms (`functorch_active`) the callers use the composed path instead.
 """
@@ -212,6 +221,16 @@ def _backward_cpp(ctx: Any, grads: tuple[Tensor, ...]) -> tuple[Tensor | None, .
     g_weights, g_scales, g_psis, g_log_gamma = cpp.ops().lbdn_map_backward(
         [cast_to(g, ctx.dtype) for g in grads], weights, saved, hidden_count,
         plan.log_scale_clip)
+    return (None, None,
+            cast_to(g_log_gamma, ctx.log_gamma_dtype) if ctx.needs_input_grad[2] else None,
+            *_param_grads(ctx, g_weights, g_scales, g_psis))
+
+
+def _param_grads(ctx: Any, g_weights: list[Tensor], g_scales: list[Tensor],
+                 g_psis: list[Tensor]) -> tuple[Tensor | None, ...]:
+    """The per-layer gradients in the order of `ExplicitWeights`' ``params`` (None where no
+    gradient is needed), each in its parameter's dtype."""
+    plan: Plan = ctx.plan
     needs = ctx.needs_input_grad
     result: list[Tensor | None] = [None] * len(ctx.param_dtypes)
     d_parts = iter(g_psis)
@@ -220,11 +239,8 @@ def _backward_cpp(ctx: Any, grads: tuple[Tensor, ...]) -> tuple[Tensor | None, .
         result[j + 1] = g_scales[k]
         if plan.hidden(k):
             result[j + 2] = next(d_parts)
-    grads_out = tuple(
-        None if (g is None or not needs[3 + j]) else cast_to(g, ctx.param_dtypes[j])
-        for j, g in enumerate(result))
-    return (None, None, cast_to(g_log_gamma, ctx.log_gamma_dtype) if needs[2] else None,
-            *grads_out)
+    return tuple(None if (g is None or not needs[3 + j]) else cast_to(g, ctx.param_dtypes[j])
+                 for j, g in enumerate(result))
 
 
 def _forward_torch(ctx: Any, plan: Plan, dtype: torch.dtype, log_gamma: Tensor,
@@ -306,20 +322,10 @@ def _backward_torch(ctx: Any, grads: tuple[Tensor, ...]) -> tuple[Tensor | None,
     g_w = s[:, None, None] * (g_wb - (inner / sq)[:, None, None] * w)
     g_w_flat = g_w.reshape(-1)[maps["w_inverse"]]
     g_d_flat = g_d.reshape(-1)[maps["d_inverse"]]
-    result: list[Tensor | None] = [None] * len(ctx.param_dtypes)
     w_parts = g_w_flat.split([(n + m) * n for n, m in plan.shapes])
-    d_parts = iter(g_d_flat.split([n for k, (n, _) in enumerate(plan.shapes)
-                                   if plan.hidden(k)]))
-    for k, j in enumerate(plan.weight_slots):
-        n, m = plan.shapes[k]
-        result[j] = w_parts[k].view(n + m, n)
-        result[j + 1] = g_a[k]
-        if plan.hidden(k):
-            result[j + 2] = next(d_parts)
-    grads_out = tuple(
-        None if (g is None or not needs[3 + j]) else cast_to(g, ctx.param_dtypes[j])
-        for j, g in enumerate(result))
-    return (None, None, g_log_gamma, *grads_out)
+    g_weights = [w_parts[k].view(n + m, n) for k, (n, m) in enumerate(plan.shapes)]
+    g_psis = list(g_d_flat.split([n for k, (n, _) in enumerate(plan.shapes) if plan.hidden(k)]))
+    return (None, None, g_log_gamma, *_param_grads(ctx, g_weights, list(g_a.unbind()), g_psis))
 
 
 def _inverse(index: Tensor, real: Tensor) -> Tensor:
