@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_lbdn_map import _packed
+from test_lbdn_map import _packed, _perturbed
 
 from r2dn_control.nn import LBDN, ContractingR2DN, cpp
 from r2dn_control.nn._contracting_map import ContractingLTI
@@ -24,13 +24,8 @@ pytestmark = pytest.mark.usefixtures("cpp_kernels")
 def _random_lbdn(n_in: int, n_out: int, hidden: list[int], output_layer: str, learn_gamma: bool,
                  gamma: float, scale: float, seed: int, dtype: torch.dtype = F64) -> LBDN:
     torch.manual_seed(seed)
-    net = LBDN(n_in, n_out, hidden, gamma=gamma, learn_gamma=learn_gamma,
-               output_layer=output_layer, dtype=dtype)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(scale * torch.randn(p.shape, dtype=p.dtype, generator=g))
-    return net
+    return _perturbed(LBDN(n_in, n_out, hidden, gamma=gamma, learn_gamma=learn_gamma,
+                           output_layer=output_layer, dtype=dtype), scale, seed)
 
 
 def _weights_and_grads(net: LBDN, fused: bool, seed: int, dtype: torch.dtype | None = None):
@@ -160,11 +155,7 @@ def _random_contracting(nx: int, nv: int, polar: bool, rate: float, scale: float
     torch.manual_seed(seed)
     model = ContractingR2DN(1, nx, nv, 1, hidden=(2,), polar=polar, contraction_rate=rate,
                             dtype=dtype)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, dtype=p.dtype, generator=g))
-    return model
+    return _perturbed(model, scale, seed)
 
 
 @settings(max_examples=40, deadline=None)
