@@ -196,3 +196,28 @@ def test_youla_q_stays_odd_so_zero_disturbance_gives_zero_control(family) -> Non
             torch.testing.assert_close(minus, -plus, rtol=0, atol=1e-6)
     assert outputs_at_zero[False] == 0.0
     assert outputs_at_zero[True] > 1e-4
+
+
+@pytest.mark.parametrize("family", ["r2dn", "ren"])
+def test_youla_closed_loop_beyond_the_sdp_size_is_certified_by_kyp_for_an_r2dn(family) -> None:
+    """An R2DN Q's closed loop is decided by Riccati equations at any number of features; a
+    REN Q's needs the dense SDP, which is not attempted beyond `CLOSED_LOOP_SDP_SIZE`."""
+    from dataclasses import replace
+
+    from r2dn_control.experiments import youla
+
+    config = replace(youla.PRESETS["test"], r2dn_features=100, r2dn_hidden=(8,),
+                     ren_features=100, certify_gamma=False)
+    torch.manual_seed(0)
+    q = youla.make_q(config, family).double()
+    controller, _ = youla.build_loop(config, q, torch.device("cpu"))
+    assert q.state_size + q.features + controller.base.youla_system().nstates \
+        > youla.CLOSED_LOOP_SDP_SIZE
+    results = youla.certify_q(config, controller, progress=False)
+    loop = results["closed-loop contraction"]
+    if family == "r2dn":
+        assert loop.certified and loop.solver == "kyp" and loop.bound <= 1.0
+        assert results["Q contraction"].solver == "kyp"  # the tight rate: 3 states
+        assert loop.bound >= results["Q contraction"].bound  # no faster than Q itself
+    else:
+        assert loop.status == certify.INCONCLUSIVE and "not attempted" in loop.message

@@ -67,7 +67,7 @@ from .common import (
 
 DESCRIPTION = "Youla-parameterized feedback on a linear plant (analytic policy gradients)"
 PLANTS = ("paper", "unstable")
-# Largest closed loop (Q states + features + plant/estimate states) whose SDP is attempted.
+# Largest REN closed loop (Q states + features + plant/estimate states) whose SDP is attempted.
 CLOSED_LOOP_SDP_SIZE = 90
 
 
@@ -254,9 +254,11 @@ def certify_q(config: YoulaConfig, controller: YoulaController, progress: bool =
     The closed loop (Q with the nominal system ũ → ỹ, states of Q, plant and estimate) can
     contract no faster than Q itself or the base loop (spectral radius ρ of its state matrix),
     so its rate is checked at ``r + 0.1 (1 − r)``, ``r = max(Q's certified rate, ρ)``: one
-    float64-validated LMI instead of a bisection. That LMI is a dense SDP; beyond
-    `CLOSED_LOOP_SDP_SIZE` states plus features it is not attempted (status
-    "inconclusive", message says so).
+    float64-validated LMI instead of a bisection. For an R2DN (one scalar multiplier for the
+    network, D₁₁ = 0) that LMI is decided by Riccati equations of the loop's state size (KYP,
+    docs/theory.md §4), at any number of features. For a REN (a diagonal multiplier) it is a
+    dense SDP of size states + features; beyond `CLOSED_LOOP_SDP_SIZE` it is not attempted
+    (status "inconclusive", message says so).
     """
     q = controller.Q
     method = certificate_method(q)
@@ -268,7 +270,8 @@ def certify_q(config: YoulaConfig, controller: YoulaController, progress: bool =
     floor = max(results["Q contraction"].bound or 1.0, spectral_radius(nominal.A))
     rate = min(1.0, floor + 0.1 * (1.0 - floor))
     size = q.state_size + q.features + nominal.nstates
-    if size <= CLOSED_LOOP_SDP_SIZE:
+    needs_sdp = isinstance(q, ContractingREN)  # diagonal multiplier; an R2DN's loop is KYP
+    if not needs_sdp or size <= CLOSED_LOOP_SDP_SIZE:
         loop = certify.ClosedLoop(q, nominal[: q.input_size, :])
         with warnings.catch_warnings():  # cvxpy's "may be inaccurate": the float64
             warnings.simplefilter("ignore", UserWarning)  # re-validation decides the status
