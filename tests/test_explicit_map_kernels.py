@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_lbdn_map import _packed, _perturbed
 
+from r2dn_control import config
 from r2dn_control.nn import LBDN, ContractingR2DN, cpp
 from r2dn_control.nn._contracting_map import ContractingLTI
 from r2dn_control.nn._lbdn_map import ExplicitWeights
@@ -231,3 +232,27 @@ def test_whole_training_call_with_cpp_maps_equals_torch(nx, nv, hidden, polar, o
         expected = loss_and_grads()
     assert torch.allclose(got[0], expected[0], rtol=1e-11, atol=1e-13)
     _assert_close(got[1], expected[1], 1e-9, 1e-11)
+
+
+def _map_ops_called(model: ContractingR2DN) -> set[str]:
+    with torch.profiler.profile() as prof:
+        model._explicit(None, certificate=False)
+    return {e.key for e in prof.key_averages() if e.key.startswith("r2dn_control::")}
+
+
+def test_the_maps_setting_selects_the_torch_functions() -> None:
+    """``nn.cpp.maps=False``: the same explicit model from the torch Functions, no C++ map."""
+    model = _random_contracting(2, 5, True, 0.9, 0.5, 8)
+    model.inference_cache = False
+    names = {"r2dn_control::lbdn_map_forward", "r2dn_control::contracting_lti_forward"}
+    assert names <= _map_ops_called(model)
+    with_cpp = model._explicit(None, certificate=False)
+    try:
+        config.set_defaults("nn.cpp", maps=False)
+        assert not names & _map_ops_called(model)
+        without = model._explicit(None, certificate=False)
+    finally:
+        config.reset_defaults()
+    _assert_close(list(with_cpp.matrices().values()), list(without.matrices().values()),
+                  1e-10, 1e-12)
+    _assert_close(list(with_cpp.network.weights), list(without.network.weights), 1e-10, 1e-12)

@@ -34,6 +34,11 @@ Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.m
   saved)`` and ``lbdn_map_backward(grads, weights, saved, hidden_count, clip) -> (∂/∂weights,
   ∂/∂scales, ∂/∂log_psis, ∂/∂log γ)``: the LBDN's direct-to-explicit weight map, every layer
   at its own size (math in ``r2dn_control/nn/_lbdn_map.py``)
+* ``contracting_lti_forward(X, polar, Y, C1, B1_hat, rate, eps, dtype) -> (A, B1, saved)`` and
+  ``contracting_lti_backward(g_A, g_B1, saved, X, polar, Y, C1, B1_hat, rate) -> (∂/∂X, ∂/∂p,
+  ∂/∂Y, ∂/∂C1, ∂/∂B1_hat)``: the contracting R2DN's LTI map in float64 (math in
+  ``r2dn_control/nn/_contracting_map.py``). Both maps are used while the setting
+  ``nn.cpp.maps`` is True (`maps_usable`).
 
 ``max_loop_width`` (setting ``nn.cpp.loop_width`` in `r2dn_control.config`): networks whose
 widths are all at most this run the hand-vectorised lane loops, wider ones the ATen loops.
