@@ -799,7 +799,7 @@ def margin_riccati(ss: StateSpaceBlocks, kappa: float, gamma: float, tau: float,
                                 schur_known=True)
 
 
-#: State-direction margins tried, as fractions of τ, when the Riccati test at ε = τ fails.
+#: State-direction margins ε/τ of the successive proof ladders (the next only if one fails).
 STATE_MARGIN_FRACTIONS = (1.0, 1e-2)
 
 
@@ -811,11 +811,12 @@ def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
 
     For τ = `start_margin` (n), …: one `margin_riccati` solve at ``κ(1 + 4τ)`` and
     ``γ' = max(γ, √μ(κ(1+4τ)))·(1 + 4τ)`` (``mu_at``: the frequency-domain μ*(κ)), then
-    ``accept`` (the float64 check). A failed Riccati solve is retried with the smaller
-    state-direction margins ε = τ·`STATE_MARGIN_FRACTIONS` (lightly damped poles, see
-    `margin_riccati`), then multiplies τ by 10; a failed check raises τ to what its rounding
-    bound asks (λ_min ≈ τ/2, the bound shrinking about like 1/τ): ``max(3τ, 3√(bound·τ))``.
-    Without ``accept`` the first Riccati solution is returned.
+    ``accept`` (the float64 check). A failed Riccati solve multiplies τ by 10; a failed check
+    raises τ to what its rounding bound asks (λ_min ≈ τ/2, the bound shrinking about like
+    1/τ): ``max(3τ, 3√(bound·τ))``. The ladder runs with the state-direction margin ε = τ;
+    only if it proves nothing is it rerun with the smaller ε = τ·`STATE_MARGIN_FRACTIONS`
+    (lightly damped poles, see `margin_riccati`), so wherever ε = τ succeeds the result is
+    the same. Without ``accept`` the first Riccati solution is returned.
 
     The ladder starts at `start_margin` (n, max_margin) and runs up to
     ``max(max_margin, 10·first_margin(n))``: from n ≈ 256 on the rounding bound outgrows
@@ -824,29 +825,27 @@ def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
     n = 2048 a retry costs ~100 dense complex slices).
     """
     n = ss.A.shape[0]
-    tau, solves = start_margin(n, max_margin), 0
+    solves = 0
     limit = max(max_margin, 10 * first_margin(n))
-    while tau <= limit:
-        k = kappa * (1 + 4 * tau)
-        g = max(gamma, math.sqrt(mu_at(k)) if mu_at is not None else gamma) * (1 + 4 * tau)
-        x = None
-        for fraction in STATE_MARGIN_FRACTIONS:
+    for fraction in STATE_MARGIN_FRACTIONS:
+        tau = start_margin(n, max_margin)
+        while tau <= limit:
+            k = kappa * (1 + 4 * tau)
+            g = max(gamma, math.sqrt(mu_at(k)) if mu_at is not None else gamma) * (1 + 4 * tau)
             x = margin_riccati(ss, k, g, tau, fraction * tau)
             solves += 1
-            if x is not None:
-                break
-        if x is None:
-            tau *= 10
-            continue
-        cert = KypCertificate(x / g, k / g, g, solves, margin=tau)
-        if accept is None:
-            return cert, solves
-        proof = accept(cert)
-        cert.proof = proof
-        if proof.holds:
-            return cert, solves
-        err = proof.error if math.isfinite(proof.error) else 10 * tau
-        tau = max(3 * tau, 3 * math.sqrt(err * tau))
+            if x is None:
+                tau *= 10
+                continue
+            cert = KypCertificate(x / g, k / g, g, solves, margin=tau)
+            if accept is None:
+                return cert, solves
+            proof = accept(cert)
+            cert.proof = proof
+            if proof.holds:
+                return cert, solves
+            err = proof.error if math.isfinite(proof.error) else 10 * tau
+            tau = max(3 * tau, 3 * math.sqrt(err * tau))
     return None, solves
 
 
