@@ -10,6 +10,9 @@ key                           default     meaning
                                           disables), read when the kernels are first needed.
 ``nn.cpp.loop_width``         128         Widest LBDN layer for which the C++ R2DN loop runs
                                           its hand-vectorised lanes (wider: its ATen loop).
+``nn.cpp.maps``               True        Run the R2DN's direct-to-explicit maps (LBDN
+                                          weights, contracting LTI blocks) in C++ on the CPU;
+                                          False: their torch Functions (same math).
 ``certify.scs_accuracy``      1e-9        Accuracy (SCS ``eps_abs`` and ``eps_rel``) the
                                           first-order SDP solver is asked for. The float64
                                           re-validation of a certificate needs no tolerance:
@@ -54,6 +57,7 @@ _FACTORY: dict[str, Any] = {
     # threads they broke even (lane forward faster, ATen adjoint faster), hence the limit. See
     # r2dn_control/nn/fused_rollout.md.
     "nn.cpp.loop_width": 128,
+    "nn.cpp.maps": True,
     "certify.scs_accuracy": 1e-9,
     "certify.large_lmi": 400,
     "export.certificate_rtol": 1e-6,
@@ -61,6 +65,7 @@ _FACTORY: dict[str, Any] = {
 _TYPES: dict[str, tuple[type, ...]] = {
     "nn.cpp.disable": (bool, type(None)),
     "nn.cpp.loop_width": (int,),
+    "nn.cpp.maps": (bool,),
     "certify.scs_accuracy": (float,),
     "certify.large_lmi": (int,),
     "export.certificate_rtol": (float,),

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -27,3 +29,16 @@ def pytest_configure(config) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def cpp_kernels() -> None:
+    """The C++ kernels, loaded (``pytestmark = pytest.mark.usefixtures("cpp_kernels")``). Skips
+    only where no build is expected; a failed build with a compiler present fails."""
+    from r2dn_control.nn import cpp
+
+    if os.environ.get(cpp.DISABLE_ENV, "0") not in ("", "0"):
+        pytest.skip(f"{cpp.DISABLE_ENV} is set")
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler")
+    assert cpp.available(), cpp.status()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 
@@ -36,14 +35,7 @@ from r2dn_control.nn.fused_ren import fused_ren_rollout
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kernels() -> None:
-    """Skip only where no build is expected; a failed build with a compiler present fails."""
-    if os.environ.get(cpp.DISABLE_ENV, "0") not in ("", "0"):
-        pytest.skip(f"{cpp.DISABLE_ENV} is set")
-    if shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("no C++ compiler")
-    assert cpp.available(), cpp.status()
+pytestmark = pytest.mark.usefixtures("cpp_kernels")
 
 
 def _strictly_lower(n: int, scale: float, seed: int) -> torch.Tensor:

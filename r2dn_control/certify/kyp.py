@@ -691,20 +691,28 @@ RETRY_GRID_FACTOR = 4
 Accept = Callable[[KypCertificate], Validation]
 
 
-def margin_riccati(ss: StateSpaceBlocks, kappa: float, gamma: float, tau: float
-                   ) -> np.ndarray | None:
+def margin_riccati(ss: StateSpaceBlocks, kappa: float, gamma: float, tau: float,
+                   eps: float | None = None) -> np.ndarray | None:
     r"""X of the BRL for the (κ, γ)-scaled system with a margin τ in every direction, or None.
 
     The inputs are amplified by ``c = 1/√(1 − τ)`` (B̂ → cB̂, D̂ → cD̂) and the regularization
-    is ε = τ. With T = diag(I, I/c) the BRL matrix of the amplified, regularized system
-    N_c ⪰ 0 gives ``N(X) = T N_c T + diag(ε s² I, τ I) ⪰ diag(ε s² I, τ I)`` for the original
-    one: unlike the plain Riccati *equation*, whose N(X) is singular, this X leaves a margin
-    ≈ τ that the float64 check can see. It needs ``‖·‖_∞ < √(1 − τ)``: (κ, γ) a little inside
-    the feasible set.
+    is ε (default τ). With T = diag(I, I/c) the BRL matrix of the amplified, regularized
+    system N_c ⪰ 0 gives ``N(X) = T N_c T + diag(ε s² I, τ I) ⪰ diag(ε s² I, τ I)`` for the
+    original one: unlike the plain Riccati *equation*, whose N(X) is singular, this X leaves
+    a margin (ε in the state directions, τ in the input directions) that the float64 check
+    can see. It needs ``‖[Ĉ; √ε·s·I](zI − Â)⁻¹cB̂ + cD̂‖_∞ < 1``: (κ, γ) a little inside the
+    feasible set. The ε rows add ``√ε·s·‖(zI − Â)⁻¹B̂‖`` to the gain, which near a lightly
+    damped pole (|λ| → 1) is large; a smaller ε then keeps the test feasible
+    (`_certify_candidate`).
     """
     a, b, c, d = _gain_system(ss, kappa, gamma)
     amp = 1.0 / math.sqrt(1.0 - tau)
-    return bounded_real_riccati(a, amp * b, c, amp * d, eps=tau, schur_known=True)
+    return bounded_real_riccati(a, amp * b, c, amp * d, eps=tau if eps is None else eps,
+                                schur_known=True)
+
+
+#: State-direction margins tried, as fractions of τ, when the Riccati test at ε = τ fails.
+STATE_MARGIN_FRACTIONS = (1.0, 1e-2)
 
 
 def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
@@ -715,9 +723,11 @@ def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
 
     For τ = `first_margin` (n), …: one `margin_riccati` solve at ``κ(1 + 4τ)`` and
     ``γ' = max(γ, √μ(κ(1+4τ)))·(1 + 4τ)`` (``mu_at``: the frequency-domain μ*(κ)), then
-    ``accept`` (the float64 check). A failed Riccati solve multiplies τ by 10; a failed check
-    raises τ to what its rounding bound asks (λ_min ≈ τ/2, the bound shrinking about like
-    1/τ): ``max(3τ, 3√(bound·τ))``. Without ``accept`` the first Riccati solution is returned.
+    ``accept`` (the float64 check). A failed Riccati solve is retried with the smaller
+    state-direction margins ε = τ·`STATE_MARGIN_FRACTIONS` (lightly damped poles, see
+    `margin_riccati`), then multiplies τ by 10; a failed check raises τ to what its rounding
+    bound asks (λ_min ≈ τ/2, the bound shrinking about like 1/τ): ``max(3τ, 3√(bound·τ))``.
+    Without ``accept`` the first Riccati solution is returned.
 
     The ladder starts at ``min(first_margin(n), max_margin)`` and runs up to
     ``max(max_margin, 10·first_margin(n))``: from n ≈ 256 on the rounding bound outgrows
@@ -731,8 +741,12 @@ def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
     while tau <= limit:
         k = kappa * (1 + 4 * tau)
         g = max(gamma, math.sqrt(mu_at(k)) if mu_at is not None else gamma) * (1 + 4 * tau)
-        x = margin_riccati(ss, k, g, tau)
-        solves += 1
+        x = None
+        for fraction in STATE_MARGIN_FRACTIONS:
+            x = margin_riccati(ss, k, g, tau, fraction * tau)
+            solves += 1
+            if x is not None:
+                break
         if x is None:
             tau *= 10
             continue

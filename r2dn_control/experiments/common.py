@@ -251,7 +251,7 @@ def plot_curves(curves: dict[str, list[float]], path: Path, title: str) -> None:
 
 
 # Largest R2DN state (the size of its KYP Riccati equations) given the tight certificate.
-_TIGHT_CERTIFICATE_STATES = 64
+_TIGHT_CERTIFICATE_STATES = 128
 
 
 def certificate_method(model: RecurrentModel) -> str:

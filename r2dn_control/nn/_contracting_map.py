@@ -18,8 +18,13 @@ backward, by hand (``G = [ḡ_A  ḡ_B₁]``):
 * ``ḡ_X = c X(ḡ_H + ḡ_Hᵀ) + 2ḡ_q X`` with ``ḡ_c = ⟨ḡ_H, XᵀX⟩``, ``ḡ_q = −c ḡ_c / q``,
   ``ḡ_p = 2p ḡ_c / q``; ``ḡ_C₁ = C₁(ḡ_H₁₁ + ḡ_H₁₁ᵀ)``, ``ḡ_B̂₁ += (ḡ_H₂₂ + ḡ_H₂₂ᵀ)B̂₁``.
 
-The composed path (`r2dn_control.nn.r2dn._R2DN._build_explicit`) stays the reference and is
-used whenever the certificate (metric) is built; tests hold the two equal in float64.
+On the CPU (C++ kernels loaded) forward and backward are one C++ call each
+(``contracting_lti_forward`` / ``_backward`` in ``cpp/explicit_map_kernels.cpp``: the same
+float64 algebra, E inverted by Gauss–Jordan elimination with partial pivoting up to 64 rows,
+by LAPACK beyond; E's symmetric part is ⪰ εI, so the inverse is as accurate as the solve);
+elsewhere the torch ops below. The composed path
+(`r2dn_control.nn.r2dn._R2DN._build_explicit`) stays the reference and is used whenever the
+certificate (metric) is built; tests hold all three equal in float64.
 First derivatives only.
 """
 
@@ -31,6 +36,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import cpp
+
 F64 = torch.float64
 
 
@@ -41,6 +48,14 @@ class ContractingLTI(torch.autograd.Function):
     def forward(ctx: Any, rate: float, eps: float, dtype: torch.dtype, X: Tensor,
                 polar: Tensor | None, Y: Tensor, C1: Tensor, B1_hat: Tensor
                 ) -> tuple[Tensor, Tensor]:
+        ctx.use_cpp = (dtype in (torch.float32, torch.float64)
+                       and X.device.type == "cpu" and cpp.maps_usable())
+        if ctx.use_cpp:  # the same algebra in one C++ call (float64 inside)
+            a, b, saved = cpp.ops().contracting_lti_forward(X, polar, Y, C1, B1_hat, rate, eps,
+                                                            dtype)
+            ctx.rate = rate
+            ctx.saved = (saved, X, polar, Y, C1, B1_hat)
+            return a, b
         x, y, c1, b1 = X.to(F64), Y.to(F64), C1.to(F64), B1_hat.to(F64)
         nx = y.shape[0]
         xtx = x.T @ x
@@ -63,6 +78,11 @@ class ContractingLTI(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, g_a: Tensor, g_b1: Tensor) -> tuple[Tensor | None, ...]:
+        needs = ctx.needs_input_grad
+        if ctx.use_cpp:
+            grads = cpp.ops().contracting_lti_backward(g_a, g_b1, *ctx.saved, ctx.rate)
+            return (None, None, None,
+                    *(gr if needs[3 + k] else None for k, gr in enumerate(grads)))
         x, xtx, q, p, c, c1, b1, lu, pivots, ab = ctx.saved
         nx = c1.shape[1]
         rate = ctx.rate
@@ -83,7 +103,6 @@ class ContractingLTI(torch.autograd.Function):
         g_c1 = c1 @ (g_h11 + g_h11.T)
         g_b1 = g_b1 + (g_h22 + g_h22.T) @ b1
         g_y = 0.5 * (g_e - g_e.T)
-        needs = ctx.needs_input_grad
         grads = (g_x, g_p, g_y, g_c1, g_b1)
         out = tuple(None if (gr is None or not needs[3 + k]) else gr.to(ctx.dtypes[k])
                     for k, gr in enumerate(grads))

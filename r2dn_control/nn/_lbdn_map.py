@@ -33,8 +33,17 @@ solve, and the backward reuses it), with
   ``ḡ_a = ⟨ḡ_W̄, W⟩ / nrm``;
 * ``ψ = exp(clip(d))``: ``ḡ_d = ψ ḡ_ψ`` inside the clip range, 0 outside.
 
+On the CPU (float32/float64 algebra, C++ kernels loaded, setting ``nn.cpp.maps`` of
+`r2dn_control.config` on) forward and backward are one C++ call each
+(``lbdn_map_forward`` / ``lbdn_map_backward`` in ``cpp/explicit_map_kernels.cpp``): the same
+equations, every layer at its own size instead of padded, products as plain loops up to 16³
+multiply-adds and BLAS beyond, ``I + Z`` inverted by Gauss–Jordan elimination with partial
+pivoting up to 64 rows and by one batched LAPACK call per size beyond. Elsewhere (CUDA, other
+dtypes, kernels off) the padded-batch torch implementation below runs.
+
 The composed implementation (`LBDN.explicit` with ``fused=False``) stays the reference; the
-tests check values and gradients against it and against finite differences in float64.
+tests check values and gradients of both paths against it and against finite differences in
+float64 (``tests/test_lbdn_map.py``, ``tests/test_explicit_map_kernels.py``).
 Only first derivatives are provided (no double backward, no forward-mode AD); inside
 ``torch.func`` transforms (`functorch_active`) the callers use the composed path instead.
 """
@@ -49,6 +58,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from . import cpp
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -160,99 +171,161 @@ class ExplicitWeights(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, plan: Plan, dtype: torch.dtype, log_gamma: Tensor,
                 *params: Tensor) -> tuple[Tensor, ...]:
-        size, layers = plan.size, plan.layers
-        first = params[0]
-        maps = plan.maps(first.device, dtype)
-        slots = plan.weight_slots
-        weights = [params[j] for j in slots]
-        scales = [params[j + 1] for j in slots]
-        log_psis = [params[j + 2] for k, j in enumerate(slots) if plan.hidden(k)]
-        pad = first.new_zeros(1)
-        w_flat = cast_to(torch.cat([*(w.reshape(-1) for w in weights), pad]), dtype)
-        w = w_flat[maps["w_index"]].view(layers, 2 * size, size)
-        a = cast_to(torch.stack(scales), dtype)
-        d = cast_to(torch.cat([*log_psis, pad]), dtype)[maps["d_index"]].view(layers, size)
-        factor = maps["factor"]
-        sq = torch.sum(w * w, dim=(-2, -1)) + plan.eps
-        nrm = torch.sqrt(sq)
-        s = a / nrm
-        wb = w * s[:, None, None]
-        u, v = wb[:, :size], wb[:, size:]
-        eye = torch.eye(size, dtype=dtype, device=w.device)
-        m_inv = torch.linalg.inv_ex(torch.baddbmm(u - u.mT + eye, v.mT, v))[0]
-        # (I − Z)(I + Z)⁻¹ = 2(I + Z)⁻¹ − I, so Ã = 2M⁻¹ − I and Bᵀ = −2V̄M⁻¹.
-        out = torch.cat([2.0 * m_inv - eye, torch.bmm(v, m_inv).mul_(-2.0)], dim=1)
-        psi = torch.exp(torch.clamp(d, -plan.log_scale_clip, plan.log_scale_clip))
-        pre = out[:, size:] * (factor[:, None] / psi)[:, None, :]
-        post = (_SQRT2 * psi)[:, :, None] * out[:, :size].mT
-        parts = [pre[:1], torch.bmm(post[:-1], pre[1:])]
-        if plan.sandwich_output:
-            parts.append(post[-1:])
-        unscaled = torch.cat(parts)
-        powers = maps["powers"]
-        root_powers = torch.exp((0.5 * cast_to(log_gamma, dtype)) * powers)
-        scaled = unscaled * root_powers[:, None, None]
-        flat = scaled.reshape(-1)[maps["out_index"]]
-        shapes = plan.out_shapes
-        results = [t.view(shape) for t, shape in
-                   zip(flat.split([r * c for r, c in shapes]), shapes)]
         ctx.plan, ctx.dtype = plan, dtype
         ctx.param_dtypes = [p.dtype for p in params]
         ctx.log_gamma_dtype = log_gamma.dtype
-        ctx.saved = (w, sq, nrm, s, v, m_inv, out, d, psi, pre, post, scaled, root_powers,
-                     powers, factor)
-        return tuple(results)
+        ctx.use_cpp = _cpp_applies(dtype, log_gamma, params)
+        if ctx.use_cpp:
+            return _forward_cpp(ctx, plan, dtype, log_gamma, params)
+        return _forward_torch(ctx, plan, dtype, log_gamma, params)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
-        plan: Plan = ctx.plan
-        size, layers = plan.size, plan.layers
-        (w, sq, nrm, s, v, m_inv, out, d, psi, pre, post, scaled, root_powers, powers,
-         factor) = ctx.saved
-        maps = plan.maps(w.device, ctx.dtype)
-        g_flat = cast_to(torch.cat([g.reshape(-1) for g in grads]), ctx.dtype)
-        g_scaled = scaled.new_zeros(scaled.numel()).index_copy_(0, maps["out_index"], g_flat)
-        g_scaled = g_scaled.view_as(scaled)
-        needs = ctx.needs_input_grad
-        g_log_gamma = None
-        if needs[2]:
-            g_log_gamma = (0.5 * torch.sum(g_scaled * scaled * powers[:, None, None])
-                           ).to(ctx.log_gamma_dtype)
-        g_un = g_scaled * root_powers[:, None, None]
-        g_products = g_un[1:layers]
-        g_pre = torch.cat([g_un[:1], torch.bmm(post[:-1].mT, g_products)])
-        g_post_parts = [torch.bmm(g_products, pre[1:].mT)]
-        g_post_parts.append(g_un[layers:] if plan.sandwich_output else pre.new_zeros(1, size, size))
-        g_post = torch.cat(g_post_parts)
-        g_psi = (torch.sum(g_post * post, dim=2) - torch.sum(g_pre * pre, dim=1)) / psi
-        g_d = torch.where(d.abs() <= plan.log_scale_clip, g_psi * psi, torch.zeros_like(psi))
-        g_out = torch.cat([(_SQRT2 * psi)[:, None, :] * g_post.mT,
-                           g_pre * (factor[:, None] / psi)[:, None, :]], dim=1)
-        # O = R M⁻¹ (R = [I − Z; −2V̄], M = I + Z): ḡ_R = G M⁻ᵀ, ḡ_Z = −Oᵀḡ_R − ḡ_R[:S].
-        g_r = torch.bmm(g_out, m_inv.mT)
-        g_z = torch.baddbmm(g_r[:, :size], out.mT, g_r).neg_()
-        g_wb = torch.cat([g_z - g_z.mT,
-                          torch.baddbmm(g_r[:, size:], v, g_z + g_z.mT, beta=-2.0)], dim=1)
-        inner = torch.sum(g_wb * w, dim=(-2, -1))
-        g_a = inner / nrm
-        g_w = s[:, None, None] * (g_wb - (inner / sq)[:, None, None] * w)
-        g_w_flat = g_w.reshape(-1)[maps["w_inverse"]]
-        g_d_flat = g_d.reshape(-1)[maps["d_inverse"]]
-        result: list[Tensor | None] = [None] * len(ctx.param_dtypes)
-        w_parts = g_w_flat.split([(n + m) * n for n, m in plan.shapes])
-        d_parts = iter(g_d_flat.split([n for k, (n, _) in enumerate(plan.shapes)
-                                       if plan.hidden(k)]))
-        for k, j in enumerate(plan.weight_slots):
-            n, m = plan.shapes[k]
-            result[j] = w_parts[k].view(n + m, n)
-            result[j + 1] = g_a[k]
-            if plan.hidden(k):
-                result[j + 2] = next(d_parts)
-        grads_out = tuple(
-            None if (g is None or not needs[3 + j]) else cast_to(g, ctx.param_dtypes[j])
-            for j, g in enumerate(result))
-        return (None, None, g_log_gamma, *grads_out)
+        if ctx.use_cpp:
+            return _backward_cpp(ctx, grads)
+        return _backward_torch(ctx, grads)
+
+
+def _cpp_applies(dtype: torch.dtype, log_gamma: Tensor, params: tuple[Tensor, ...]) -> bool:
+    """Whether the C++ map runs: CPU tensors, float32/float64 algebra, kernels loaded."""
+    return (dtype in (torch.float32, torch.float64) and log_gamma.device.type == "cpu"
+            and all(p.device.type == "cpu" for p in params) and cpp.maps_usable())
+
+
+def _split_params(plan: Plan, dtype: torch.dtype, params: tuple[Tensor, ...]
+                  ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """``(weights, scales, log_psis)`` in ``dtype`` (log ψ of the hidden layers only)."""
+    slots = plan.weight_slots
+    weights = [cast_to(params[j], dtype) for j in slots]
+    scales = [cast_to(params[j + 1], dtype) for j in slots]
+    log_psis = [cast_to(params[j + 2], dtype) for k, j in enumerate(slots) if plan.hidden(k)]
+    return weights, scales, log_psis
+
+
+def _forward_cpp(ctx: Any, plan: Plan, dtype: torch.dtype, log_gamma: Tensor,
+                 params: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """The map in one C++ call (``lbdn_map_forward``); every layer at its own size."""
+    weights, scales, log_psis = _split_params(plan, dtype, params)
+    results, saved = cpp.ops().lbdn_map_forward(weights, scales, log_psis,
+                                                cast_to(log_gamma, dtype), plan.eps,
+                                                plan.log_scale_clip)
+    ctx.saved = (weights, saved, len(log_psis))
+    return tuple(results)
+
+
+def _backward_cpp(ctx: Any, grads: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
+    """The hand-written backward of `_forward_cpp` in one C++ call (``lbdn_map_backward``)."""
+    plan: Plan = ctx.plan
+    weights, saved, hidden_count = ctx.saved
+    g_weights, g_scales, g_psis, g_log_gamma = cpp.ops().lbdn_map_backward(
+        [cast_to(g, ctx.dtype) for g in grads], weights, saved, hidden_count,
+        plan.log_scale_clip)
+    return (None, None,
+            cast_to(g_log_gamma, ctx.log_gamma_dtype) if ctx.needs_input_grad[2] else None,
+            *_param_grads(ctx, g_weights, g_scales, g_psis))
+
+
+def _param_grads(ctx: Any, g_weights: list[Tensor], g_scales: list[Tensor],
+                 g_psis: list[Tensor]) -> tuple[Tensor | None, ...]:
+    """The per-layer gradients in the order of `ExplicitWeights`' ``params`` (None where no
+    gradient is needed), each in its parameter's dtype."""
+    plan: Plan = ctx.plan
+    needs = ctx.needs_input_grad
+    result: list[Tensor | None] = [None] * len(ctx.param_dtypes)
+    d_parts = iter(g_psis)
+    for k, j in enumerate(plan.weight_slots):
+        result[j] = g_weights[k]
+        result[j + 1] = g_scales[k]
+        if plan.hidden(k):
+            result[j + 2] = next(d_parts)
+    return tuple(None if (g is None or not needs[3 + j]) else cast_to(g, ctx.param_dtypes[j])
+                 for j, g in enumerate(result))
+
+
+def _forward_torch(ctx: Any, plan: Plan, dtype: torch.dtype, log_gamma: Tensor,
+                   params: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """The padded-batch torch implementation (reference, and the path off the CPU)."""
+    size, layers = plan.size, plan.layers
+    first = params[0]
+    maps = plan.maps(first.device, dtype)
+    slots = plan.weight_slots
+    weights = [params[j] for j in slots]
+    scales = [params[j + 1] for j in slots]
+    log_psis = [params[j + 2] for k, j in enumerate(slots) if plan.hidden(k)]
+    pad = first.new_zeros(1)
+    w_flat = cast_to(torch.cat([*(w.reshape(-1) for w in weights), pad]), dtype)
+    w = w_flat[maps["w_index"]].view(layers, 2 * size, size)
+    a = cast_to(torch.stack(scales), dtype)
+    d = cast_to(torch.cat([*log_psis, pad]), dtype)[maps["d_index"]].view(layers, size)
+    factor = maps["factor"]
+    sq = torch.sum(w * w, dim=(-2, -1)) + plan.eps
+    nrm = torch.sqrt(sq)
+    s = a / nrm
+    wb = w * s[:, None, None]
+    u, v = wb[:, :size], wb[:, size:]
+    eye = torch.eye(size, dtype=dtype, device=w.device)
+    m_inv = torch.linalg.inv_ex(torch.baddbmm(u - u.mT + eye, v.mT, v))[0]
+    # (I − Z)(I + Z)⁻¹ = 2(I + Z)⁻¹ − I, so Ã = 2M⁻¹ − I and Bᵀ = −2V̄M⁻¹.
+    out = torch.cat([2.0 * m_inv - eye, torch.bmm(v, m_inv).mul_(-2.0)], dim=1)
+    psi = torch.exp(torch.clamp(d, -plan.log_scale_clip, plan.log_scale_clip))
+    pre = out[:, size:] * (factor[:, None] / psi)[:, None, :]
+    post = (_SQRT2 * psi)[:, :, None] * out[:, :size].mT
+    parts = [pre[:1], torch.bmm(post[:-1], pre[1:])]
+    if plan.sandwich_output:
+        parts.append(post[-1:])
+    unscaled = torch.cat(parts)
+    powers = maps["powers"]
+    root_powers = torch.exp((0.5 * cast_to(log_gamma, dtype)) * powers)
+    scaled = unscaled * root_powers[:, None, None]
+    flat = scaled.reshape(-1)[maps["out_index"]]
+    shapes = plan.out_shapes
+    results = [t.view(shape) for t, shape in
+               zip(flat.split([r * c for r, c in shapes]), shapes)]
+    ctx.saved = (w, sq, nrm, s, v, m_inv, out, d, psi, pre, post, scaled, root_powers,
+                 powers, factor)
+    return tuple(results)
+
+
+def _backward_torch(ctx: Any, grads: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
+    """The hand-written backward of `_forward_torch`."""
+    plan: Plan = ctx.plan
+    size, layers = plan.size, plan.layers
+    (w, sq, nrm, s, v, m_inv, out, d, psi, pre, post, scaled, root_powers, powers,
+     factor) = ctx.saved
+    maps = plan.maps(w.device, ctx.dtype)
+    g_flat = cast_to(torch.cat([g.reshape(-1) for g in grads]), ctx.dtype)
+    g_scaled = scaled.new_zeros(scaled.numel()).index_copy_(0, maps["out_index"], g_flat)
+    g_scaled = g_scaled.view_as(scaled)
+    needs = ctx.needs_input_grad
+    g_log_gamma = None
+    if needs[2]:
+        g_log_gamma = (0.5 * torch.sum(g_scaled * scaled * powers[:, None, None])
+                       ).to(ctx.log_gamma_dtype)
+    g_un = g_scaled * root_powers[:, None, None]
+    g_products = g_un[1:layers]
+    g_pre = torch.cat([g_un[:1], torch.bmm(post[:-1].mT, g_products)])
+    g_post_parts = [torch.bmm(g_products, pre[1:].mT)]
+    g_post_parts.append(g_un[layers:] if plan.sandwich_output else pre.new_zeros(1, size, size))
+    g_post = torch.cat(g_post_parts)
+    g_psi = (torch.sum(g_post * post, dim=2) - torch.sum(g_pre * pre, dim=1)) / psi
+    g_d = torch.where(d.abs() <= plan.log_scale_clip, g_psi * psi, torch.zeros_like(psi))
+    g_out = torch.cat([(_SQRT2 * psi)[:, None, :] * g_post.mT,
+                       g_pre * (factor[:, None] / psi)[:, None, :]], dim=1)
+    # O = R M⁻¹ (R = [I − Z; −2V̄], M = I + Z): ḡ_R = G M⁻ᵀ, ḡ_Z = −Oᵀḡ_R − ḡ_R[:S].
+    g_r = torch.bmm(g_out, m_inv.mT)
+    g_z = torch.baddbmm(g_r[:, :size], out.mT, g_r).neg_()
+    g_wb = torch.cat([g_z - g_z.mT,
+                      torch.baddbmm(g_r[:, size:], v, g_z + g_z.mT, beta=-2.0)], dim=1)
+    inner = torch.sum(g_wb * w, dim=(-2, -1))
+    g_a = inner / nrm
+    g_w = s[:, None, None] * (g_wb - (inner / sq)[:, None, None] * w)
+    g_w_flat = g_w.reshape(-1)[maps["w_inverse"]]
+    g_d_flat = g_d.reshape(-1)[maps["d_inverse"]]
+    w_parts = g_w_flat.split([(n + m) * n for n, m in plan.shapes])
+    g_weights = [w_parts[k].view(n + m, n) for k, (n, m) in enumerate(plan.shapes)]
+    g_psis = list(g_d_flat.split([n for k, (n, _) in enumerate(plan.shapes) if plan.hidden(k)]))
+    return (None, None, g_log_gamma, *_param_grads(ctx, g_weights, list(g_a.unbind()), g_psis))
 
 
 def _inverse(index: Tensor, real: Tensor) -> Tensor:

@@ -268,12 +268,13 @@ class LBDN(nn.Module):
         """Fold every layer's scalings into one weight per layer (computed in ``dtype``).
 
         ``fused=True`` (default) computes all layers' weights in one ``torch.autograd.Function``
-        with a hand-written backward (`r2dn_control.nn._lbdn_map`: every layer padded into one
-        batch; first derivatives only; inside ``torch.func`` transforms the composed path
-        runs). ``fused=False`` composes torch ops (the reference;
-        supports higher derivatives): identically shaped layers are handled together (one
-        stacked normalisation, Cayley transform and scaling per group, one batched product per
-        group of equal-shape weight products); every parameter is cast once.
+        with a hand-written backward (`r2dn_control.nn._lbdn_map`: one C++ call forward and one
+        backward on the CPU, else every layer padded into one torch batch; first derivatives
+        only; inside ``torch.func`` transforms the composed path runs). ``fused=False``
+        composes torch ops (the reference; supports higher derivatives): identically shaped
+        layers are handled together (one stacked normalisation, Cayley transform and scaling
+        per group, one batched product per group of equal-shape weight products); every
+        parameter is cast once.
         """
         if fused and not functorch_active():
             return self._explicit_fused(dtype)

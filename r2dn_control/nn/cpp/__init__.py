@@ -30,6 +30,16 @@ Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.m
 * ``gram_pairs(xs, gs) -> ([xᵀg], [Σ_rows g])``: the weight gradients of the fused rollout
   (tall K×m, K×n pairs with small m, n; ``r2dn_control/nn/fused_rollout.md``)
 
+* ``lbdn_map_forward(weights, scales, log_psis, log_gamma, eps, clip) -> (explicit weights,
+  saved)`` and ``lbdn_map_backward(grads, weights, saved, hidden_count, clip) -> (∂/∂weights,
+  ∂/∂scales, ∂/∂log_psis, ∂/∂log γ)``: the LBDN's direct-to-explicit weight map, every layer
+  at its own size (math in ``r2dn_control/nn/_lbdn_map.py``)
+* ``contracting_lti_forward(X, polar, Y, C1, B1_hat, rate, eps, dtype) -> (A, B1, saved)`` and
+  ``contracting_lti_backward(g_A, g_B1, saved, X, polar, Y, C1, B1_hat, rate) -> (∂/∂X, ∂/∂p,
+  ∂/∂Y, ∂/∂C1, ∂/∂B1_hat)``: the contracting R2DN's LTI map in float64 (math in
+  ``r2dn_control/nn/_contracting_map.py``). Both maps are used while the setting
+  ``nn.cpp.maps`` is True (`maps_usable`).
+
 ``max_loop_width`` (setting ``nn.cpp.loop_width`` in `r2dn_control.config`): networks whose
 widths are all at most this run the hand-vectorised lane loops, wider ones the ATen loops.
 """
@@ -57,7 +67,7 @@ from ... import config
 DISABLE_ENV = config.DISABLE_CPP_ENV
 SOURCES = tuple(pathlib.Path(__file__).with_name(name)
                 for name in ("ren_kernels.cpp", "r2dn_kernels.cpp", "snapshot_kernels.cpp",
-                                                 "gram_kernels.cpp"))
+                             "gram_kernels.cpp", "explicit_map_kernels.cpp"))
 #: Headers the sources include (they change the build as much as the sources do).
 HEADERS = tuple(pathlib.Path(__file__).with_name(name) for name in ("activation_math.h",))
 #: Compiler flags of the kernels.
@@ -229,6 +239,12 @@ def usable(*tensors: Tensor) -> bool:
     if any(t.device != first.device or t.dtype != first.dtype for t in tensors[1:]):
         return False
     return available()
+
+
+def maps_usable() -> bool:
+    """Whether the explicit maps run in C++: kernels `available` and the ``nn.cpp.maps``
+    setting of `r2dn_control.config` on (the callers check devices and dtypes)."""
+    return config.defaults["nn.cpp.maps"] is True and available()
 
 
 def ops() -> Any:
