@@ -215,9 +215,11 @@ def _parabolic_peak(f, left: tuple[float, float], mid: tuple[float, float],
     Successive parabolic interpolation through the bracket's three points (superlinear at a
     smooth maximum); a golden-section step into the larger half when the vertex is not
     strictly inside or too close to a known point. Stops when the vertex moves less than
-    ``xtol``, when a vertex step raises the value by less than `VALUE_RTOL` (relative), or
-    after `PEAK_EVALUATIONS`. An endpoint bracket (mid at the interval's end)
-    is returned as is when its neighbour is not larger.
+    ``xtol``, when a vertex step raises the value by less than `VALUE_RTOL` (relative), when
+    the bracket is flat to `VALUE_RTOL` (``f(m) − min(f(a), f(b)) ≤ VALUE_RTOL·|f(m)|``: the
+    parabola through the three points then peaks within a few `VALUE_RTOL` of f(m), and
+    further steps only sample rounding noise), or after `PEAK_EVALUATIONS`. An endpoint
+    bracket (mid at the interval's end) is returned as is when its neighbour is not larger.
     """
     (a, fa), (m, fm), (b, fb) = left, mid, right
     best = fm
@@ -231,6 +233,8 @@ def _parabolic_peak(f, left: tuple[float, float], mid: tuple[float, float],
     for _ in range(PEAK_EVALUATIONS):
         if not (math.isfinite(fa) and math.isfinite(fm) and math.isfinite(fb)):
             break
+        if fm - min(fa, fb) <= VALUE_RTOL * abs(fm):
+            break  # flat on the bracket to the tolerance: its parabola cannot rise further
         p = (m - a) ** 2 * (fm - fb) - (m - b) ** 2 * (fm - fa)
         q = (m - a) * (fm - fb) - (m - b) * (fm - fa)
         v = m - 0.5 * p / q if q != 0 else math.nan

@@ -249,35 +249,82 @@ def _w_channel_gain(ss: StateSpaceBlocks, z: complex) -> float:
     """σ_max(C₁(zI − A)⁻¹B₁). A value ≥ 1 at ``|z| = ᾱ`` shows that no rate below ᾱ has a
     scalar-multiplier certificate (see `smallest_rate`); a real z needs only real arithmetic,
     a complex one multiplies the real C₁ with the real and imaginary parts separately."""
+    return _w_channel(ss, z)[0]
+
+
+def _w_channel(ss: StateSpaceBlocks, z: complex, slope: bool = False) -> tuple[float, float]:
+    r"""(σ, dσ/dr): σ = σ_max(G(z)), G(z) = C₁(zI − A)⁻¹B₁, and with ``slope`` its derivative
+    along the ray z = r·e^{jω} (else nan).
+
+    With the top singular triplet G v = σu (σ simple) and dG/dz = −C₁(zI − A)⁻²B₁,
+
+    $$
+    \frac{d\sigma}{dr} = \operatorname{Re}\big(e^{j\omega}\,u^*\tfrac{dG}{dz}v\big)
+      = -\operatorname{Re}\big(e^{j\omega}\,p^*q\big),\quad
+    q = (zI - A)^{-1}B_1 v,\; p = (zI - A)^{-*}C_1^\top u :
+    $$
+
+    two O(n²) solves with the LU that σ already needs (nothing O(n³) more). Only the radial
+    search (`radial_root`) reads the slope; nothing is certified from it.
+    """
     n, nv = ss.A.shape[0], ss.C1.shape[0]
     if not nv or not n:
-        return 0.0
+        return 0.0, 0.0
     real = z.imag == 0.0
     shift = (z.real if real else z) * np.eye(n) - ss.A
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sla.LinAlgWarning)  # z next to a pole: a large gain
         lu, piv = sla.lu_factor(shift, check_finite=False)
         if not np.all(np.diag(lu)):
-            return math.inf  # z is an eigenvalue of A
+            return math.inf, math.nan  # z is an eigenvalue of A
         sol = sla.lu_solve((lu, piv), ss.B1 if real else ss.B1.astype(complex),
                            check_finite=False)
     g = ss.C1 @ sol if real else ss.C1 @ sol.real + 1j * (ss.C1 @ sol.imag)
     if not np.all(np.isfinite(g)):
-        return math.inf
-    return math.sqrt(max(_largest_gram_eigenvalue(g), 0.0))
+        return math.inf, math.nan
+    if not slope:
+        return math.sqrt(max(_largest_gram_eigenvalue(g), 0.0)), math.nan
+    lam, vec = _largest_gram_pair(g)
+    sigma = math.sqrt(max(lam, 0.0))
+    if sigma == 0.0:
+        return 0.0, 0.0
+    if g.shape[0] < g.shape[1]:  # vec is u (eigenvector of GG*)
+        u, v = vec, (g.conj().T @ vec) / sigma
+    else:  # vec is v (eigenvector of G*G)
+        u, v = (g @ vec) / sigma, vec
+    q = sol @ v
+    p = sla.lu_solve((lu, piv), ss.C1.T @ u, trans=1 if real else 2, check_finite=False)
+    direction = 1.0 if real and z.real >= 0 else (-1.0 if real else z / abs(z))
+    return sigma, -float(np.real(direction * np.vdot(p, q)))
 
 
-def _largest_gram_eigenvalue(g: np.ndarray) -> float:
-    """λ_max(G*G) (= λ_max(GG*)) from the smaller Gram matrix, formed by a symmetric / Hermitian
-    rank-k update (one triangle: half a product) and read from that triangle."""
+def _gram(g: np.ndarray) -> np.ndarray:
+    """The smaller Gram matrix of G (GG* if G has fewer rows, else G*G), upper triangle only,
+    by a symmetric / Hermitian rank-k update (half a product)."""
     complex_g = np.iscomplexobj(g)
     # trans 0: G G* (G has fewer rows than columns); else G*G (BLAS 'C' / 'T').
     trans = 0 if g.shape[0] < g.shape[1] else (2 if complex_g else 1)
     if complex_g:
-        gram = sla.blas.zherk(1.0, g, trans=trans, lower=0)
-    else:
-        gram = sla.blas.dsyrk(1.0, g, trans=trans, lower=0)
-    return float(np.linalg.eigvalsh(gram, UPLO="U")[-1])
+        return sla.blas.zherk(1.0, g, trans=trans, lower=0)
+    return sla.blas.dsyrk(1.0, g, trans=trans, lower=0)
+
+
+def _largest_gram_eigenvalue(g: np.ndarray) -> float:
+    """λ_max(G*G) (= λ_max(GG*)) from the smaller Gram matrix, read from its upper triangle
+    (LAPACK's relatively robust representations for the one eigenvalue: no full spectrum)."""
+    gram = _gram(g)
+    k = gram.shape[0]
+    return float(sla.eigh(gram, lower=False, eigvals_only=True, subset_by_index=[k - 1, k - 1],
+                          driver="evr", check_finite=False)[0])
+
+
+def _largest_gram_pair(g: np.ndarray) -> tuple[float, np.ndarray]:
+    """λ_max of `_gram` (G) and a unit eigenvector (of GG* when G has fewer rows, else G*G)."""
+    gram = _gram(g)
+    k = gram.shape[0]
+    val, vec = sla.eigh(gram, lower=False, subset_by_index=[k - 1, k - 1], driver="evr",
+                        check_finite=False)
+    return float(val[0]), vec[:, 0]
 
 
 def _on_ray(r: float, omega: float) -> complex:
@@ -288,50 +335,61 @@ def _on_ray(r: float, omega: float) -> complex:
     return r * complex(math.cos(omega), math.sin(omega))
 
 
+#: Most w-channel gain evaluations `radial_root` spends on one ray.
+RADIAL_EVALUATIONS = 16
+
+
 def radial_root(ss: StateSpaceBlocks, omega: float, lo: float, hi: float, rtol: float,
-                gain_at_hi: float | None = None) -> float | None:
-    """Largest r ∈ (lo, hi] found with ``σ_max(C₁(re^{jω}I − A)⁻¹B₁) ≥ 1`` (to rtol·r/4).
+                at_hi: tuple[float, float] | None = None) -> float | None:
+    """Largest r ∈ (lo, hi] found with ``σ_max(C₁(re^{jω}I − A)⁻¹B₁) ≥ 1`` (to ~rtol·r/4).
 
     Every such r is a rate that no scalar-multiplier certificate reaches (see `smallest_rate`): a
     lower bound on the optimum, equal to it when ω is the peak frequency. None when none of
-    the few radii tried has gain ≥ 1. Regula falsi (Illinois) on log σ(r): 4–8 evaluations.
-    """
-    def f(r: float) -> float:
-        return math.log(max(_w_channel_gain(ss, _on_ray(r, omega)), 1e-300))
+    the radii tried has gain ≥ 1.
 
-    b = hi
-    fb = math.log(max(gain_at_hi, 1e-300)) if gain_at_hi is not None else f(hi)
+    Safeguarded Newton on f(r) = log σ(r) with the analytic slope of `_w_channel`
+    (f' = σ'/σ): from hi (f < 0) the tangent step overshoots below the root where f is
+    convex, giving a point with gain ≥ 1; from there Newton climbs to the root from below,
+    quadratically. A step that leaves the bracket (a with f ≥ 0, b with f < 0) is replaced
+    by regula falsi. It stops when the bracket is narrower than rtol·b/4, or when the Newton
+    step from the best point with gain ≥ 1 is below rtol·a/8 (the remaining distance to the
+    root, up to a second-order term): typically 3–4 evaluations where regula falsi took 6–8.
+    ``at_hi``: (σ, dσ/dr) at hi when the caller has it.
+    """
+    def f(r: float) -> tuple[float, float]:
+        sigma, ds = _w_channel(ss, _on_ray(r, omega), slope=True)
+        if not sigma > 0:
+            return -math.inf, math.nan
+        return math.log(sigma) if math.isfinite(sigma) else math.inf, ds / sigma
+
+    b, (fb, db) = hi, (f(hi) if at_hi is None else
+                       (math.log(max(at_hi[0], 1e-300)), at_hi[1] / max(at_hi[0], 1e-300)))
     if fb >= 0:
         return hi
     a = fa = None
-    r = hi - 0.5 * (hi - lo)
-    for _ in range(5):  # toward lo (the gain grows as r approaches the poles): secant steps
-        fr = f(r)
+    x, fx, dx = b, fb, db  # the latest point, where the next Newton step starts
+    for _ in range(RADIAL_EVALUATIONS):
+        left = lo + 1e-3 * (b - lo) if a is None else a
+        step = -fx / dx if math.isfinite(dx) and dx != 0.0 and math.isfinite(fx) else math.nan
+        r = x + step
+        if a is not None and x == a and 0 <= step <= 0.125 * rtol * a:
+            return a  # Newton from below has converged
+        if not (left < r < b):
+            if a is None:
+                r = left if math.isfinite(step) and r <= left else 0.5 * (left + b)
+            else:  # regula falsi inside the bracket, kept off its ends
+                r = b - fb * (b - a) / (fb - fa) if math.isfinite(fa) else 0.5 * (a + b)
+                r = min(max(r, a + 0.01 * (b - a)), b - 0.01 * (b - a))
+        fr, dr = f(r)
         if fr >= 0:
             a, fa = r, fr
-            break
-        r_prev, f_prev, b, fb = b, fb, r, fr
-        if fr <= f_prev:
-            return None  # the gain does not grow toward lo on this ray
-        step = fr * (r - r_prev) / (fr - f_prev)  # secant root of log σ, then 10 % beyond
-        r = max(lo + 1e-3 * (b - lo), r - 1.1 * step)
-    if a is None or fa is None:
-        return None
-    side = 0
-    while b - a > 0.25 * rtol * b:
-        r = b - fb * (b - a) / (fb - fa)
-        r = min(max(r, a + 0.01 * (b - a)), b - 0.01 * (b - a))
-        fr = f(r)
-        if fr >= 0:
-            a, fa = r, fr
-            if side == -1:
-                fb *= 0.5
-            side = -1
         else:
+            if a is None and fr <= fb and r < b:
+                return None  # the gain does not grow toward lo on this ray
             b, fb = r, fr
-            if side == 1:
-                fa *= 0.5
-            side = 1
+        x, fx, dx = r, fr, dr
+        if a is not None and b - a <= 0.25 * rtol * b:
+            return a
     return a
 
 
@@ -364,6 +422,10 @@ class RateSearch:
     points: list[tuple[float, float]] = field(default_factory=list)  # (ᾱ, 1 − |pole|)
     lower_proof: str = "spectral radius of A"
     pole: complex | None = None  # closed-loop pole of the latest solution, not yet used
+    # The latest feasible (ᾱ, 𝒫, λ) whose closed-loop pole is not computed yet: only a search
+    # that goes on after it reads the pole (`_settle_pole`), so a first test that closes the
+    # bracket spends no LU and Arnoldi on it.
+    pending: tuple[float, np.ndarray, float] | None = None
     rays: dict[float, float] = field(default_factory=dict)  # searched angle -> lo back then
 
 
@@ -383,7 +445,8 @@ def _predict(points: list[tuple[float, float]]) -> float | None:
 
 
 def _test(ss: StateSpaceBlocks, st: RateSearch, alpha: float, eps: float) -> None:
-    """One Riccati test at ᾱ, updating the bracket (and the closed-loop data when it holds)."""
+    """One Riccati test at ᾱ, updating the bracket (the closed-loop data of a feasible one
+    follow on demand, `_settle_pole`)."""
     cand = contraction_riccati(ss, alpha, eps, schur_known=True)
     st.solves += 1
     if cand is None:
@@ -391,7 +454,14 @@ def _test(ss: StateSpaceBlocks, st: RateSearch, alpha: float, eps: float) -> Non
             st.lo, st.lower_proof = alpha, "failed Riccati test"
         return
     st.hi, st.best = alpha, cand
-    metric, lam = cand
+    st.pending = (alpha, *cand)
+
+
+def _settle_pole(ss: StateSpaceBlocks, st: RateSearch) -> None:
+    """The dominant closed-loop pole of the pending feasible test (`RateSearch.pending`)."""
+    if st.pending is None:
+        return
+    (alpha, metric, lam), st.pending = st.pending, None
     try:
         pole = closed_loop_pole(ss, alpha, metric * alpha**2 / lam)
     except (np.linalg.LinAlgError, ArpackError, ArpackNoConvergence, ValueError):
@@ -402,13 +472,14 @@ def _test(ss: StateSpaceBlocks, st: RateSearch, alpha: float, eps: float) -> Non
 
 
 def _raise_lower(ss: StateSpaceBlocks, st: RateSearch, omega: float, rtol: float,
-                 top: float, why: str, gain_at_top: float | None = None) -> float | None:
+                 top: float, why: str, at_top: tuple[float, float] | None = None
+                 ) -> float | None:
     """Radial root on the ray at ω (skipped when this ray was searched above st.lo already)."""
     key = round(omega, 6)
     if st.rays.get(key, -math.inf) >= st.lo:
         return None
     st.rays[key] = st.lo
-    low = radial_root(ss, omega, st.lo, top, rtol, gain_at_top)
+    low = radial_root(ss, omega, st.lo, top, rtol, at_top)
     if low is None or low <= st.lo:
         return None
     st.lo, st.lower_proof = low, why
@@ -478,8 +549,8 @@ def _frequency_candidates(ss: StateSpaceBlocks, st: RateSearch, upper: float, rt
         if 0 < radius * (1 + rtol / 2) < upper:
             _test(ss, st, radius * (1 + rtol / 2), eps)
         return
-    gains = {om: _w_channel_gain(ss, _on_ray(upper, om)) for om in (0.0, math.pi)}
-    omega = max(gains, key=lambda om: gains[om])
+    gains = {om: _w_channel(ss, _on_ray(upper, om), slope=True) for om in (0.0, math.pi)}
+    omega = max(gains, key=lambda om: gains[om][0])
     low = _raise_lower(ss, st, omega, rtol, upper, "w-channel gain ≥ 1 on the real axis",
                        gains[omega])
     if low is not None and low * (1 + rtol / 2) < upper:
@@ -496,6 +567,7 @@ def _frequency_candidates(ss: StateSpaceBlocks, st: RateSearch, upper: float, rt
 def _next_rate(ss: StateSpaceBlocks, st: RateSearch, rtol: float) -> float | None:
     """Step 2 of `smallest_rate`: the next rate to test (None: the bracket closed)."""
     alpha = None
+    _settle_pole(ss, st)
     if st.pole is not None:
         omega, st.pole = abs(math.atan2(st.pole.imag, st.pole.real)), None
         low = _raise_lower(ss, st, omega, rtol, st.hi,
@@ -684,6 +756,22 @@ def first_margin(n: int) -> float:
     return max(FIRST_MARGIN, 2e-8 * (n / 8) ** 1.5)
 #: Largest τ tried on the first candidate, and on the denser grid's retry.
 MAX_MARGIN, RETRY_MAX_MARGIN = 1e-5, 1e-2
+#: Above this state dimension the first τ grows like (n/`MARGIN_GROWTH_FROM`)² from `MAX_MARGIN`.
+MARGIN_GROWTH_FROM = 1024
+
+
+def start_margin(n: int, max_margin: float = MAX_MARGIN) -> float:
+    """The first τ of `_certify_candidate`: ``min(first_margin(n), max(max_margin,
+    MAX_MARGIN·(n/1024)²))``.
+
+    Up to n = 1024 this is ``min(first_margin(n), max_margin)``. Above it the float64 check's
+    rounding bound outgrows `MAX_MARGIN` (on the benchmark R2DNs it grew like n^2.4 between
+    n = 512 and 1024, and at n = 2048 τ = 1e-5 failed the check and cost a second Riccati
+    solve, ~30 s): starting at MAX_MARGIN·(n/1024)² (4e-5 at n = 2048) spends one solve, for
+    a proved γ about 4·(τ − 1e-5) relative above what the smallest passing τ would give.
+    """
+    growth = MAX_MARGIN * (n / MARGIN_GROWTH_FROM) ** 2
+    return min(first_margin(n), max(max_margin, growth))
 #: After the first candidate fails at every τ: how much denser the retry grid is.
 RETRY_GRID_FACTOR = 4
 
@@ -721,7 +809,7 @@ def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
                        ) -> tuple[KypCertificate | None, int]:
     """Prove (κ, γ) raised by the smallest margin that passes: (certificate, solves).
 
-    For τ = `first_margin` (n), …: one `margin_riccati` solve at ``κ(1 + 4τ)`` and
+    For τ = `start_margin` (n), …: one `margin_riccati` solve at ``κ(1 + 4τ)`` and
     ``γ' = max(γ, √μ(κ(1+4τ)))·(1 + 4τ)`` (``mu_at``: the frequency-domain μ*(κ)), then
     ``accept`` (the float64 check). A failed Riccati solve is retried with the smaller
     state-direction margins ε = τ·`STATE_MARGIN_FRACTIONS` (lightly damped poles, see
@@ -729,14 +817,14 @@ def _certify_candidate(ss: StateSpaceBlocks, kappa: float, gamma: float,
     bound asks (λ_min ≈ τ/2, the bound shrinking about like 1/τ): ``max(3τ, 3√(bound·τ))``.
     Without ``accept`` the first Riccati solution is returned.
 
-    The ladder starts at ``min(first_margin(n), max_margin)`` and runs up to
+    The ladder starts at `start_margin` (n, max_margin) and runs up to
     ``max(max_margin, 10·first_margin(n))``: from n ≈ 256 on the rounding bound outgrows
     `MAX_MARGIN`, and one more Riccati solve on the same candidate is far cheaper than the
     4× denser frequency grid of the retry that a stop at `MAX_MARGIN` would trigger (at
     n = 2048 a retry costs ~100 dense complex slices).
     """
     n = ss.A.shape[0]
-    tau, solves = min(first_margin(n), max_margin), 0
+    tau, solves = start_margin(n, max_margin), 0
     limit = max(max_margin, 10 * first_margin(n))
     while tau <= limit:
         k = kappa * (1 + 4 * tau)
