@@ -366,7 +366,8 @@ def radial_root(ss: StateSpaceBlocks, omega: float, lo: float, hi: float, rtol: 
                        (math.log(max(at_hi[0], 1e-300)), at_hi[1] / max(at_hi[0], 1e-300)))
     if fb >= 0:
         return hi
-    a = fa = None
+    a: float | None = None  # the best radius with gain ≥ 1, once found
+    fa = math.nan
     x, fx, dx = b, fb, db  # the latest point, where the next Newton step starts
     for _ in range(RADIAL_EVALUATIONS):
         left = lo + 1e-3 * (b - lo) if a is None else a
