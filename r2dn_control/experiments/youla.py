@@ -44,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import certify
+from ..certify.api import kyp_applies
 from ..control import (
     ClosedLoopTrajectory,
     YoulaController,
@@ -255,10 +256,10 @@ def certify_q(config: YoulaConfig, controller: YoulaController, progress: bool =
     contract no faster than Q itself or the base loop (spectral radius ρ of its state matrix),
     so its rate is checked at ``r + 0.1 (1 − r)``, ``r = max(Q's certified rate, ρ)``: one
     float64-validated LMI instead of a bisection. For an R2DN (one scalar multiplier for the
-    network, D₁₁ = 0) that LMI is decided by Riccati equations of the loop's state size (KYP,
-    docs/theory.md §4), at any number of features. For a REN (a diagonal multiplier) it is a
-    dense SDP of size states + features; beyond `CLOSED_LOOP_SDP_SIZE` it is not attempted
-    (status "inconclusive", message says so).
+    network, D₁₁ = 0: `certify.api.kyp_applies` of the loop) that LMI is decided by Riccati
+    equations of the loop's state size (KYP, docs/theory.md §4), at any number of features.
+    For a REN (a diagonal multiplier) it is a dense SDP of size states + features; beyond
+    `CLOSED_LOOP_SDP_SIZE` it is not attempted (status "inconclusive", message says so).
     """
     q = controller.Q
     method = certificate_method(q)
@@ -270,9 +271,8 @@ def certify_q(config: YoulaConfig, controller: YoulaController, progress: bool =
     floor = max(results["Q contraction"].bound or 1.0, spectral_radius(nominal.A))
     rate = min(1.0, floor + 0.1 * (1.0 - floor))
     size = q.state_size + q.features + nominal.nstates
-    needs_sdp = isinstance(q, ContractingREN)  # diagonal multiplier; an R2DN's loop is KYP
-    if not needs_sdp or size <= CLOSED_LOOP_SDP_SIZE:
-        loop = certify.ClosedLoop(q, nominal[: q.input_size, :])
+    loop = certify.ClosedLoop(q, nominal[: q.input_size, :]).to_target()
+    if kyp_applies(loop) or size <= CLOSED_LOOP_SDP_SIZE:
         with warnings.catch_warnings():  # cvxpy's "may be inaccurate": the float64
             warnings.simplefilter("ignore", UserWarning)  # re-validation decides the status
             results["closed-loop contraction"] = certify.contraction(loop, rate=rate)
