@@ -193,20 +193,25 @@ def _cpp_applies(dtype: torch.dtype, log_gamma: Tensor, params: tuple[Tensor, ..
             and all(p.device.type == "cpu" for p in params) and cpp.maps_usable())
 
 
-def _split_params(plan: Plan, dtype: torch.dtype, params: tuple[Tensor, ...]
+def _split_params(plan: Plan, params: tuple[Tensor, ...], dtype: torch.dtype | None = None
                   ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-    """``(weights, scales, log_psis)`` in ``dtype`` (log ψ of the hidden layers only)."""
+    """``(weights, scales, log_psis)`` (log ψ of the hidden layers only), cast to ``dtype``
+    when given."""
     slots = plan.weight_slots
-    weights = [cast_to(params[j], dtype) for j in slots]
-    scales = [cast_to(params[j + 1], dtype) for j in slots]
-    log_psis = [cast_to(params[j + 2], dtype) for k, j in enumerate(slots) if plan.hidden(k)]
+
+    def take(j: int) -> Tensor:
+        return params[j] if dtype is None else cast_to(params[j], dtype)
+
+    weights = [take(j) for j in slots]
+    scales = [take(j + 1) for j in slots]
+    log_psis = [take(j + 2) for k, j in enumerate(slots) if plan.hidden(k)]
     return weights, scales, log_psis
 
 
 def _forward_cpp(ctx: Any, plan: Plan, dtype: torch.dtype, log_gamma: Tensor,
                  params: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """The map in one C++ call (``lbdn_map_forward``); every layer at its own size."""
-    weights, scales, log_psis = _split_params(plan, dtype, params)
+    weights, scales, log_psis = _split_params(plan, params, dtype)
     results, saved = cpp.ops().lbdn_map_forward(weights, scales, log_psis,
                                                 cast_to(log_gamma, dtype), plan.eps,
                                                 plan.log_scale_clip)
@@ -249,10 +254,7 @@ def _forward_torch(ctx: Any, plan: Plan, dtype: torch.dtype, log_gamma: Tensor,
     size, layers = plan.size, plan.layers
     first = params[0]
     maps = plan.maps(first.device, dtype)
-    slots = plan.weight_slots
-    weights = [params[j] for j in slots]
-    scales = [params[j + 1] for j in slots]
-    log_psis = [params[j + 2] for k, j in enumerate(slots) if plan.hidden(k)]
+    weights, scales, log_psis = _split_params(plan, params)
     pad = first.new_zeros(1)
     w_flat = cast_to(torch.cat([*(w.reshape(-1) for w in weights), pad]), dtype)
     w = w_flat[maps["w_index"]].view(layers, 2 * size, size)
