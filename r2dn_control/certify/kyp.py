@@ -47,7 +47,7 @@ import scipy.linalg as sla
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigs
 
 from .blas import blas_threads
-from .freq import GainSearch
+from .freq import GainSearch, _real_times
 from .lmi import StateSpaceBlocks, Validation
 
 #: Regularization ``ε`` (relative to the scale of Ĉ) added as ``√ε I`` rows to Ĉ.
@@ -279,7 +279,7 @@ def _w_channel(ss: StateSpaceBlocks, z: complex, slope: bool = False) -> tuple[f
             return math.inf, math.nan  # z is an eigenvalue of A
         sol = sla.lu_solve((lu, piv), ss.B1 if real else ss.B1.astype(complex),
                            check_finite=False)
-    g = ss.C1 @ sol if real else ss.C1 @ sol.real + 1j * (ss.C1 @ sol.imag)
+    g = ss.C1 @ sol if real else _real_times(ss.C1, sol)
     if not np.all(np.isfinite(g)):
         return math.inf, math.nan
     if not slope:
