@@ -306,39 +306,42 @@ def cascade_tier(q: Question) -> CertificateResult | None:
     structure = q.target.cascade
     if q.prop != "contraction" or structure is None:
         return None
-    floor = _cascade_floor(q, structure)
+    # In an "auto" search the loop's own SDP runs after this tier: the cascade bound is only a
+    # fallback there, so the core is not searched by SDPs as well.
+    methods = _core_methods(structure.core, sdp=not (q.method == "auto" and q.searches))
+    floor = _cascade_floor(q, structure, methods)
     if isinstance(floor, CertificateResult):
         return floor
     if q.rate is not None:
-        return _cascade_at(q, structure, q.rate)
+        return _cascade_at(q, structure, q.rate, methods)
     lo, radius = floor
     res: CertificateResult | None = None
     for rate in _cascade_rates(lo, q.rtol):
         if rate <= radius / (1 - CASCADE_RADIUS_GAP):
             continue
-        res = _cascade_at(q, structure, rate)
+        res = _cascade_at(q, structure, rate, methods)
         if res.certified:
             return res
     assert res is not None  # _cascade_rates ends with 1.0
     return res
 
 
-def _core_methods(core: Target) -> list[str]:
+def _core_methods(core: Target, sdp: bool = True) -> list[str]:
     """How the core is certified, in order: its implied certificate, then the tiers that are
-    cheap at its size (KYP at any size, the SDP up to `sdp_affordable`; the SDP's certificate
-    usually has a larger relative margin, which the cascade's scalars need)."""
+    cheap at its size (KYP at any size; with ``sdp``, the SDP up to `sdp_affordable`, whose
+    certificate usually has the larger relative margin that the cascade's scalars need)."""
     methods = ["implied"] if core.metric is not None else []
     if kyp_applies(core):
         methods.append("kyp")
-    if sdp_affordable(core) and not kyp_applies(core):
+    elif sdp and sdp_affordable(core):
         methods.append("sdp")
     return methods
 
 
-def _core_results(q: Question, structure: cascade_route.Cascade, rate: float | None
-                  ) -> Iterator[CertificateResult]:
+def _core_results(q: Question, structure: cascade_route.Cascade, rate: float | None,
+                  methods: list[str]) -> Iterator[CertificateResult]:
     """The core's certificates at ``rate`` (None: its smallest rate), one per method."""
-    for method in _core_methods(structure.core):
+    for method in methods:
         q_core = Question("contraction", structure.core, rate=rate, solver=q.solver,
                           rtol=q.rtol, method=method)
         try:
@@ -349,7 +352,7 @@ def _core_results(q: Question, structure: cascade_route.Cascade, rate: float | N
                                 message=f"numerical failure in the {method} tier: {err}")
 
 
-def _cascade_floor(q: Question, structure: cascade_route.Cascade
+def _cascade_floor(q: Question, structure: cascade_route.Cascade, methods: list[str]
                    ) -> tuple[float, float] | CertificateResult:
     """(the largest of the parts' rates, the largest LTI part's spectral radius), or a
     refusal. A search starts at the first."""
@@ -369,12 +372,11 @@ def _cascade_floor(q: Question, structure: cascade_route.Cascade
                                     "ill-conditioned for a float64 proof")
     if q.rate is not None:
         return max(up, down), max(up, down)
-    bounds = [c.bound for c in _core_results(q, structure, None)
+    bounds = [c.bound for c in _core_results(q, structure, None, methods)
               if c.certified and c.bound is not None]
     if not bounds:
         return q.result(NOT_CERTIFIED, solver="cascade",
-                        message="the cascade's core is not certified by any of "
-                                f"{_core_methods(structure.core)}")
+                        message=f"the cascade's core is not certified by any of {methods}")
     return max(up, down, min(bounds)), max(up, down)
 
 
@@ -388,12 +390,12 @@ def _cascade_rates(lo: float, rtol: float) -> list[float]:
     return rates + [1.0]
 
 
-def _cascade_at(q: Question, structure: cascade_route.Cascade, rate: float
-                ) -> CertificateResult:
+def _cascade_at(q: Question, structure: cascade_route.Cascade, rate: float,
+                methods: list[str]) -> CertificateResult:
     """The block-diagonal candidate at ``rate`` for each core certificate (`_core_results`)
     and each of `cascade.SCALINGS`, float64-checked; the first that holds."""
     res: CertificateResult | None = None
-    for core in _core_results(q, structure, rate):
+    for core in _core_results(q, structure, rate, methods):
         if not core.certified or core.P is None:
             continue
         parts = cascade_route.cascade_parts(q.target.blocks, structure, core.P,
@@ -415,7 +417,7 @@ def _cascade_at(q: Question, structure: cascade_route.Cascade, rate: float
     if res is None:
         return q.result(NOT_CERTIFIED, solver="cascade",
                         message=f"the cascade's core is not certified at rate {rate:g} by any "
-                                f"of {_core_methods(structure.core)}")
+                                f"of {methods}")
     return res
 
 
