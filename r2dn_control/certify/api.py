@@ -3,9 +3,11 @@
 Tiers (docs/theory.md §4), tried in the order of `TIERS` (as torchdiffeq's
 ``SOLVERS[method](...)`` table): ``"implied"`` re-checks the certificate the parameterization
 implies (milliseconds); ``"kyp"`` is the Riccati route for a scalar multiplier (R2DN, LTI, no
-D₁₁); ``"sdp"`` is cvxpy after conditioning. Each tier turns the question into a
-`Candidate` (𝒫, multiplier, the bound it claims) or a refusal; every candidate goes
-through the strict float64 check `lmi.validate`. ``method="auto"`` answers a yes/no
+D₁₁); ``"cascade"`` builds a closed loop's certificate from its model's (a loop whose other
+parts do not feed back, e.g. Youla; `certify.cascade`); ``"sdp"`` is cvxpy after
+conditioning. Each tier turns the question into a `Candidate` (𝒫, multiplier, the bound
+it claims) or a refusal; every candidate goes through the strict float64 check
+`lmi.validate`. ``method="auto"`` answers a yes/no
 question (a given rate, a (Q,S,R) supply) with the first tier that certifies it, and a
 "smallest bound" question with the tightest tier that applies, keeping the implied certificate
 as a fallback. Anything not proved is "not certified" or "inconclusive".
@@ -16,13 +18,14 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..nn.lbdn import LBDN
+from . import cascade as cascade_route
 from . import kyp, sdp
 from . import lbdn as lbdn_cert
 from .blas import blas_threads
@@ -31,9 +34,11 @@ from .lmi import Validation, lipschitz_supply, validate
 from .result import CERTIFIED, INCONCLUSIVE, NOT_CERTIFIED, CertificateResult
 from .target import Target, as_target
 
-METHODS = ("auto", "implied", "kyp", "sdp")
+METHODS = ("auto", "implied", "kyp", "cascade", "sdp")
 #: Relative inflations tried when a bound sits exactly on the LMI's boundary (strict check).
 INFLATIONS = (0.0, 1e-12, 1e-9, 1e-7, 1e-5, 1e-4, 1e-3)
+#: The cascade route needs its LTI parts' spectral radii this far (relative) below the rate.
+CASCADE_RADIUS_GAP = 1e-9
 #: A (Q, S, R) supply rate.
 Supply = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -295,9 +300,131 @@ def _sdp_contraction(q: Question) -> CertificateResult:
     return best
 
 
+# ------------------------------------------------------------------------------ cascade
+def cascade_tier(q: Question) -> CertificateResult | None:
+    """A cascade loop's contraction from its core's certificate (`certify.cascade`)."""
+    structure = q.target.cascade
+    if q.prop != "contraction" or structure is None:
+        return None
+    # In an "auto" search the loop's own SDP runs after this tier: the cascade bound is only a
+    # fallback there, so the core is not searched by SDPs as well.
+    methods = _core_methods(structure.core, sdp=not (q.method == "auto" and q.searches))
+    floor = _cascade_floor(q, structure, methods)
+    if isinstance(floor, CertificateResult):
+        return floor
+    if q.rate is not None:
+        return _cascade_at(q, structure, q.rate, methods)
+    lo, radius = floor
+    res: CertificateResult | None = None
+    for rate in _cascade_rates(lo, q.rtol):
+        if rate <= radius / (1 - CASCADE_RADIUS_GAP):
+            continue
+        res = _cascade_at(q, structure, rate, methods)
+        if res.certified:
+            return res
+    assert res is not None  # _cascade_rates ends with 1.0
+    return res
+
+
+def _core_methods(core: Target, sdp: bool = True) -> list[str]:
+    """How the core is certified, in order: its implied certificate, then the tiers that are
+    cheap at its size (KYP at any size; with ``sdp``, the SDP up to `sdp_affordable`, whose
+    certificate usually has the larger relative margin that the cascade's scalars need)."""
+    methods = ["implied"] if core.metric is not None else []
+    if kyp_applies(core):
+        methods.append("kyp")
+    elif sdp and sdp_affordable(core):
+        methods.append("sdp")
+    return methods
+
+
+def _core_results(q: Question, structure: cascade_route.Cascade, rate: float | None,
+                  methods: list[str]) -> Iterator[CertificateResult]:
+    """The core's certificates at ``rate`` (None: its smallest rate), one per method."""
+    for method in methods:
+        q_core = Question("contraction", structure.core, rate=rate, solver=q.solver,
+                          rtol=q.rtol, method=method)
+        try:
+            yield TIERS[method](q_core) or q_core.result(
+                NOT_CERTIFIED, solver=method, message=f"the {method} tier does not apply")
+        except (np.linalg.LinAlgError, ValueError, ArithmeticError) as err:
+            yield q_core.result(INCONCLUSIVE, solver=method,
+                                message=f"numerical failure in the {method} tier: {err}")
+
+
+def _cascade_floor(q: Question, structure: cascade_route.Cascade, methods: list[str]
+                   ) -> tuple[float, float] | CertificateResult:
+    """(the largest of the parts' rates, the largest LTI part's spectral radius), or a
+    refusal. A search starts at the first."""
+    up, down = cascade_route.part_radii(q.target.blocks, structure)
+    limit = 1.0 if q.rate is None else q.rate
+    for name, radius in (("upstream", up), ("downstream", down)):
+        if not radius < limit:
+            return q.result(NOT_CERTIFIED, solver="cascade",
+                            message=f"the {name} LTI part of the cascade has spectral radius "
+                                    f"{radius:.12g} ≥ {limit:g}: no metric contracts at this "
+                                    "rate")
+        if q.rate is not None and radius > limit * (1 - CASCADE_RADIUS_GAP):
+            return q.result(INCONCLUSIVE, solver="cascade",
+                            message=f"the {name} LTI part of the cascade has spectral radius "
+                                    f"{radius:.12g}, within {CASCADE_RADIUS_GAP:g} (relative) "
+                                    f"of the rate {limit:g}: its Stein metric is too "
+                                    "ill-conditioned for a float64 proof")
+    if q.rate is not None:
+        return max(up, down), max(up, down)
+    bounds = [c.bound for c in _core_results(q, structure, None, methods)
+              if c.certified and c.bound is not None]
+    if not bounds:
+        return q.result(NOT_CERTIFIED, solver="cascade",
+                        message=f"the cascade's core is not certified by any of {methods}")
+    return max(up, down, min(bounds)), max(up, down)
+
+
+def _cascade_rates(lo: float, rtol: float) -> list[float]:
+    """lo, then lo·(1 + rtol·4ᵏ) up to 1: within a factor 4 of the smallest gap that passes."""
+    rates = [lo] if lo <= 1.0 else []
+    gap = rtol
+    while lo * (1 + gap) < 1.0:
+        rates.append(lo * (1 + gap))
+        gap *= 4
+    return rates + [1.0]
+
+
+def _cascade_at(q: Question, structure: cascade_route.Cascade, rate: float,
+                methods: list[str]) -> CertificateResult:
+    """The block-diagonal candidate at ``rate`` for each core certificate (`_core_results`)
+    and each of `cascade.SCALINGS`, float64-checked; the first that holds."""
+    res: CertificateResult | None = None
+    for core in _core_results(q, structure, rate, methods):
+        if not core.certified or core.P is None:
+            continue
+        parts = cascade_route.cascade_parts(q.target.blocks, structure, core.P,
+                                            core.multiplier, rate)
+        for theta, factor in cascade_route.SCALINGS:
+            try:
+                k_up, k_down = cascade_route.scalars(parts, theta, factor)
+            except np.linalg.LinAlgError as err:
+                res = q.result(INCONCLUSIVE, solver="cascade",
+                               message=f"the cascade's scalars could not be formed: {err}")
+                break
+            metric = cascade_route.assemble_metric(structure, parts, core.P, k_up, k_down)
+            details = {"core_solver": core.solver, "upstream_scale": k_up,
+                       "downstream_scale": k_down, "part_radii": parts.radii,
+                       "transfer": structure.transfer}
+            res = check(q, Candidate(metric, core.multiplier, rate, "cascade", details))
+            if res.certified:
+                return res
+    if res is None:
+        return q.result(NOT_CERTIFIED, solver="cascade",
+                        message=f"the cascade's core is not certified at rate {rate:g} by any "
+                                f"of {methods}")
+    return res
+
+
 Tier = Callable[[Question], "CertificateResult | None"]
 #: The certificate tiers, cheapest first.
-TIERS: dict[str, Tier] = {"implied": implied_tier, "kyp": kyp_tier, "sdp": sdp_tier}
+TIERS: dict[str, Tier] = {"implied": implied_tier, "kyp": kyp_tier, "cascade": cascade_tier,
+                          "sdp": sdp_tier}
 
 
 def _better(a: CertificateResult | None, b: CertificateResult) -> CertificateResult:
@@ -322,7 +449,7 @@ def answer(q: Question) -> CertificateResult:
             if not q.searches:
                 return res
             best = _better(best, res)
-            if name != "implied":
+            if name not in ("implied", "cascade"):  # neither searches the loop's own LMI
                 break
         else:
             last = res
@@ -333,6 +460,12 @@ def answer(q: Question) -> CertificateResult:
         if q.method == "kyp":
             raise ValueError("the KYP route needs a scalar multiplier and D11 = 0 (R2DN or "
                              "LTI) and applies to contraction and lipschitz only")
+        if q.method == "cascade":
+            raise ValueError("the cascade route applies to contraction of a target with a "
+                             "cascade structure, e.g. certify.ClosedLoop(model, plant) with a "
+                             "plant whose transfer from input to output is zero (D = 0, "
+                             f"CAᵏB = 0); got {q.prop} of {q.target.name} "
+                             f"(cascade: {q.target.cascade is not None})")
         out = q.result(NOT_CERTIFIED, solver=q.method,
                        message=f"the {q.method} tier does not apply to this question")
     out.seconds = time.perf_counter() - q.start

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .cascade import Cascade, plant_split
 from .lmi import StateSpaceBlocks
 from .target import Target, as_target
 
@@ -75,13 +76,33 @@ class ClosedLoop:
                                 v_row[:, w], v_row[:, e], out[:, w], out[:, e])
 
     def to_target(self) -> Target:
-        """The closed loop as a `Target` (with a simulator when D_p = 0)."""
+        """The closed loop as a `Target` (with a simulator when D_p = 0, and its `cascade`
+        structure when the plant's input-to-output transfer is zero)."""
         blocks = self.blocks()
         kind = self.model.nonlinearity
         sim = None
         if self.model.simulate is not None and not np.any(np.asarray(self.plant.D)):
             sim = self._simulator()
-        return Target(blocks, kind, name=f"ClosedLoop({self.model.name})", simulate=sim)
+        return Target(blocks, kind, name=f"ClosedLoop({self.model.name})", simulate=sim,
+                      cascade=self.cascade())
+
+    def cascade(self) -> Cascade | None:
+        """The loop as a cascade upstream → model → downstream (`certify.cascade`), or None.
+
+        It is one when the plant's transfer from u_p to y_p is zero (D_p = 0, C_pA_p^kB_p = 0
+        to `cascade.STRUCTURE_RTOL`, e.g. the nominal Youla system ũ → ỹ): the model's
+        state is kept, the plant's is split into its unobservable part (downstream) and the
+        orthogonal complement (upstream, autonomous).
+        """
+        split = plant_split(self.plant.A, self.plant.B, self.plant.C, self.plant.D)
+        if split is None:
+            return None
+        u1, u3, transfer = split
+        nx = self.model.sizes[1]
+        t = np.zeros((nx + u1.shape[0],) * 2)
+        t[:nx, :nx] = np.eye(nx)
+        t[nx:, nx:] = np.vstack([u1.T, u3.T])
+        return Cascade(t, nx, u1.shape[1], self.model, transfer)
 
     def _simulator(self):
         ap, bp, cp_ = (torch.as_tensor(np.asarray(a, dtype=np.float64))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +58,9 @@ class Target:
         The Lipschitz bound the parameterization guarantees, if any.
     simulate : Simulator or None
         For empirical lower bounds.
+    cascade : certify.cascade.Cascade or None
+        The cascade structure of the state (a model between LTI parts that do not feed back,
+        e.g. a Youla loop; set by `ClosedLoop`), used by the ``"cascade"`` tier.
     """
 
     blocks: StateSpaceBlocks
@@ -68,6 +72,7 @@ class Target:
     supply: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     gamma: float | None = None
     simulate: Simulator | None = None
+    cascade: Any = None
 
     def __post_init__(self) -> None:
         if self.nonlinearity not in NONLINEARITIES:

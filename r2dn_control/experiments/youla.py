@@ -27,7 +27,8 @@ actuator (±5) can still hold the unstable plant. The baseline is the base contr
 
 The closed-loop certificate is computed by `r2dn_control.certify.ClosedLoop`: Q in
 feedback with the nominal Youla system (input ũ, output ỹ) is contracting, with the rate
-printed. The characteristic plot shows z for the baseline and for Youla-Q on steps of
+printed (KYP for an R2DN Q; for a REN Q the cascade route, docs/theory.md §4.7, and for a small
+loop the SDP after it). The characteristic plot shows z for the baseline and for Youla-Q on steps of
 amplitude 0, 4/3, …, 8 (50 steps on, 50 off) and ũ against its ±5 limit.
 """
 
@@ -68,7 +69,8 @@ from .common import (
 
 DESCRIPTION = "Youla-parameterized feedback on a linear plant (analytic policy gradients)"
 PLANTS = ("paper", "unstable")
-# Largest REN closed loop (Q states + features + plant/estimate states) whose SDP is attempted.
+# Largest REN closed loop (Q states + features + plant/estimate states) whose SDP is attempted
+# (after the cascade route; above it the cascade route alone runs).
 CLOSED_LOOP_SDP_SIZE = 90
 
 
@@ -258,8 +260,11 @@ def certify_q(config: YoulaConfig, controller: YoulaController, progress: bool =
     float64-validated LMI instead of a bisection. For an R2DN (one scalar multiplier for the
     network, D₁₁ = 0: `certify.api.kyp_applies` of the loop) that LMI is decided by Riccati
     equations of the loop's state size (KYP, docs/theory.md §4), at any number of features.
-    For a REN (a diagonal multiplier) it is a dense SDP of size states + features; beyond
-    `CLOSED_LOOP_SDP_SIZE` it is not attempted (status "inconclusive", message says so).
+    For a REN (a diagonal multiplier) ``method="auto"`` tries the cascade route first (the
+    loop is upstream error → Q → downstream estimate, certified from Q's own certificate by
+    a block-diagonal metric, docs/theory.md §4.7) and the dense SDP of size states +
+    features after it; beyond `CLOSED_LOOP_SDP_SIZE` only the cascade route runs (the SDP
+    would take minutes to hours). A loop that is no cascade there is "inconclusive".
     """
     q = controller.Q
     method = certificate_method(q)
@@ -276,10 +281,13 @@ def certify_q(config: YoulaConfig, controller: YoulaController, progress: bool =
         with warnings.catch_warnings():  # cvxpy's "may be inaccurate": the float64
             warnings.simplefilter("ignore", UserWarning)  # re-validation decides the status
             results["closed-loop contraction"] = certify.contraction(loop, rate=rate)
+    elif loop.cascade is not None:
+        results["closed-loop contraction"] = certify.contraction(loop, rate=rate,
+                                                                 method="cascade")
     else:
         results["closed-loop contraction"] = certify.CertificateResult(
             "contraction", certify.INCONCLUSIVE, requested=rate,
-            message=f"not attempted: the closed-loop SDP has size {size} > "
+            message=f"not attempted: the loop is not a cascade and its SDP has size {size} > "
                     f"{CLOSED_LOOP_SDP_SIZE} (minutes to hours of solver time)")
     bar.update()
     if config.certify_gamma:
