@@ -7,6 +7,8 @@ then forms every weight gradient as one matmul over all (time × batch) samples.
 activations' derivatives are recovered from their saved outputs. The equations are in
 ``fused_rollout.md`` beside this file; ``tests/test_fused_rollout.py`` holds it equal to the
 reference path (`r2dn_control.nn.explicit.reference_rollout`) to 1e-10 in float64.
+`fused_sequence` (what `rollout` calls for an R2DN) is the same with the input terms and the
+outputs inside the Function too, so a whole training sequence is one autograd node.
 
 On CPU float32/float64 tensors, when the C++ kernels are built (`.cpp`), both time loops
 run in C++ (``torch.ops.r2dn_control.r2dn_forward`` / ``r2dn_adjoint``): hand-vectorised loops
