@@ -23,7 +23,7 @@ from torch import Tensor
 from . import cpp, fused_ren
 from ._algebra import cast_is_noop
 from .equilibrium import EquilibriumLayer
-from .fused_rollout import fused_rollout
+from .fused_rollout import fused_rollout, fused_sequence
 from .lbdn import ExplicitMLP
 
 
@@ -157,12 +157,17 @@ class RolloutBackend:
         states x₀ … x_{T−1} (T, B, nx), the features w₀ … w_{T−1} (T, B, nv) and x_T (B, nx).
     fused : bool
         A hand-written-adjoint backend (selected by ``method="fused"``).
+    sequence : callable or None
+        ``sequence(model, u, x0) -> (y, x_T)``: the whole of `rollout` (input terms, loop,
+        outputs) in one piece, when the backend has one; `rollout` then calls it instead of
+        ``run`` (the same values and gradients, fewer autograd nodes).
     """
 
     name: str
     applies: Callable[[ExplicitModel, Tensor, Tensor], bool]
     run: Callable[[ExplicitModel, Tensor, Tensor, Tensor], RecurrentPart]
     fused: bool = True
+    sequence: Callable[[ExplicitModel, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
 
 def reference_loop(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
@@ -209,6 +214,12 @@ def _r2dn_run(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
                          model.A, model.B1, model.C1)
 
 
+def _r2dn_sequence(model: ExplicitModel, u: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
+    return fused_sequence(_network_as(model, ExplicitMLP, "fused R2DN"), x0, u, model.A,
+                          model.B1, model.C1, model.B2, model.D12, model.C2, model.D21,
+                          model.D22, model.bx, model.bv, model.by)
+
+
 def _ren_applies(model: ExplicitModel, u: Tensor, x0: Tensor) -> bool:
     # The REN kernel is CPU-only: other devices and dtypes take the reference loop.
     return fused_ren.can_fuse(model.network, u, x0, model.A, model.B1, model.C1)
@@ -224,7 +235,7 @@ def _ren_run(model: ExplicitModel, x0: Tensor, drive_x: Tensor, drive_v: Tensor
 #: ``"reference"`` applies to everything and comes last.
 BACKENDS: dict[str, RolloutBackend] = {
     backend.name: backend for backend in (
-        RolloutBackend("fused_r2dn", _r2dn_applies, _r2dn_run),
+        RolloutBackend("fused_r2dn", _r2dn_applies, _r2dn_run, sequence=_r2dn_sequence),
         RolloutBackend("fused_ren", _ren_applies, _ren_run),
         RolloutBackend("reference", lambda model, u, x0: True, reference_loop, fused=False),
     )
@@ -258,7 +269,8 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
     The input terms ``B₂u + bₓ``, ``D₁₂u + b_v`` and ``D₂₂u + b_y`` are computed for all time
     steps in one matmul each; the time loop (one of `BACKENDS`, all equal to
     `reference_loop`) holds only the recurrent part; the outputs are computed after the
-    loop in one matmul.
+    loop in one matmul. A backend with a ``sequence`` (the fused R2DN) does all of this in one
+    autograd node.
 
     Parameters
     ----------
@@ -282,6 +294,8 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
         Final state, shape (batch, nx).
     """
     backend = select_backend(model, u, x0, method)
+    if backend.sequence is not None:
+        return backend.sequence(model, u, x0)
     steps, nu = u.shape[1], u.shape[2]
     # Time-major input terms so the loop reads contiguous (batch, n) slices.
     u_flat = u.transpose(0, 1).reshape(-1, nu)

@@ -7,6 +7,8 @@ then forms every weight gradient as one matmul over all (time × batch) samples.
 activations' derivatives are recovered from their saved outputs. The equations are in
 ``fused_rollout.md`` beside this file; ``tests/test_fused_rollout.py`` holds it equal to the
 reference path (`r2dn_control.nn.explicit.reference_rollout`) to 1e-10 in float64.
+`fused_sequence` (what `rollout` calls for an R2DN) is the same with the input terms and the
+outputs inside the Function too, so a whole training sequence is one autograd node.
 
 On CPU float32/float64 tensors, when the C++ kernels are built (`.cpp`), both time loops
 run in C++ (``torch.ops.r2dn_control.r2dn_forward`` / ``r2dn_adjoint``): hand-vectorised loops
@@ -37,6 +39,47 @@ from .lbdn import ExplicitMLP
 # its ATen loop.
 
 
+def _loop_forward(ctx: Any, x0: Tensor, drive_x: Tensor, drive_v: Tensor, A: Tensor,
+                  B1: Tensor, C1: Tensor, activation: str, weights: tuple[Tensor, ...],
+                  biases: tuple[Tensor, ...], use_cpp: bool
+                  ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    """The forward time loop with saved activations (C++ or `_forward_loop`); records on
+    ``ctx`` what `_loop_backward` needs besides the saved tensors."""
+    ctx.use_cpp = use_cpp
+    ctx.loop_width = config.defaults["nn.cpp.loop_width"]
+    ctx.activation = activation
+    ctx.n_weights = len(weights)
+    if use_cpp:
+        states, vs, ws, acts = cpp.ops().r2dn_forward(
+            x0, drive_x, drive_v, A, B1, C1, list(weights), list(biases), activation,
+            ctx.loop_width, True)
+        return states, vs, ws, acts
+    return _forward_loop(x0, drive_x, drive_v, A, B1, C1, activation, weights, biases)
+
+
+def _loop_backward(ctx: Any, g_xs: Tensor, g_ws: Tensor, g_final: Tensor, A: Tensor,
+                   B1: Tensor, C1: Tensor, weights: tuple[Tensor, ...] | list[Tensor],
+                   acts: tuple[Tensor, ...] | list[Tensor]
+                   ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    """The adjoint time loop: ``(λ_0..λ_T, g^w, g^v, [g^{z,k}])`` (`fused_rollout.md`)."""
+    if ctx.use_cpp:  # the kernel evaluates σ' from the saved outputs itself
+        return cpp.ops().r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1, list(weights),
+                                      list(acts), ctx.activation, ctx.loop_width)
+    # σ' for every step at once (one vectorised op per layer instead of one per step).
+    slopes = [DERIVATIVE_FROM_OUTPUT[ctx.activation](a) for a in acts]
+    return _adjoint_loop(g_xs, g_ws, g_final, A, B1, C1, tuple(weights), slopes)
+
+
+def _recurrent_pairs(xs: Tensor, vs: Tensor, ws: Tensor, acts: list[Tensor] | tuple[Tensor, ...],
+                     lam_next: Tensor, g_w: Tensor, g_v: Tensor, g_z: list[Tensor]
+                     ) -> tuple[list[Tensor], list[Tensor]]:
+    """The `weight_gradients` pairs of the LBDN's weights (their biases are the sums), then
+    ``A``, ``B₁``, ``C₁`` (the products are the gradients, column convention)."""
+    inputs = [vs, *acts]  # the input of weight k is inputs[k]
+    outs = [*g_z, g_w]    # the gradient at its output is outs[k]
+    return [*inputs, lam_next, lam_next, g_v], [*outs, xs, ws, xs]
+
+
 class _FusedR2DNRollout(torch.autograd.Function):
     """Inputs: x0, drive_x (T,B,nx), drive_v (T,B,nv), A, B1, C1, activation name, L, *W, *b.
 
@@ -47,18 +90,10 @@ class _FusedR2DNRollout(torch.autograd.Function):
     def forward(ctx: Any, x0: Tensor, drive_x: Tensor, drive_v: Tensor, A: Tensor, B1: Tensor,
                 C1: Tensor, activation: str, n_weights: int, *params: Tensor):
         weights, biases = params[:n_weights], params[n_weights:]
-        ctx.use_cpp = cpp.usable(x0, drive_x, drive_v, A, B1, C1, *params)
-        ctx.loop_width = config.defaults["nn.cpp.loop_width"]
-        if ctx.use_cpp:
-            states, vs, ws, acts = cpp.ops().r2dn_forward(
-                x0, drive_x, drive_v, A, B1, C1, list(weights), list(biases), activation,
-                ctx.loop_width, True)
-        else:
-            states, vs, ws, acts = _forward_loop(x0, drive_x, drive_v, A, B1, C1, activation,
-                                                 weights, biases)
+        use_cpp = cpp.usable(x0, drive_x, drive_v, A, B1, C1, *params)
+        states, vs, ws, acts = _loop_forward(ctx, x0, drive_x, drive_v, A, B1, C1, activation,
+                                             weights, biases, use_cpp)
         xs = states[:-1]
-        ctx.activation = activation
-        ctx.n_weights = n_weights
         ctx.save_for_backward(xs, vs, ws, A, B1, C1, *weights, *acts)
         return xs, ws, states[-1].clone()
 
@@ -72,23 +107,107 @@ class _FusedR2DNRollout(torch.autograd.Function):
         g_xs = torch.zeros_like(xs) if g_xs is None else g_xs.contiguous()
         g_ws = torch.zeros_like(ws) if g_ws is None else g_ws.contiguous()
         g_final = xs.new_zeros(batch, nx) if g_final is None else g_final
-        if ctx.use_cpp:  # the kernel evaluates σ' from the saved outputs itself
-            lams, g_w, g_v, g_z = cpp.ops().r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1,
-                                                         list(weights), list(acts),
-                                                         ctx.activation, ctx.loop_width)
-        else:
-            # σ' for every step at once (one vectorised op per layer instead of one per step).
-            slopes = [DERIVATIVE_FROM_OUTPUT[ctx.activation](a) for a in acts]
-            lams, g_w, g_v, g_z = _adjoint_loop(g_xs, g_ws, g_final, A, B1, C1, weights,
-                                                slopes)
+        lams, g_w, g_v, g_z = _loop_backward(ctx, g_xs, g_ws, g_final, A, B1, C1, weights, acts)
         lam_next = lams[1:]
-        inputs = [vs] + list(acts)  # the input of weight k is inputs[k]
-        outs = list(g_z) + [g_w]    # the gradient at its output is outs[k]
         products, sums = weight_gradients(
-            [*inputs, lam_next, lam_next, g_v], [*outs, xs, ws, xs], ctx.use_cpp)
+            *_recurrent_pairs(xs, vs, ws, acts, lam_next, g_w, g_v, g_z), ctx.use_cpp)
         g_weights, g_biases = products[:n_weights], sums[:n_weights]
         g_a, g_b1, g_c1 = products[n_weights:]
         return (lams[0], lam_next, g_v, g_a, g_b1, g_c1, None, None, *g_weights, *g_biases)
+
+
+def _drives(u_flat: Tensor, steps: int, B2: Tensor, D12: Tensor, bx: Tensor, bv: Tensor
+            ) -> tuple[Tensor, Tensor]:
+    """``dx = u B₂ᵀ + b_x`` and ``dv = u D₁₂ᵀ + b_v`` for all steps, time-major (T, B, n)."""
+    drive_x = torch.addmm(bx, u_flat, B2.T).view(steps, -1, B2.shape[0])
+    drive_v = torch.addmm(bv, u_flat, D12.T).view(steps, -1, D12.shape[0])
+    return drive_x, drive_v
+
+
+def _outputs(u_flat: Tensor, xs: Tensor, ws: Tensor, C2: Tensor, D21: Tensor, D22: Tensor,
+             by: Tensor) -> Tensor:
+    """``y = x C₂ᵀ + w D₂₁ᵀ + u D₂₂ᵀ + b_y`` for all steps, batch-major (B, T, ny)."""
+    steps = xs.shape[0]
+    y = torch.addmm(torch.addmm(by, u_flat, D22.T), xs.reshape(-1, xs.shape[-1]), C2.T)
+    y = torch.addmm(y, ws.reshape(-1, ws.shape[-1]), D21.T)
+    return y.view(steps, -1, C2.shape[0]).transpose(0, 1).contiguous()
+
+
+#: Positions of the I/O matrices in `_FusedR2DNSequence`'s inputs (after x0, u, A, B1, C1).
+_IO = ("B2", "D12", "C2", "D21", "D22", "bx", "bv", "by")
+
+
+class _FusedR2DNSequence(torch.autograd.Function):
+    """The whole R2DN sequence as one autograd node: input terms, both time loops, outputs.
+
+    Inputs: x0 (B,nx), u (B,T,nu), A, B1, C1, B2, D12, C2, D21, D22, bx, bv, by, activation
+    name, L, *W, *b. Outputs: y (B,T,ny), x_T (B,nx). The backward forms only the gradients
+    autograd asks for (``needs_input_grad``): e.g. no ∂/∂u for a data input, none for the
+    fixed C₂ = I, D₂₁ = D₂₂ = 0 of an identity output.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x0: Tensor, u: Tensor, A: Tensor, B1: Tensor, C1: Tensor,
+                B2: Tensor, D12: Tensor, C2: Tensor, D21: Tensor, D22: Tensor, bx: Tensor,
+                bv: Tensor, by: Tensor, activation: str, n_weights: int, *params: Tensor):
+        weights, biases = params[:n_weights], params[n_weights:]
+        use_cpp = cpp.usable(x0, u, A, B1, C1, B2, D12, C2, D21, D22, bx, bv, by, *params)
+        batch, steps, nu = u.shape
+        u_flat = u.transpose(0, 1).reshape(-1, nu)  # time-major rows
+        drive_x, drive_v = _drives(u_flat, steps, B2, D12, bx, bv)
+        states, vs, ws, acts = _loop_forward(ctx, x0, drive_x, drive_v, A, B1, C1, activation,
+                                             weights, biases, use_cpp)
+        xs = states[:-1]
+        y = _outputs(u_flat, xs, ws, C2, D21, D22, by)
+        ctx.save_for_backward(u_flat, xs, vs, ws, A, B1, C1, B2, D12, C2, D21, D22, *weights,
+                              *acts)
+        return y, states[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g_y: Tensor | None, g_final: Tensor | None):
+        u_flat, xs, vs, ws, A, B1, C1, B2, D12, C2, D21, D22, *rest = ctx.saved_tensors
+        needs = dict(zip(_IO, ctx.needs_input_grad[5:13], strict=True))
+        n_weights = ctx.n_weights
+        weights, acts = rest[:n_weights], rest[n_weights:]
+        steps, batch, nx = xs.shape
+        ny = C2.shape[0]
+        # ∂L/∂y time-major (K, ny), K = T·B rows in the loops' order.
+        g_flat = (xs.new_zeros(steps * batch, ny) if g_y is None
+                  else g_y.transpose(0, 1).reshape(-1, ny))
+        g_xs = (g_flat @ C2).view(steps, batch, nx)
+        g_ws = (g_flat @ D21).view(steps, batch, -1)
+        g_final = xs.new_zeros(batch, nx) if g_final is None else g_final
+        lams, g_w, g_v, g_z = _loop_backward(ctx, g_xs, g_ws, g_final, A, B1, C1, weights, acts)
+        lam_next = lams[1:]
+        firsts, seconds = _recurrent_pairs(xs, vs, ws, acts, lam_next, g_w, g_v, g_z)
+        # The I/O blocks: Σ (input)ᵀ(gradient at the output) is the transposed gradient of
+        # the matrix, Σ (gradient at the output) that of its bias (fused_rollout.md).
+        io_pairs = {"B2": (u_flat, lam_next, needs["B2"] or needs["bx"]),
+                    "D12": (u_flat, g_v, needs["D12"] or needs["bv"]),
+                    "C2": (xs, g_flat, needs["C2"] or needs["by"]),
+                    "D21": (ws, g_flat, needs["D21"]),
+                    "D22": (u_flat, g_flat, needs["D22"])}
+        wanted = [name for name, (_, _, need) in io_pairs.items() if need]
+        firsts += [io_pairs[name][0] for name in wanted]
+        seconds += [io_pairs[name][1] for name in wanted]
+        products, sums = weight_gradients(firsts, seconds, ctx.use_cpp)
+        g_weights, g_biases = products[:n_weights], sums[:n_weights]
+        g_a, g_b1, g_c1 = products[n_weights:n_weights + 3]
+        io_grads: dict[str, Tensor | None] = dict.fromkeys(_IO)
+        for name, product, total in zip(wanted, products[n_weights + 3:],
+                                        sums[n_weights + 3:], strict=True):
+            io_grads[name] = product.T if needs[name] else None
+            bias = {"B2": "bx", "D12": "bv", "C2": "by"}.get(name)
+            if bias is not None and needs[bias]:
+                io_grads[bias] = total
+        g_u = None
+        if ctx.needs_input_grad[1]:
+            g_u_flat = (lam_next.reshape(-1, nx) @ B2 + g_v.reshape(-1, g_v.shape[-1]) @ D12
+                        + g_flat @ D22)
+            g_u = g_u_flat.view(steps, batch, -1).transpose(0, 1)
+        return (lams[0], g_u, g_a, g_b1, g_c1, *(io_grads[name] for name in _IO), None, None,
+                *g_weights, *g_biases)
 
 
 #: Largest m·n of a weight gradient XᵀG (X: K×m, G: K×n) that the C++ ``gram_pairs`` kernel
@@ -209,18 +328,79 @@ def fused_rollout(network: ExplicitMLP, x0: Tensor, drive_x: Tensor, drive_v: Te
         Nonlinearity outputs w₀ … w_{T−1}.
     x_T : Tensor (B, nx)
     """
-    biases = tuple(
-        b if b is not None else network.weights[k].new_zeros(network.weights[k].shape[1])
-        for k, b in enumerate(network.biases)
-    )
+    biases = _biases(network)
     tensors = (x0, drive_x, drive_v, A, B1, C1, *network.weights, *biases)
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) \
-            and cpp.usable(*tensors):
-        # Nothing to differentiate: the C++ forward keeps neither v nor the hidden outputs.
-        states, _, ws, _ = cpp.ops().r2dn_forward(
-            x0, drive_x.contiguous(), drive_v.contiguous(), A, B1, C1, list(network.weights),
-            list(biases), network.activation_name, config.defaults["nn.cpp.loop_width"], False)
-        return states[:-1], ws, states[-1]
+    if not _needs_graph(tensors):
+        return _forward_without_graph(network, biases, x0, drive_x, drive_v, A, B1, C1)
     return _FusedR2DNRollout.apply(x0, drive_x.contiguous(), drive_v.contiguous(), A, B1, C1,
                                    network.activation_name, len(network.weights),
                                    *network.weights, *biases)
+
+
+def fused_sequence(network: ExplicitMLP, x0: Tensor, u: Tensor, A: Tensor, B1: Tensor,
+                   C1: Tensor, B2: Tensor, D12: Tensor, C2: Tensor, D21: Tensor, D22: Tensor,
+                   bx: Tensor, bv: Tensor, by: Tensor) -> tuple[Tensor, Tensor]:
+    """A whole R2DN sequence (input terms, time loop, outputs) as one autograd node.
+
+    The same computation as `r2dn_control.nn.explicit.rollout` with `fused_rollout` as its
+    time loop, but the input terms ``B₂u + b_x``, ``D₁₂u + b_v`` and the outputs
+    ``C₂x + D₂₁w + D₂₂u + b_y`` are computed inside one ``autograd.Function`` whose backward
+    forms their gradients with the recurrent ones (one `weight_gradients` call), instead of
+    five ``addmm`` nodes and the layout copies around them.
+
+    Parameters
+    ----------
+    network : ExplicitMLP
+        The folded LBDN φ.
+    x0 : Tensor (B, nx)
+    u : Tensor (B, T, nu)
+    A, B1, C1, B2, D12, C2, D21, D22, bx, bv, by : Tensor
+        The explicit model (column convention, `ExplicitModel`).
+
+    Returns
+    -------
+    y : Tensor (B, T, ny)
+        Outputs y₀ … y_{T−1} (``y_t`` uses ``x_t``).
+    x_T : Tensor (B, nx)
+    """
+    biases = _biases(network)
+    io = (B2, D12, C2, D21, D22, bx, bv, by)
+    tensors = (x0, u, A, B1, C1, *io, *network.weights, *biases)
+    if not _needs_graph(tensors):
+        steps, nu = u.shape[1], u.shape[2]
+        u_flat = u.transpose(0, 1).reshape(-1, nu)
+        drive_x, drive_v = _drives(u_flat, steps, B2, D12, bx, bv)
+        xs, ws, x_final = _forward_without_graph(network, biases, x0, drive_x, drive_v, A, B1,
+                                                 C1)
+        return _outputs(u_flat, xs, ws, C2, D21, D22, by), x_final
+    return _FusedR2DNSequence.apply(x0, u, A, B1, C1, *io, network.activation_name,
+                                    len(network.weights), *network.weights, *biases)
+
+
+def _biases(network: ExplicitMLP) -> tuple[Tensor, ...]:
+    """The network's biases, zeros where a layer has none."""
+    return tuple(
+        b if b is not None else network.weights[k].new_zeros(network.weights[k].shape[1])
+        for k, b in enumerate(network.biases)
+    )
+
+
+def _needs_graph(tensors: tuple[Tensor, ...]) -> bool:
+    """Whether autograd records: grad mode on and some input requires grad."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _forward_without_graph(network: ExplicitMLP, biases: tuple[Tensor, ...], x0: Tensor,
+                           drive_x: Tensor, drive_v: Tensor, A: Tensor, B1: Tensor, C1: Tensor
+                           ) -> tuple[Tensor, Tensor, Tensor]:
+    """``(xs, ws, x_T)`` with nothing to differentiate: the C++ forward keeps neither v nor
+    the hidden outputs; off the C++ path the Python loop."""
+    drive_x, drive_v = drive_x.contiguous(), drive_v.contiguous()
+    if cpp.usable(x0, drive_x, drive_v, A, B1, C1, *network.weights, *biases):
+        states, _, ws, _ = cpp.ops().r2dn_forward(
+            x0, drive_x, drive_v, A, B1, C1, list(network.weights), list(biases),
+            network.activation_name, config.defaults["nn.cpp.loop_width"], False)
+    else:
+        states, _, ws, _ = _forward_loop(x0, drive_x, drive_v, A, B1, C1,
+                                         network.activation_name, network.weights, biases)
+    return states[:-1], ws, states[-1]

@@ -188,6 +188,10 @@ def _load() -> None:
                       RuntimeWarning, stacklevel=4)
     else:
         _state.update(loaded=True, reason="loaded")
+        if config.defaults["nn.cpp.retain_heap"] is True:
+            from .heap import retain_freed_memory
+
+            retain_freed_memory()
     _state["seconds"] = time.perf_counter() - start
 
 

@@ -100,36 +100,63 @@ constexpr int64_t rows_per_block() {
   return L * static_cast<int64_t>(sizeof(T)) >= 128 ? 3 : 4;
 }
 
+// R rows i … i+R−1 of out = init + M x (see matvec).
+template <typename T, int64_t L, int64_t R>
+inline void matvec_rows(const T* __restrict M, int64_t i, int64_t n, const T* __restrict x,
+                        const T* init, T* out) {
+  T acc[R][L];
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t l = 0; l < L; ++l) acc[r][l] = init ? init[(i + r) * L + l] : T(0);
+  const T* __restrict mi = M + i * n;
+  for (int64_t k = 0; k < n; ++k) {
+    const T* __restrict xk = x + k * L;
+    for (int64_t r = 0; r < R; ++r) {
+      const T c = mi[r * n + k];
+      for (int64_t l = 0; l < L; ++l) acc[r][l] += c * xk[l];
+    }
+  }
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t l = 0; l < L; ++l) out[(i + r) * L + l] = acc[r][l];
+}
+
+// One row i of out = init + M x with two accumulators (even and odd k), so that a single row
+// (nx = 1: the rows of A, B₁ and C₁ᵀ) has twice the independent FMA chains of one.
+template <typename T, int64_t L>
+inline void matvec_row(const T* __restrict M, int64_t i, int64_t n, const T* __restrict x,
+                       const T* init, T* out) {
+  T acc[L], odd[L];
+  for (int64_t l = 0; l < L; ++l) {
+    acc[l] = init ? init[i * L + l] : T(0);
+    odd[l] = T(0);
+  }
+  const T* __restrict mi = M + i * n;
+  int64_t k = 0;
+  for (; k + 2 <= n; k += 2) {
+    const T c0 = mi[k], c1 = mi[k + 1];
+    const T* __restrict x0 = x + k * L;
+    const T* __restrict x1 = x0 + L;
+    for (int64_t l = 0; l < L; ++l) {
+      acc[l] += c0 * x0[l];
+      odd[l] += c1 * x1[l];
+    }
+  }
+  if (k < n) {
+    const T c = mi[k];
+    for (int64_t l = 0; l < L; ++l) acc[l] += c * x[k * L + l];
+  }
+  for (int64_t l = 0; l < L; ++l) out[i * L + l] = acc[l] + odd[l];
+}
+
 template <typename T, int64_t L>
 inline void matvec(const T* __restrict M, int64_t m, int64_t n, const T* __restrict x,
                    const T* init, T* out) {
   constexpr int64_t R = rows_per_block<T, L>();
   int64_t i = 0;
-  for (; i + R <= m; i += R) {
-    T acc[R][L];
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t l = 0; l < L; ++l) acc[r][l] = init ? init[(i + r) * L + l] : T(0);
-    const T* __restrict mi = M + i * n;
-    for (int64_t k = 0; k < n; ++k) {
-      const T* __restrict xk = x + k * L;
-      for (int64_t r = 0; r < R; ++r) {
-        const T c = mi[r * n + k];
-        for (int64_t l = 0; l < L; ++l) acc[r][l] += c * xk[l];
-      }
-    }
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t l = 0; l < L; ++l) out[(i + r) * L + l] = acc[r][l];
-  }
-  for (; i < m; ++i) {
-    T acc[L];
-    for (int64_t l = 0; l < L; ++l) acc[l] = init ? init[i * L + l] : T(0);
-    const T* __restrict mi = M + i * n;
-    for (int64_t k = 0; k < n; ++k) {
-      const T c = mi[k];
-      for (int64_t l = 0; l < L; ++l) acc[l] += c * x[k * L + l];
-    }
-    for (int64_t l = 0; l < L; ++l) out[i * L + l] = acc[l];
-  }
+  for (; i + R <= m; i += R) matvec_rows<T, L, R>(M, i, n, x, init, out);
+  // The last m mod R rows: two at a time (8 accumulators with 128-byte blocks), then one with
+  // its k split in two, instead of one chain of L/(vector width) accumulators per row.
+  for (; i + 2 <= m; i += 2) matvec_rows<T, L, 2>(M, i, n, x, init, out);
+  if (i < m) matvec_row<T, L>(M, i, n, x, init, out);
 }
 
 // out (m × L) = the vector b (m) on every lane.
