@@ -13,13 +13,16 @@ key                           default     meaning
 ``nn.cpp.maps``               True        Run the R2DN's direct-to-explicit maps (LBDN
                                           weights, contracting LTI blocks) in C++ on the CPU;
                                           False: their torch Functions (same math).
-``nn.cpp.retain_heap``        True        When the C++ kernels load, set glibc's malloc to
-                                          keep freed blocks up to 32 MiB (up to 256 MiB in
-                                          all) in the process instead of returning them, so
-                                          per-call buffers are not page-faulted in again
-                                          (process-wide, once; see
-                                          ``r2dn_control/nn/cpp/heap.py``). False: leave
-                                          malloc alone. Read when the kernels load.
+``nn.cpp.retain_heap``        False       True: when the C++ kernels load, set glibc's
+                                          malloc to keep freed blocks up to 32 MiB (up to 256
+                                          MiB in all) in the process instead of returning
+                                          them, so per-call buffers are not page-faulted in
+                                          again (process-wide, once; see
+                                          ``r2dn_control/nn/cpp/heap.py``). Off in a library
+                                          import (it changes malloc for the whole process);
+                                          the package's own commands (``r2dn-control``,
+                                          ``python -m r2dn_control.sysid``) turn it on. Read
+                                          when the kernels load.
 ``certify.scs_accuracy``      1e-9        Accuracy (SCS ``eps_abs`` and ``eps_rel``) the
                                           first-order SDP solver is asked for. The float64
                                           re-validation of a certificate needs no tolerance:
@@ -66,7 +69,7 @@ _FACTORY: dict[str, Any] = {
     "nn.cpp.loop_width": 128,
     "nn.cpp.maps": True,
     # Measured (same machine, 6×8 training call): 600–1,250 page faults per call without it.
-    "nn.cpp.retain_heap": True,
+    "nn.cpp.retain_heap": False,
     "certify.scs_accuracy": 1e-9,
     "certify.large_lmi": 400,
     "export.certificate_rtol": 1e-6,

@@ -68,4 +68,4 @@ def test_training_calls_stop_page_faulting_when_the_kernels_load() -> None:
 def test_the_setting_is_checked() -> None:
     with pytest.raises(TypeError, match="retain_heap"):
         config.set_defaults("nn.cpp", retain_heap=1)
-    assert config.defaults["nn.cpp.retain_heap"] is True
+    assert config.defaults["nn.cpp.retain_heap"] is False  # opt-in: it is process-wide

@@ -155,8 +155,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .. import config
     from ..experiments.common import ExperimentError
 
+    # This command owns its process: let glibc keep freed buffers (r2dn_control/nn/cpp/heap.py).
+    config.set_defaults("nn.cpp", retain_heap=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["certify"]:

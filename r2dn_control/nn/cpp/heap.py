@@ -12,8 +12,11 @@ ContractingR2DN(1, 1, 16, 1), six relu layers of width 8, batch 64, T = 128 (one
 blocks up to that size come from the heap and are reused) and its trim threshold to 256 MiB
 (the process keeps up to that much freed heap instead of returning it), i.e. what
 ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the environment would do. It is
-process-wide; the C++ kernels' loader applies it once when they load, unless the setting
-``nn.cpp.retain_heap`` of `r2dn_control.config` is False. Elsewhere than glibc it does nothing.
+process-wide, so a library import never does it on its own: the C++ kernels' loader applies it
+once when they load if the setting ``nn.cpp.retain_heap`` of `r2dn_control.config` is True
+(default False), and the package's own commands (``r2dn-control``, ``python -m
+r2dn_control.sysid``), which own their process, turn that setting on. Elsewhere than glibc it
+does nothing.
 """
 
 from __future__ import annotations
