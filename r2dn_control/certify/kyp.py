@@ -656,8 +656,12 @@ def smallest_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6,
     ``σ_max(C₁(re^{jω}I − A)⁻¹B₁) ≥ 1``), and stops at ``hi − lo ≤ rtol·hi``.
 
     1. Candidate: the w-channel gain crosses 1 on the real axis (ω = 0 or π, where the peak
-       usually is) at a radius found by regula falsi (`radial_root`, a few O(n³) solves);
-       one Riccati test at that radius·(1 + rtol/2). When it holds, the search is over.
+       usually is) at a radius found by safeguarded Newton (`radial_root`, a few O(n³)
+       solves); one Riccati test at that radius·(1 + rtol/2), unless one complex gain one
+       grid step off the axis on that circle is already ≥ 1 (it refutes the rate). If no test
+       held, the peak of the circle |z| = lo (`peak_angle`), its radial crossing, followed
+       along r*(ω) (`_climb`), and one test just above it. When a test holds, the search is
+       over.
     2. Otherwise, after each feasible test the angle of the Riccati closed loop's dominant
        pole (`closed_loop_pole`), which tends to the peak frequency, gives a new radial
        root; then a safeguarded secant on ``(1 − |pole|)²`` (linear in ᾱ near ᾱ*), kept on
