@@ -76,54 +76,66 @@ from r2dn_control import certify
 from r2dn_control.certify.blas import blas_threads
 from r2dn_control.nn import LipschitzR2DN
 n, what = int(sys.argv[1]), sys.argv[2]
+if sys.argv[4] != "default":  # certify.threads (a tree without the setting runs its own way)
+    from r2dn_control import config
+    if "certify.threads" in config.defaults:
+        config.set_defaults("certify", threads=None if sys.argv[4] == "auto" else int(sys.argv[4]))
 torch.manual_seed(n)
 model = LipschitzR2DN(2, n, n, 2, gamma=2.0, dtype=torch.float64)
+cpu = time.process_time()
 start = time.perf_counter()
 res = certify.contraction(model, method="kyp") if what == "rate" else \\
     certify.lipschitz(model, method="kyp")
 seconds = time.perf_counter() - start
+cpu = time.process_time() - cpu
 d = res.details
-print(json.dumps({"seconds": seconds, "status": res.status, "bound": res.bound,
+print(json.dumps({"seconds": seconds, "cpu": cpu, "status": res.status, "bound": res.bound,
                   "solves": d.get("riccati_solves"),
                   "proof": d.get("proof_margin", d.get("regularization"))}))
 """
 
 
-def _measure(tree: str, n: int, what: str) -> dict:
+def _measure(tree: str, n: int, what: str, threads: str = "default") -> dict:
     import json
     import os
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _MEASURE, str(n), what, os.path.abspath(tree)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(n), what, os.path.abspath(tree),
+                          threads], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def speed(sizes: list[int], against: str | None, old_max: int, rounds: int,
-          tree: str | None = None, rounds_max: int = 256) -> None:
+          tree: str | None = None, rounds_max: int = 256, threads: str = "default",
+          whats: tuple[str, ...] = ("rate", "gamma")) -> None:
     """Rate and γ against n; with ``against`` (a directory holding an earlier
-    ``r2dn_control``) the earlier code on the same model, interleaved: new, old, new, old, …"""
+    ``r2dn_control``) the earlier code on the same model, interleaved: new, old, new, old, …
+    ``threads``: ``certify.threads`` in the measured process ("default": not set, "auto":
+    None, else a count); wall-clock and process CPU seconds (all threads) are printed."""
     import os
     import statistics
 
     here = tree or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    print(f"{'n':>5} {'what':<6} {'code':<5} {'median s':>9} {'runs':>4} {'status':<14} "
-          f"{'bound':>12} {'Riccati':>8} {'margin/ε':>10}", flush=True)
+    print(f"{'n':>5} {'what':<6} {'code':<5} {'median s':>9} {'cpu s':>8} {'runs':>4} "
+          f"{'status':<14} {'bound':>12} {'Riccati':>8} {'margin/ε':>10}", flush=True)
     for n in sizes:
-        for what in ("rate", "gamma"):
+        for what in whats:
             trees = [("new", here)] + ([("old", against)] if against and n <= old_max else [])
             times: dict[str, list[float]] = {name: [] for name, _ in trees}
+            cpus: dict[str, list[float]] = {name: [] for name, _ in trees}
             last: dict[str, dict] = {}
             for _ in range(rounds if n <= rounds_max else 1):
                 for name, tree in trees:
-                    last[name] = _measure(tree, n, what)
+                    last[name] = _measure(tree, n, what, threads)
                     times[name].append(last[name]["seconds"])
+                    cpus[name].append(last[name].get("cpu", math.nan))
             for name, _ in trees:
                 r = last[name]
                 bound = r["bound"] if r["bound"] is not None else math.nan
                 proof = "-" if r["proof"] is None else f"{r['proof']:.1e}"
                 print(f"{n:>5} {what:<6} {name:<5} {statistics.median(times[name]):9.2f} "
+                      f"{statistics.median(cpus[name]):8.2f} "
                       f"{len(times[name]):>4} {r['status']:<14} {bound:12.7f} "
                       f"{r['solves'] if r['solves'] is not None else '-'!s:>8} {proof:>10}",
                       flush=True)
@@ -153,13 +165,18 @@ def main(argv=None) -> None:
                         help="timing rounds per size in --speed (one above --rounds-max)")
     parser.add_argument("--rounds-max", type=int, default=256,
                         help="largest n timed --rounds times in --speed (once above)")
+    parser.add_argument("--threads", default="default",
+                        help="--speed: certify.threads in the measured process: 'default' "
+                             "(unset), 'auto' (None) or a count")
+    parser.add_argument("--what", nargs="*", choices=("rate", "gamma"),
+                        default=["rate", "gamma"], help="--speed: which certificates")
     args = parser.parse_args(argv)
     if args.lower_bounds:
         lower_bounds()
         return
     if args.speed:
         speed(args.sizes or [64, 128, 256, 512], args.against, args.old_max, args.rounds,
-              args.tree, args.rounds_max)
+              args.tree, args.rounds_max, args.threads, tuple(args.what))
         return
     sizes = args.sizes or ([8, 32] if args.quick else [8, 32, 64, 128, 512])
     print(f"{'n':>4} {'method':<9} {'status':<14} {'seconds':>9} {'gamma':>12} "

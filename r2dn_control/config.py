@@ -31,6 +31,15 @@ key                           default     meaning
                                           ``certify.validation_tol`` (deprecated alias).
 ``certify.large_lmi``         400         LMI dimension above which the dense SDP uses SCS
                                           instead of an interior-point solver.
+``certify.threads``           1           BLAS threads for one certificate (``contraction``,
+                                          ``lipschitz``). 1: one OpenBLAS thread, torch's count
+                                          untouched (measured best on a shared 2-core machine,
+                                          docs/performance.md); k ≥ 2: exactly k OpenBLAS and
+                                          torch threads (may exceed the environment's count);
+                                          None: 1 below ``certify.threads_from`` states, the
+                                          OpenBLAS pool's current count from there on.
+``certify.threads_from``      1024        State dimension from which ``certify.threads=None``
+                                          uses the pool's threads.
 ``export.certificate_rtol``   1e-6        How far (relative) the bound certified on the
                                           exported (rounded) weights may exceed the guaranteed
                                           one before an export is refused; also the largest
@@ -72,6 +81,8 @@ _FACTORY: dict[str, Any] = {
     "nn.cpp.retain_heap": False,
     "certify.scs_accuracy": 1e-9,
     "certify.large_lmi": 400,
+    "certify.threads": 1,
+    "certify.threads_from": 1024,
     "export.certificate_rtol": 1e-6,
 }
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -81,6 +92,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "nn.cpp.retain_heap": (bool,),
     "certify.scs_accuracy": (float,),
     "certify.large_lmi": (int,),
+    "certify.threads": (int, type(None)),
+    "certify.threads_from": (int,),
     "export.certificate_rtol": (float,),
 }
 
@@ -116,6 +129,8 @@ defaults: dict[str, Any] = _Settings(copy.deepcopy(_FACTORY))
 
 def _check(key: str, value: Any) -> Any:
     types = _TYPES[key]
+    if value is None and type(None) in types:
+        return None
     if bool in types:
         if not isinstance(value, types):
             raise TypeError(f"{key} must be True, False or None, got {value!r}")

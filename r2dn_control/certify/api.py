@@ -28,7 +28,7 @@ from ..nn.lbdn import LBDN
 from . import cascade as cascade_route
 from . import kyp, sdp
 from . import lbdn as lbdn_cert
-from .blas import blas_threads
+from .blas import certificate_threads
 from .empirical import contraction_lower_bound, lipschitz_lower_bound
 from .lmi import Validation, lipschitz_supply, validate
 from .result import CERTIFIED, INCONCLUSIVE, NOT_CERTIFIED, CertificateResult
@@ -496,6 +496,16 @@ def _check_dtype(dtype: object) -> None:
         raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
 
 
+def _states(system: object) -> int:
+    """The state dimension of ``system`` where it is known before its explicit model is built
+    (a recurrent model's ``state_size``, an explicit model's A), else 0 (for the BLAS threads)."""
+    size = getattr(system, "state_size", None)
+    if isinstance(size, int):
+        return size
+    shape: tuple[int, ...] = tuple(getattr(getattr(system, "A", None), "shape", ()))
+    return int(shape[0]) if len(shape) == 2 else 0
+
+
 def _prepare(prop: str, system: object, method: str, dtype) -> Target | CertificateResult:
     """The target, or a "not certified" result when the weights are not finite."""
     _check_dtype(dtype)
@@ -532,10 +542,12 @@ def contraction(system: object, rate: float | None = None, method: str = "auto",
     rate = _check_rate(rate)
     if isinstance(system, LBDN):
         raise TypeError("an LBDN is a static map: contraction does not apply (use lipschitz)")
-    target = _prepare("contraction", system, method, dtype)
-    if isinstance(target, CertificateResult):
-        return target
-    with blas_threads(1):  # small/medium dense LAPACK calls: threads only spin (see .blas)
+    # One BLAS thread for small and medium models (threads only spin on their small LAPACK
+    # calls), the pool's threads for large ones (certify.threads, certify.threads_from).
+    with certificate_threads(_states(system)):
+        target = _prepare("contraction", system, method, dtype)
+        if isinstance(target, CertificateResult):
+            return target
         res = answer(Question("contraction", target, rate=rate, solver=solver, rtol=rtol,
                               method=method))
     if lower_bound:
@@ -556,10 +568,10 @@ def lipschitz(system: object, method: str = "auto", solver: str | None = None,
         return lbdn_cert.lipschitz(system, "sandwich" if method in ("auto", "sandwich")
                                    else "lipsdp", solver)
     _check_method(method)
-    target = _prepare("lipschitz", system, method, dtype)
-    if isinstance(target, CertificateResult):
-        return target
-    with blas_threads(1):
+    with certificate_threads(_states(system)):  # as in `contraction`
+        target = _prepare("lipschitz", system, method, dtype)
+        if isinstance(target, CertificateResult):
+            return target
         res = answer(Question("lipschitz", target, solver=solver, method=method))
     if lower_bound:
         res.lower_bound = lipschitz_lower_bound(target)

@@ -5,6 +5,16 @@ Measured on the shared 2-core machine under load (load average ~4), multi-thread
 spins: a 128×128 complex ``eigh`` took 1.3–1.8 s with 2 threads and 3 ms with 1, a 512×512
 ``eig`` 3.6 s vs 0.35 s. One thread per process is the robust choice for these sizes. The
 limit is scoped (restored on exit) and a no-op where no OpenBLAS is loaded.
+
+`certificate_threads` chooses the count for one certificate from the ``certify.threads``
+setting: 1 (the default) one OpenBLAS thread; k ≥ 2 exactly k (it may raise the count above
+the pool's, and torch's intra-op count with it); None one thread below
+``certify.threads_from`` states and the pool's current count (what the environment allows,
+e.g. ``OMP_NUM_THREADS``; never more) from there on, where the O(n³) products dominate.
+Measured on the shared 2-core machine under load (docs/performance.md, round 5): two threads
+at n = 1024 spent ~4× the CPU time of one (spinning), load average ≈ 10.
+`blas_threads` with no count (the KYP functions' decorator) keeps that choice inside a
+certificate and means one thread outside one.
 """
 
 from __future__ import annotations
@@ -80,15 +90,63 @@ def _openblas_pools() -> list[Pool]:
     return _cache.pools
 
 
+#: The thread count `blas_threads()` (no count) applies: set by `certificate_threads` for
+#: the duration of one certificate, 1 outside one.
+_active = [1]
+
+
 @contextmanager
-def blas_threads(n: int = 1) -> Iterator[None]:
-    """Run the block with at most ``n`` OpenBLAS threads, restoring the previous counts."""
+def blas_threads(n: int | None = None, exact: bool = False) -> Iterator[None]:
+    """Run the block with at most ``n`` OpenBLAS threads (``exact``: exactly ``n``, raising the
+    pools' counts if need be), restoring the previous counts. ``n=None``: the count of the
+    enclosing `certificate_threads` (1 outside one)."""
+    count = _active[-1] if n is None else n
     pools = _openblas_pools()
     previous = [get() for get, _ in pools]
     try:
         for (_, put), old in zip(pools, previous):
-            put(min(n, old) if old > 0 else n)
+            put(count if exact or old <= 0 else min(count, old))
         yield
     finally:
         for (_, put), old in zip(pools, previous):
             put(old)
+
+
+def _pool_threads() -> int:
+    """The largest current thread count of the loaded OpenBLAS pools (1 if none)."""
+    counts = [get() for get, _ in _openblas_pools()]
+    return max([c for c in counts if c > 0], default=1)
+
+
+def threads_for(states: int) -> tuple[int, bool]:
+    """(count, exact) for a certificate of a model with ``states`` states (module docstring)."""
+    from .. import config
+
+    chosen = config.defaults["certify.threads"]
+    if chosen is not None:
+        return int(chosen), chosen != 1  # 1: as before (one BLAS thread, torch untouched)
+    if states < config.defaults["certify.threads_from"]:
+        return 1, False
+    return _pool_threads(), False
+
+
+@contextmanager
+def certificate_threads(states: int) -> Iterator[int]:
+    """Scope one certificate's BLAS threads (`threads_for`): the OpenBLAS pools and torch's
+    intra-op threads (the explicit model), both restored on exit; yields the count."""
+    import torch
+
+    count, exact = threads_for(states)
+    torch_before = torch.get_num_threads()
+    # One thread by default (a small model): torch's own count is left as it was.
+    torch_count = count if exact else (torch_before if count == 1 else min(count, torch_before))
+    _active.append(count)
+    try:
+        if torch_count != torch_before:
+            torch.set_num_threads(torch_count)
+        with blas_threads(count, exact=exact):
+            yield count
+    finally:
+        _active.pop()
+        if torch.get_num_threads() != torch_before:
+            torch.set_num_threads(torch_before)

@@ -176,7 +176,7 @@ def bounded_real_riccati(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndar
 
 
 # --------------------------------------------------------------------------- contraction
-@blas_threads(1)
+@blas_threads()
 def contraction_riccati(ss: StateSpaceBlocks, rate: float, eps: float = REGULARIZATION,
                         schur_known: bool = False) -> tuple[np.ndarray, float] | None:
     """(𝒫, λ) for (4a) at ``rate`` via the BRL of ``(A/ᾱ, B₁/ᾱ, C₁, D₁₁)``, or None.
@@ -267,35 +267,47 @@ def _w_channel(ss: StateSpaceBlocks, z: complex, slope: bool = False) -> tuple[f
     two O(n²) solves with the LU that σ already needs (nothing O(n³) more). Only the radial
     search (`radial_root`) reads the slope; nothing is certified from it.
     """
+    sigma, c = _w_channel_derivative(ss, z, slope)
+    if not slope or not math.isfinite(c.real):
+        return sigma, math.nan
+    real = z.imag == 0.0
+    direction = 1.0 if real and z.real >= 0 else (-1.0 if real else z / abs(z))
+    return sigma, float(np.real(direction * c))
+
+
+def _w_channel_derivative(ss: StateSpaceBlocks, z: complex, derivative: bool = True
+                          ) -> tuple[float, complex]:
+    r"""(σ, c): σ = σ_max(G(z)) and, with ``derivative``, c = u*G'(z)v = −p*q (`_w_channel`;
+    else nan), so that on z = r·e^{jω}: dσ/dr = Re(e^{jω}c), dσ/dω = −r·Im(e^{jω}c)."""
     n, nv = ss.A.shape[0], ss.C1.shape[0]
     if not nv or not n:
-        return 0.0, 0.0
+        return 0.0, complex(0.0)
+    nan = complex(math.nan, math.nan)
     real = z.imag == 0.0
     shift = (z.real if real else z) * np.eye(n) - ss.A
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sla.LinAlgWarning)  # z next to a pole: a large gain
         lu, piv = sla.lu_factor(shift, check_finite=False)
         if not np.all(np.diag(lu)):
-            return math.inf, math.nan  # z is an eigenvalue of A
+            return math.inf, nan  # z is an eigenvalue of A
         sol = sla.lu_solve((lu, piv), ss.B1 if real else ss.B1.astype(complex),
                            check_finite=False)
     g = ss.C1 @ sol if real else _real_times(ss.C1, sol)
     if not np.all(np.isfinite(g)):
-        return math.inf, math.nan
-    if not slope:
-        return math.sqrt(max(_largest_gram_eigenvalue(g), 0.0)), math.nan
+        return math.inf, nan
+    if not derivative:
+        return math.sqrt(max(_largest_gram_eigenvalue(g), 0.0)), nan
     lam, vec = _largest_gram_pair(g)
     sigma = math.sqrt(max(lam, 0.0))
     if sigma == 0.0:
-        return 0.0, 0.0
+        return 0.0, complex(0.0)
     if g.shape[0] < g.shape[1]:  # vec is u (eigenvector of GG*)
         u, v = vec, (g.conj().T @ vec) / sigma
     else:  # vec is v (eigenvector of G*G)
         u, v = (g @ vec) / sigma, vec
     q = sol @ v
     p = sla.lu_solve((lu, piv), ss.C1.T @ u, trans=1 if real else 2, check_finite=False)
-    direction = 1.0 if real and z.real >= 0 else (-1.0 if real else z / abs(z))
-    return sigma, -float(np.real(direction * np.vdot(p, q)))
+    return sigma, -complex(np.vdot(p, q))
 
 
 def _gram(g: np.ndarray) -> np.ndarray:
@@ -309,22 +321,69 @@ def _gram(g: np.ndarray) -> np.ndarray:
     return sla.blas.dsyrk(1.0, g, trans=trans, lower=0)
 
 
+#: From this Gram size on, λ_max of the w-channel's Gram matrix comes from Lanczos (ARPACK on
+#: the upper triangle, `_lanczos_top`) instead of LAPACK's dsyevr/zheevr, whose Householder
+#: tridiagonalization (half of it matrix–vector work) was ~half of a complex gain at n = 2048.
+LANCZOS_GRAM_MIN = 512
+
+
+def _dense_top(gram: np.ndarray, vectors: bool) -> tuple[float, np.ndarray | None]:
+    """λ_max of the Hermitian matrix whose upper triangle is ``gram`` (dsyevr/zheevr, one
+    eigenpair: LAPACK's relatively robust representations, no full spectrum)."""
+    k = gram.shape[0]
+    out = sla.eigh(gram, lower=False, eigvals_only=not vectors, subset_by_index=[k - 1, k - 1],
+                   driver="evr", check_finite=False)
+    if not vectors:
+        return float(out[0]), None
+    return float(out[0][0]), out[1][:, 0]
+
+
+def _lanczos_top(gram: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """λ_max and a unit eigenvector of the Hermitian matrix whose upper triangle is ``gram``, by
+    implicitly restarted Lanczos (ARPACK) with matrix–vector products from that triangle
+    (dsymv/zhemv); None if ARPACK does not converge.
+
+    A Ritz value is a Rayleigh quotient, so it never exceeds λ_max: a gain ≥ 1 read from it
+    is ≥ 1 for the exact Gram matrix too (the refutations of `smallest_rate` stay valid), and
+    an underestimate only makes the search test a rate the Riccati test then refuses.
+    """
+    from scipy.sparse.linalg import eigsh
+
+    k = gram.shape[0]
+    hemv = sla.blas.zhemv if np.iscomplexobj(gram) else sla.blas.dsymv
+    op = LinearOperator((k, k), matvec=lambda x: hemv(1.0, gram, np.ravel(x), lower=0),
+                        dtype=gram.dtype)
+    try:
+        val, vec = eigsh(op, k=1, which="LA", ncv=min(k - 1, 32), tol=1e-12, maxiter=2000,
+                         v0=np.ones(k, dtype=gram.dtype))
+    except (ArpackError, ArpackNoConvergence):
+        return None
+    if not (val.size and np.isfinite(val[0]) and np.all(np.isfinite(vec))):
+        return None
+    return float(val[0]), vec[:, 0] / np.linalg.norm(vec[:, 0])
+
+
+def _top(gram: np.ndarray, vectors: bool) -> tuple[float, np.ndarray | None]:
+    """λ_max (and a unit eigenvector if ``vectors``) from the upper triangle ``gram``:
+    Lanczos from `LANCZOS_GRAM_MIN` on (dense if it fails), dense below."""
+    if gram.shape[0] >= LANCZOS_GRAM_MIN:
+        found = _lanczos_top(gram)
+        if found is not None:
+            return found
+    return _dense_top(gram, vectors)
+
+
 def _largest_gram_eigenvalue(g: np.ndarray) -> float:
     """λ_max(G*G) (= λ_max(GG*)) from the smaller Gram matrix, read from its upper triangle
-    (LAPACK's relatively robust representations for the one eigenvalue: no full spectrum)."""
-    gram = _gram(g)
-    k = gram.shape[0]
-    return float(sla.eigh(gram, lower=False, eigvals_only=True, subset_by_index=[k - 1, k - 1],
-                          driver="evr", check_finite=False)[0])
+    (`_top`: Lanczos for large ones, else LAPACK's dsyevr for the one eigenvalue)."""
+    return _top(_gram(g), vectors=False)[0]
 
 
 def _largest_gram_pair(g: np.ndarray) -> tuple[float, np.ndarray]:
     """λ_max of `_gram` (G) and a unit eigenvector (of GG* when G has fewer rows, else G*G)."""
-    gram = _gram(g)
-    k = gram.shape[0]
-    val, vec = sla.eigh(gram, lower=False, subset_by_index=[k - 1, k - 1], driver="evr",
-                        check_finite=False)
-    return float(val[0]), vec[:, 0]
+    val, vec = _top(_gram(g), vectors=True)
+    assert vec is not None
+    return val, vec
 
 
 def _on_ray(r: float, omega: float) -> complex:
@@ -335,12 +394,21 @@ def _on_ray(r: float, omega: float) -> complex:
     return r * complex(math.cos(omega), math.sin(omega))
 
 
+def _log_gain(sigma: float, ds: float) -> tuple[float, float]:
+    """(log σ, d log σ/dr) from (σ, dσ/dr): (−inf, nan) for σ ≤ 0, (inf, …) for σ = inf."""
+    if not sigma > 0:
+        return -math.inf, math.nan
+    return math.log(sigma) if math.isfinite(sigma) else math.inf, ds / sigma
+
+
 #: Most w-channel gain evaluations `radial_root` spends on one ray.
 RADIAL_EVALUATIONS = 16
 
 
 def radial_root(ss: StateSpaceBlocks, omega: float, lo: float, hi: float, rtol: float,
-                at_hi: tuple[float, float] | None = None) -> float | None:
+                at_hi: tuple[float, float] | None = None,
+                start: tuple[float, float, float] | None = None,
+                points: dict[float, CirclePoint] | None = None) -> float | None:
     """Largest r ∈ (lo, hi] found with ``σ_max(C₁(re^{jω}I − A)⁻¹B₁) ≥ 1`` (to ~rtol·r/4).
 
     Every such r is a rate that no scalar-multiplier certificate reaches (see `smallest_rate`): a
@@ -354,21 +422,28 @@ def radial_root(ss: StateSpaceBlocks, omega: float, lo: float, hi: float, rtol: 
     by regula falsi. It stops when the bracket is narrower than rtol·b/4, or when the Newton
     step from the best point with gain ≥ 1 is below rtol·a/8 (the remaining distance to the
     root, up to a second-order term): typically 3–4 evaluations where regula falsi took 6–8.
-    ``at_hi``: (σ, dσ/dr) at hi when the caller has it.
+    ``at_hi``: (σ, dσ/dr) at hi when the caller has it. ``start``: (r, σ, dσ/dr) at a radius
+    r ∈ [lo, hi) with σ ≥ 1 (e.g. the peak of a circle, `peak_angle`): Newton climbs from
+    there at once, and hi is not evaluated unless a step needs its value. ``points``: filled
+    with (σ, dσ/dr, dσ/dω) (`circle_point`) at every radius evaluated.
     """
     def f(r: float) -> tuple[float, float]:
-        sigma, ds = _w_channel(ss, _on_ray(r, omega), slope=True)
-        if not sigma > 0:
-            return -math.inf, math.nan
-        return math.log(sigma) if math.isfinite(sigma) else math.inf, ds / sigma
+        sigma, ds, d_omega = circle_point(ss, r, omega)
+        if points is not None:
+            points[r] = (sigma, ds, d_omega)
+        return _log_gain(sigma, ds)
 
-    b, (fb, db) = hi, (f(hi) if at_hi is None else
-                       (math.log(max(at_hi[0], 1e-300)), at_hi[1] / max(at_hi[0], 1e-300)))
-    if fb >= 0:
-        return hi
     a: float | None = None  # the best radius with gain ≥ 1, once found
     fa = math.nan
-    x, fx, dx = b, fb, db  # the latest point, where the next Newton step starts
+    if start is not None and lo <= start[0] < hi and start[1] >= 1.0:
+        b, fb = hi, math.nan  # hi not evaluated: regula falsi falls back to bisection
+        a, (fa, da) = start[0], _log_gain(start[1], start[2])
+        x, fx, dx = a, fa, da
+    else:
+        b, (fb, db) = hi, (f(hi) if at_hi is None else _log_gain(*at_hi))
+        if fb >= 0:
+            return hi
+        x, fx, dx = b, fb, db  # the latest point, where the next Newton step starts
     for _ in range(RADIAL_EVALUATIONS):
         left = lo + 1e-3 * (b - lo) if a is None else a
         step = -fx / dx if math.isfinite(dx) and dx != 0.0 and math.isfinite(fx) else math.nan
@@ -379,7 +454,8 @@ def radial_root(ss: StateSpaceBlocks, omega: float, lo: float, hi: float, rtol: 
             if a is None:
                 r = left if math.isfinite(step) and r <= left else 0.5 * (left + b)
             else:  # regula falsi inside the bracket, kept off its ends
-                r = b - fb * (b - a) / (fb - fa) if math.isfinite(fa) else 0.5 * (a + b)
+                r = b - fb * (b - a) / (fb - fa) if math.isfinite(fa) and math.isfinite(fb) \
+                    else 0.5 * (a + b)
                 r = min(max(r, a + 0.01 * (b - a)), b - 0.01 * (b - a))
         fr, dr = f(r)
         if fr >= 0:
@@ -396,20 +472,99 @@ def radial_root(ss: StateSpaceBlocks, omega: float, lo: float, hi: float, rtol: 
 
 #: Angles in [0, π] where `peak_angle` evaluates the w-channel gain before refining.
 RAY_GRID = 12
+#: Most refinement steps (secant on dσ/dω) `peak_angle` spends after its grid.
+PEAK_STEPS = 8
+#: `peak_angle` stops when the gain still to gain at the peak, predicted from the slope and the
+#: secant curvature (s²/(2|σ_ωω|)), is below this fraction of σ: 1e-8 moves the crossing radius
+#: by ~1e-8/|d log σ/d log r| relative, far below the rate search's tolerance (1e-4).
+PEAK_GAIN_RTOL = 1e-8
+
+#: (σ, dσ/dr, dσ/dω) of the w-channel gain at a point r·e^{jω} (`circle_point`).
+CirclePoint = tuple[float, float, float]
 
 
-def peak_angle(ss: StateSpaceBlocks, radius: float) -> float:
-    """The angle ω ∈ [0, π] of the largest w-channel gain on the circle ``|z| = radius``:
-    a grid of `RAY_GRID` angles, then Brent's method around the best one."""
+def circle_point(ss: StateSpaceBlocks, r: float, omega: float) -> CirclePoint:
+    """(σ, dσ/dr, dσ/dω) at z = r·e^{jω} from one gain evaluation (`_w_channel_derivative`):
+    dσ/dr = Re(e^{jω}c), dσ/dω = −r·Im(e^{jω}c); on the real axis dσ/dω = 0 (σ is even in ω
+    about 0 and π for a real system)."""
+    z = _on_ray(r, omega)
+    sigma, c = _w_channel_derivative(ss, z)
+    turn = complex(math.cos(omega), math.sin(omega)) * c
+    d_omega = 0.0 if z.imag == 0.0 else -r * turn.imag
+    return sigma, turn.real, d_omega
+
+
+def _brent_peak(ss: StateSpaceBlocks, radius: float, grid: np.ndarray, i: int,
+                seen: dict[float, CirclePoint]) -> tuple[float, CirclePoint, float]:
+    """`peak_angle`'s fallback: Brent's method on σ in [grid[i−1], grid[i+1]] (≤ 10 steps)."""
     from scipy.optimize import minimize_scalar
 
+    a, b = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, grid.size - 1)])
+
+    def minus(om: float) -> float:
+        seen[float(om)] = circle_point(ss, radius, float(om))
+        return -seen[float(om)][0]
+
+    minimize_scalar(minus, bounds=(a, b), method="bounded",
+                    options={"xatol": 1e-4 * (b - a), "maxiter": 10})
+    best = max(seen, key=lambda om: seen[om][0])
+    return best, seen[best], math.nan
+
+
+def peak_angle(ss: StateSpaceBlocks, radius: float,
+               known: dict[float, CirclePoint] | None = None
+               ) -> tuple[float, CirclePoint, float]:
+    """The angle ω ∈ [0, π] of the largest w-channel gain on the circle ``|z| = radius``,
+    (σ, dσ/dr, dσ/dω) there and the secant estimate of d²σ/dω² of the last bracket (nan when
+    no bracket was refined): a grid of `RAY_GRID` angles (``known``: points already
+    evaluated on this circle, reused by angle), then regula falsi (Illinois) on dσ/dω = 0
+    between the best grid angle and the neighbour across which dσ/dω changes sign, at most
+    `PEAK_STEPS` steps, stopping once a step moves ω by less than 1e-4 of the grid spacing or
+    the predicted rest of the peak, s²/(2|σ_ωω|) with σ_ωω the bracket's secant slope of s,
+    is below `PEAK_GAIN_RTOL`·σ; without such a sign change (e.g. toward the axis, where
+    dσ/dω = 0) Brent's method on σ over the two neighbouring cells (`_brent_peak`). The slope
+    comes with each gain at no O(n³) cost (`circle_point`), so this needs about half the
+    evaluations of Brent's method on σ alone. The largest gain seen is returned;
+    nothing is certified from it (a missed peak only makes the Riccati test fail)."""
     grid = np.linspace(0.0, math.pi, RAY_GRID)
-    gains = [_w_channel_gain(ss, _on_ray(radius, float(om))) for om in grid]
-    i = int(np.argmax(gains))
-    a, b = grid[max(i - 1, 0)], grid[min(i + 1, RAY_GRID - 1)]
-    res = minimize_scalar(lambda om: -_w_channel_gain(ss, _on_ray(radius, om)), bounds=(a, b),
-                          method="bounded", options={"xatol": 1e-4 * (b - a), "maxiter": 10})
-    return float(res.x) if -res.fun > gains[i] else float(grid[i])
+    seen: dict[float, CirclePoint] = dict(known or {})
+    for om in grid:
+        if float(om) not in seen:
+            seen[float(om)] = circle_point(ss, radius, float(om))
+    i = int(np.argmax([seen[float(om)][0] for om in grid]))
+    best = float(grid[i])
+    s_i = seen[best][2]
+    j = i + 1 if s_i > 0 else i - 1
+    if s_i == 0.0 or not 0 <= j < RAY_GRID or not math.isfinite(s_i) \
+            or not seen[float(grid[j])][2] * s_i < 0:
+        # No sign change of the slope toward a neighbour (the best or the neighbour is on the
+        # axis, where dσ/dω = 0): Brent's method on σ over both neighbouring cells, as before.
+        return _brent_peak(ss, radius, grid, i, seen)
+    other = float(grid[j])
+    (a, sa), (b, sb) = (best, s_i), (other, seen[other][2])
+    xtol = 1e-4 * math.pi / (RAY_GRID - 1)
+    last, side = best, 0
+    for _ in range(PEAK_STEPS):
+        om = b - sb * (b - a) / (sb - sa)
+        if not min(a, b) < om < max(a, b):
+            om = 0.5 * (a + b)
+        point = circle_point(ss, radius, om)
+        seen[om] = point
+        if point[0] > seen[best][0]:
+            best = om
+        if not math.isfinite(point[2]) or abs(om - last) < xtol:
+            break
+        curvature = abs((sb - sa) / (b - a))
+        if point[2] ** 2 <= 2.0 * PEAK_GAIN_RTOL * point[0] * curvature:
+            break  # at most PEAK_GAIN_RTOL·σ left to gain
+        last = om
+        if point[2] * sa > 0:  # replaces a; Illinois: halve the kept end's slope twice in a row
+            a, sa = om, point[2]
+            sb, side = (0.5 * sb, -1) if side == -1 else (sb, -1)
+        else:
+            b, sb = om, point[2]
+            sa, side = (0.5 * sa, 1) if side == 1 else (sa, 1)
+    return best, seen[best], (sb - sa) / (b - a)
 
 
 @dataclass
@@ -473,21 +628,24 @@ def _settle_pole(ss: StateSpaceBlocks, st: RateSearch) -> None:
 
 
 def _raise_lower(ss: StateSpaceBlocks, st: RateSearch, omega: float, rtol: float,
-                 top: float, why: str, at_top: tuple[float, float] | None = None
-                 ) -> float | None:
-    """Radial root on the ray at ω (skipped when this ray was searched above st.lo already)."""
+                 top: float, why: str, at_top: tuple[float, float] | None = None,
+                 start: tuple[float, float, float] | None = None,
+                 points: dict[float, CirclePoint] | None = None) -> float | None:
+    """Radial root on the ray at ω (skipped when this ray was searched above st.lo already);
+    ``start``: (r, σ, dσ/dr) of a point with σ ≥ 1 on it (`radial_root`)."""
     key = round(omega, 6)
     if st.rays.get(key, -math.inf) >= st.lo:
         return None
     st.rays[key] = st.lo
-    low = radial_root(ss, omega, st.lo, top, rtol, at_top)
-    if low is None or low <= st.lo:
+    low = radial_root(ss, omega, st.lo, top, rtol, at_top, start, points)
+    # From a start at st.lo the root may be st.lo itself (the peak already sits on it).
+    if low is None or low < st.lo or (low == st.lo and start is None):
         return None
     st.lo, st.lower_proof = low, why
     return low
 
 
-@blas_threads(1)
+@blas_threads()
 def smallest_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6,
                   eps: float = REGULARIZATION, radius: float | None = None,
                   max_solves: int = 40) -> KypCertificate | None:
@@ -498,8 +656,12 @@ def smallest_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6,
     ``σ_max(C₁(re^{jω}I − A)⁻¹B₁) ≥ 1``), and stops at ``hi − lo ≤ rtol·hi``.
 
     1. Candidate: the w-channel gain crosses 1 on the real axis (ω = 0 or π, where the peak
-       usually is) at a radius found by regula falsi (`radial_root`, a few O(n³) solves);
-       one Riccati test at that radius·(1 + rtol/2). When it holds, the search is over.
+       usually is) at a radius found by safeguarded Newton (`radial_root`, a few O(n³)
+       solves); one Riccati test at that radius·(1 + rtol/2), unless one complex gain one
+       grid step off the axis on that circle is already ≥ 1 (it refutes the rate). If no test
+       held, the peak of the circle |z| = lo (`peak_angle`), its radial crossing, followed
+       along r*(ω) (`_climb`), and one test just above it. When a test holds, the search is
+       over.
     2. Otherwise, after each feasible test the angle of the Riccati closed loop's dominant
        pole (`closed_loop_pole`), which tends to the peak frequency, gives a new radial
        root; then a safeguarded secant on ``(1 − |pole|)²`` (linear in ᾱ near ᾱ*), kept on
@@ -542,8 +704,9 @@ def smallest_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6,
 
 def _frequency_candidates(ss: StateSpaceBlocks, st: RateSearch, upper: float, rtol: float,
                           eps: float) -> None:
-    """Step 1 of `smallest_rate`: test just above the real-axis crossing, then (if that fails)
-    just above the crossing at the peak angle of the circle ``|z| = lo``."""
+    """Step 1 of `smallest_rate`: test just above the real-axis crossing, unless one gain on
+    that circle already refutes it; then (if no test held) just above the crossing at the
+    peak angle of the circle."""
     radius = st.lo
     if ss.C1.shape[0] == 0 or not ss.B1.any() or not ss.C1.any():
         # No w-channel: a Stein inequality, feasible at every rate above ρ(A).
@@ -554,15 +717,77 @@ def _frequency_candidates(ss: StateSpaceBlocks, st: RateSearch, upper: float, rt
     omega = max(gains, key=lambda om: gains[om][0])
     low = _raise_lower(ss, st, omega, rtol, upper, "w-channel gain ≥ 1 on the real axis",
                        gains[omega])
+    known: dict[float, CirclePoint] = {}
     if low is not None and low * (1 + rtol / 2) < upper:
-        _test(ss, st, low * (1 + rtol / 2), eps)
+        alpha = low * (1 + rtol / 2)
+        # Probe the circle |z| = ᾱ one grid step off the axis (one complex gain): σ ≥ 1 there
+        # refutes ᾱ, so the Riccati test (a solve that would fail) is skipped and the peak
+        # search below starts on this circle with the probe reused.
+        probe = float(np.linspace(0.0, math.pi, RAY_GRID)[1 if omega == 0.0 else -2])
+        known[probe] = circle_point(ss, alpha, probe)
+        if known[probe][0] >= 1.0:
+            st.lo, st.lower_proof = alpha, "w-channel gain ≥ 1 on the circle of the axis crossing"
+        else:
+            _test(ss, st, alpha, eps)
+            known = {}
     if st.best is None and st.lo < upper:
         # The real-axis crossing was not the peak. On the circle |z| = lo the largest gain is
         # ≥ 1 (the largest gain on |z| = r does not increase with r, and the optimum is > lo).
-        low = _raise_lower(ss, st, peak_angle(ss, st.lo), rtol, upper,
-                           "w-channel gain ≥ 1 at the circle's peak angle")
+        peak, (sigma, d_r, _d_omega), curvature = peak_angle(ss, st.lo, known)
+        start = (st.lo, sigma, d_r) if sigma >= 1.0 else None
+        why = "w-channel gain ≥ 1 at the circle's peak angle"
+        points: dict[float, CirclePoint] = {st.lo: (sigma, d_r, _d_omega)}
+        low = _raise_lower(ss, st, peak, rtol, upper, why, start=start, points=points)
+        if low is not None:
+            low = _climb(ss, st, peak, curvature, points.get(low), rtol, upper, why)
         if low is not None and low * (1 + rtol / 2) < upper:
             _test(ss, st, low * (1 + rtol / 2), eps)
+
+
+#: Most angle corrections `_climb` makes along the gain-1 crossing.
+CLIMB_STEPS = 3
+
+
+def _climb(ss: StateSpaceBlocks, st: RateSearch, omega: float, curvature: float,
+           at_lo: CirclePoint | None, rtol: float, upper: float, why: str) -> float:
+    r"""Follow the gain-1 crossing r*(ω) to its maximum from the crossing st.lo on the ray ω.
+
+    The peak angle of a circle moves with its radius, so the crossing on the ray of the peak
+    of a smaller circle can sit below the optimum by more than the tolerance. At the crossing
+    (σ = 1) with slopes σ_r, σ_ω and curvature σ_ωω < 0 (the peak search's secant estimate),
+    a Newton step in ω gains about σ_ω²/(2|σ_ωω|) in σ, i.e. raises the crossing by that over
+    |σ_r|; when this is below rtol·r/8 the crossing is kept, else the step is taken and the
+    radial root climbs from the new point (`radial_root` with ``start``), at most
+    `CLIMB_STEPS` times. The first step is always taken (its curvature comes from the smaller
+    circle, where a peak is sharper), the later ones use the secant of σ_ω on the latest
+    circle. Returns st.lo (raised or not)."""
+    point = at_lo
+    for k in range(CLIMB_STEPS):
+        if point is None or not (math.isfinite(curvature) and curvature < 0):
+            break
+        sigma, d_r, d_omega = point
+        if not (math.isfinite(d_omega) and d_r < 0) or d_omega == 0.0:
+            break
+        # The first step always goes: the curvature came from a smaller circle, where a peak
+        # is sharper; later ones come from a secant on this circle.
+        if k and d_omega**2 / (2.0 * -curvature) <= 0.125 * rtol * st.lo * -d_r:
+            break  # the crossing is within rtol/8 of the top of r*(ω)
+        step = max(-0.5 * math.pi / (RAY_GRID - 1),
+                   min(0.5 * math.pi / (RAY_GRID - 1), -d_omega / curvature))
+        new = min(max(omega + step, 0.0), math.pi)
+        moved = circle_point(ss, st.lo, new)
+        if not moved[0] > sigma or new == omega:
+            break
+        if math.isfinite(moved[2]) and (moved[2] - d_omega) / (new - omega) < 0:
+            curvature = (moved[2] - d_omega) / (new - omega)
+        omega = new
+        points: dict[float, CirclePoint] = {st.lo: moved}
+        low = _raise_lower(ss, st, omega, rtol, upper, why,
+                           start=(st.lo, moved[0], moved[1]), points=points)
+        if low is None:
+            break
+        point = points.get(low)
+    return st.lo
 
 
 def _next_rate(ss: StateSpaceBlocks, st: RateSearch, rtol: float) -> float | None:
@@ -586,7 +811,7 @@ def _next_rate(ss: StateSpaceBlocks, st: RateSearch, rtol: float) -> float | Non
     return min(alpha, st.hi * (1 - rtol / 8))
 
 
-@blas_threads(1)
+@blas_threads()
 def bisection_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6,
                    eps: float = REGULARIZATION) -> KypCertificate | None:
     """The earlier search: plain bisection on ᾱ ∈ (ρ(A), upper], one Riccati test a step.
@@ -895,11 +1120,11 @@ def smallest_gain(ss: StateSpaceBlocks, gamma_hint: float | None = None,
 
     The frequency-domain candidate plus 1–2 Riccati solves (`frequency_gain`, each
     candidate checked by ``accept``); if that yields nothing, the slower pure-Riccati search
-    `bisection_gain` (hints: e.g. the implied certificate γ, κ = λγ). Runs with one BLAS
-    thread (see `.blas`).
+    `bisection_gain` (hints: e.g. the implied certificate γ, κ = λγ). Runs with the BLAS
+    threads of the enclosing certificate (one outside one; see `.blas`).
     """
     nu, _, _, ny = ss.sizes
-    with blas_threads(1):
+    with blas_threads():
         solves = 0
         if nu and ny:
             cert, solves, settled = frequency_gain(ss, accept=accept)
