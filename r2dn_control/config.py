@@ -21,8 +21,8 @@ key                           default     meaning
                                           ``r2dn_control/nn/cpp/heap.py``). Off in a library
                                           import (it changes malloc for the whole process);
                                           the package's own commands (``r2dn-control``,
-                                          ``python -m r2dn_control.sysid``) turn it on. Read
-                                          when the kernels load.
+                                          ``python -m r2dn_control.sysid``) apply it at
+                                          start. Read when the kernels load.
 ``certify.scs_accuracy``      1e-9        Accuracy (SCS ``eps_abs`` and ``eps_rel``) the
                                           first-order SDP solver is asked for. The float64
                                           re-validation of a certificate needs no tolerance:

@@ -155,11 +155,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .. import config
     from ..experiments.common import ExperimentError
+    from ..nn.cpp.heap import retain_freed_memory
 
-    # This command owns its process: let glibc keep freed buffers (r2dn_control/nn/cpp/heap.py).
-    config.set_defaults("nn.cpp", retain_heap=True)
+    retain_freed_memory()  # this command owns its process: glibc keeps freed buffers (heap.py)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["certify"]:

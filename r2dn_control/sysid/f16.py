@@ -171,10 +171,9 @@ def paper_nrmse(predictor, data: SequenceData, washout: int = 100) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .. import config
+    from ..nn.cpp.heap import retain_freed_memory
 
-    # This command owns its process: let glibc keep freed buffers (r2dn_control/nn/cpp/heap.py).
-    config.set_defaults("nn.cpp", retain_heap=True)
+    retain_freed_memory()  # this command owns its process: glibc keeps freed buffers (heap.py)
     parser = argparse.ArgumentParser(prog="python -m r2dn_control.sysid",
                                      description="Train one seed of the paper's F-16 experiment.")
     parser.add_argument("--model", choices=("r2dn", "ren", "gru"), default="r2dn")

@@ -15,8 +15,8 @@ blocks up to that size come from the heap and are reused) and its trim threshold
 process-wide, so a library import never does it on its own: the C++ kernels' loader applies it
 once when they load if the setting ``nn.cpp.retain_heap`` of `r2dn_control.config` is True
 (default False), and the package's own commands (``r2dn-control``, ``python -m
-r2dn_control.sysid``), which own their process, turn that setting on. Elsewhere than glibc it
-does nothing.
+r2dn_control.sysid``), which own their process, call `retain_freed_memory` at start.
+Elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations
