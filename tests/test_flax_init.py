@@ -6,7 +6,8 @@
 2. A model drawn this way is still contracting: the implied certificate satisfies the LMI of
    docs/theory.md §4 in float64, and on random trajectory pairs
    ‖Δx_{t+1}‖_𝒫 ≤ ᾱ‖Δx_t‖_𝒫 itself (hypothesis).
-3. The scaling experiment's ``r2dn_init`` option uses it; bad inputs raise clear errors.
+3. The scaling experiment's ``r2dn_init`` / ``r2dn_output_layer`` options build what they say;
+   bad inputs raise clear errors.
 """
 
 from __future__ import annotations
@@ -142,16 +143,22 @@ def test_bad_inputs_name_what_was_expected() -> None:
         flax_lecun_normal_(torch.empty(4))
     with pytest.raises(ValueError, match="r2dn_init must be one of"):
         scaling.ScalingConfig(r2dn_init="xavier")
+    with pytest.raises(ValueError, match="r2dn_output_layer must be 'linear' or 'sandwich'"):
+        scaling.ScalingConfig(r2dn_output_layer="dense")
 
 
 @pytest.mark.parametrize("r2dn_init", scaling.R2DN_INITS)
-def test_scaling_builds_its_r2dn_with_the_configured_init(r2dn_init: str) -> None:
+@pytest.mark.parametrize("output_layer", ["linear", "sandwich"])
+def test_scaling_builds_its_r2dn_with_the_configured_init(r2dn_init: str,
+                                                          output_layer: str) -> None:
     config = scaling.ScalingConfig(r2dn_widths=(4,), r2dn_features=3, r2dn_layers=2,
-                                   r2dn_init=r2dn_init)
+                                   r2dn_init=r2dn_init, r2dn_output_layer=output_layer)
     torch.manual_seed(5)
     model = scaling.make_model(config, "r2dn", 4)
+    assert model.network.output_layer == output_layer
     torch.manual_seed(5)
-    reference = ContractingR2DN(1, 1, 3, 1, hidden=(4, 4), identity_output=True, init="random")
+    reference = ContractingR2DN(1, 1, 3, 1, hidden=(4, 4), identity_output=True, init="random",
+                                output_layer=output_layer)
     if r2dn_init == "flax":
         flax_lecun_init_(reference)
     for (name, p), q in zip(model.state_dict().items(), reference.state_dict().values()):

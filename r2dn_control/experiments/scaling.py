@@ -23,9 +23,13 @@ log expressivity (least squares, with standard errors), as printed in the paper.
 
 One run covers every size of one family; the test metric is the NRMSE of the largest size.
 
-**Initialisation.** ``r2dn_init="flax"`` redraws each R2DN with the reference code's
-distribution (`r2dn_control.nn.flax_init.flax_lecun_init_`: fan-in = rows, truncated normal),
-``"default"`` keeps the library's; the REN always keeps the library's.
+**Initialisation and last layer.** ``r2dn_init="flax"`` (default) redraws each R2DN with the
+reference code's distribution (`r2dn_control.nn.flax_init.flax_lecun_init_`: fan-in = rows,
+truncated normal), ``"default"`` keeps the library's; ``r2dn_output_layer="sandwich"``
+(default) makes the LBDN's last layer a nonlinear sandwich layer as in the reference code
+(``"linear"``: the library's default). Together they make our R2DN learn this map as fast as
+the authors' at equal steps (docs/results.md "Scaling study"); the REN keeps the library's
+initialisation.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class ScalingConfig:
     r2dn_features: int = 16
     r2dn_layers: int = 6
     r2dn_activation: str = "relu"
+    r2dn_output_layer: str = "sandwich"
     ren_widths: tuple[int, ...] = (20, 30, 40, 60, 80, 100, 128, 200)
     ren_activation: str = "tanh"
     epochs: int = 1500
@@ -93,6 +98,9 @@ class ScalingConfig:
                 raise ValueError(f"{name} must be positive ints, got {widths!r}")
         if self.r2dn_init not in R2DN_INITS:
             raise ValueError(f"r2dn_init must be one of {R2DN_INITS}, got {self.r2dn_init!r}")
+        if self.r2dn_output_layer not in ("linear", "sandwich"):
+            raise ValueError("r2dn_output_layer must be 'linear' or 'sandwich', got "
+                             f"{self.r2dn_output_layer!r}")
 
 
 #: ``ScalingConfig.r2dn_init``: the library's initialisation, or the reference flax code's.
@@ -132,7 +140,8 @@ def make_model(config: ScalingConfig, family: str, width: int) -> RecurrentModel
     if family == "r2dn":
         model = ContractingR2DN(1, 1, config.r2dn_features, 1,
                                 hidden=(width,) * config.r2dn_layers,
-                                activation=config.r2dn_activation, **common)
+                                activation=config.r2dn_activation,
+                                output_layer=config.r2dn_output_layer, **common)
         return flax_lecun_init_(model) if config.r2dn_init == "flax" else model
     if family == "ren":
         return ContractingREN(1, 1, width, 1, activation=config.ren_activation, **common)
