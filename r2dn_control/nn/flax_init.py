@@ -44,6 +44,7 @@ unchanged (identification, observer and Youla were tuned with them).
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,8 @@ from .lbdn import LBDN, SandwichLayer
 from .r2dn import ContractingR2DN
 
 __all__ = ["TRUNCATED_STD", "flax_lecun_init_", "flax_lecun_normal_"]
+
+_Module = TypeVar("_Module", ContractingR2DN, LBDN, SandwichLayer)
 
 #: Standard deviation of a standard normal truncated to [−2, 2] (flax's correction factor).
 TRUNCATED_STD = 0.87962566103423978
@@ -75,9 +78,7 @@ def _redraw_lbdn(network: LBDN, generator: torch.Generator | None) -> None:
         layer.reset_scale()
 
 
-def flax_lecun_init_(model: ContractingR2DN | LBDN | SandwichLayer,
-                     generator: torch.Generator | None = None
-                     ) -> ContractingR2DN | LBDN | SandwichLayer:
+def flax_lecun_init_(model: _Module, generator: torch.Generator | None = None) -> _Module:
     """Redraw ``model``'s weight matrices in place with the reference flax code's distribution.
 
     Parameters
