@@ -16,18 +16,16 @@ $$
 std(W_ij) = 1/√r and |W_ij| ≤ 2.27/√r. For a contracting R2DN with nx states, nv features
 and nu inputs this gives
 
-========================  =========  ===================  ===================
-parameter                 shape      ours (`init`)        flax-style
-========================  =========  ===================  ===================
-X                         2nx × 2nx  1/√(2nx)             1/√(2nx) (truncated)
-Y                         nx × nx    1/√nx                1/√nx (truncated)
-B̂₁                        nx × nv    1/√nv                1/√nx
-C₁                        nv × nx    1/√nx                1/√nv
-B₂                        nx × nu    1/√nx                1/√nx (truncated)
-D₁₂                       nv × nu    1/√nv                1/√nv (truncated)
-C₂, D₂₁ (free output)     ny × ·     1/√cols              1/√ny
-sandwich weight (m → n)   (n+m) × n  1/√m                 1/√(n+m)
-========================  =========  ===================  ===================
+| parameter | shape | ours (`init="random"`) | flax-style |
+|---|---|---|---|
+| X | 2nx × 2nx | 1/√(2nx) | 1/√(2nx), truncated |
+| Y | nx × nx | 1/√nx | 1/√nx, truncated |
+| B̂₁ | nx × nv | 1/√nv | 1/√nx |
+| C₁ | nv × nx | 1/√nx | 1/√nv |
+| B₂ | nx × nu | 1/√nx | 1/√nx, truncated |
+| D₁₂ | nv × nu | 1/√nv | 1/√nv, truncated |
+| C₂, D₂₁ (free output) | ny × · | 1/√columns | 1/√ny |
+| sandwich weight (m → n) | (n+m) × n | 1/√m | 1/√(n+m) |
 
 and then, as in both codes, the magnitudes are reset to the new directions: the polar
 magnitude p = nrm(X) and each sandwich layer's a = nrm(W), with
@@ -36,9 +34,10 @@ equals its direction at initialisation. Zero-initialised parameters (biases, log
 ``init_output_zero`` output map) stay zero. Any parameter value gives a contracting model
 (docs/theory.md §3), so the redraw changes the starting point, never the guarantee.
 
-Used by the scaling study's presets (docs/results.md "Scaling study"), where it is the
-difference between our R2DN and the authors' at equal steps; the families' defaults are
-unchanged (identification, observer and Youla were tuned with them).
+(std of each entry; ours are untruncated normals). Used by the scaling study's presets
+(docs/results.md "Scaling study"), where it and the reference code's sandwich last layer
+together close the gap between our R2DN and the authors' at equal steps; the families'
+defaults are unchanged (identification, observer and Youla were tuned with them).
 """
 
 from __future__ import annotations
