@@ -8,6 +8,7 @@ from .base import RecurrentModel
 from .checkpoint import CheckpointError, load_model, save_model  # registers the families
 from .equilibrium import EquilibriumLayer
 from .explicit import ExplicitModel, rollout
+from .flax_init import flax_lecun_init_
 from .iqc import SupplyRate
 from .lbdn import LBDN, ExplicitMLP, SandwichLayer
 from .r2dn import ContractingR2DN, GeneralR2DN, LipschitzR2DN, PassiveR2DN
@@ -29,6 +30,7 @@ __all__ = [
     "load_model",
     "save_model",
     "SupplyRate",
+    "flax_lecun_init_",
     "register_model",
     "registered_models",
     "rollout",
