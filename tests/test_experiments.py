@@ -160,6 +160,21 @@ def test_presets_validate_their_fields() -> None:
         config_from_dict(cls, {"epochz": 3})
 
 
+def test_an_old_scaling_config_is_rebuilt_with_the_construction_it_ran() -> None:
+    """A config.json written before r2dn_init / r2dn_output_layer / lr_staircase existed was
+    run with the library's init, a linear last layer and the continuous decay, not with today's
+    defaults; a config that names them keeps them."""
+    from r2dn_control.experiments.common import config_dict
+
+    cls = type(get_experiment("scaling").config("test"))
+    now = config_dict(cls())
+    old = {k: v for k, v in now.items() if k not in cls.LEGACY_FIELDS}
+    rebuilt = config_from_dict(cls, old)
+    assert (rebuilt.r2dn_init, rebuilt.r2dn_output_layer, rebuilt.lr_staircase) == (
+        "default", "linear", False)
+    assert config_from_dict(cls, now) == cls()
+
+
 def test_json_files_are_written_atomically(tmp_path) -> None:
     path = tmp_path / "m.json"
     write_json(path, {"a": float("nan"), "b": [1.0, float("inf")]})

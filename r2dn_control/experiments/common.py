@@ -145,13 +145,19 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a config dataclass from `config_dict` output (lists back to tuples)."""
+    """Rebuild a config dataclass from `config_dict` output (lists back to tuples).
+
+    A field missing from ``data`` that the class lists in its ``LEGACY_FIELDS`` (fields added
+    after older runs were written) takes that legacy value, i.e. what the run actually used,
+    not today's default; any other missing field takes its default.
+    """
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}; expected some of "
                          f"{sorted(names)}")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    legacy = {k: v for k, v in getattr(cls, "LEGACY_FIELDS", {}).items() if k not in data}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()} | legacy
     return cls(**kwargs)
 
 

@@ -39,7 +39,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -88,6 +88,10 @@ class ScalingConfig:
     timing_batch: int = 64
     timing_horizon: int = 128
     repeats: int = 1000
+    #: Values of fields added after runs were written without them: a config.json that lacks
+    #: one was run with the construction below (`common.config_from_dict` fills them in).
+    LEGACY_FIELDS: ClassVar[dict[str, Any]] = {
+        "r2dn_output_layer": "linear", "lr_staircase": False, "r2dn_init": "default"}
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("epochs", "batches", "batch_size", "validation_points", "timing_batch",
