@@ -350,11 +350,13 @@ def _lanczos_top(gram: np.ndarray) -> tuple[float, np.ndarray] | None:
     from scipy.sparse.linalg import eigsh
 
     k = gram.shape[0]
+    if k < 3:  # ARPACK's complex path needs 2 < ncv ≤ n Lanczos vectors (and 1 < n − 1)
+        return None
     hemv = sla.blas.zhemv if np.iscomplexobj(gram) else sla.blas.dsymv
     op = LinearOperator((k, k), matvec=lambda x: hemv(1.0, gram, np.ravel(x), lower=0),
                         dtype=gram.dtype)
     try:
-        val, vec = eigsh(op, k=1, which="LA", ncv=min(k - 1, 32), tol=1e-12, maxiter=2000,
+        val, vec = eigsh(op, k=1, which="LA", ncv=min(k, 32), tol=1e-12, maxiter=2000,
                          v0=np.ones(k, dtype=gram.dtype))
     except (ArpackError, ArpackNoConvergence):
         return None
@@ -472,8 +474,11 @@ def radial_root(ss: StateSpaceBlocks, omega: float, lo: float, hi: float, rtol: 
 
 #: Angles in [0, π] where `peak_angle` evaluates the w-channel gain before refining.
 RAY_GRID = 12
-#: Most refinement steps (secant on dσ/dω) `peak_angle` spends after its grid.
-PEAK_STEPS = 8
+#: Most refinement steps (secant on dσ/dω) `peak_angle` spends after its grid. A sharp
+#: resonance far inside a grid cell took 10 (hypothesis draw seed 0, θ = 1.5, pole radius
+#: 0.89, circle 0.92: 8 steps stopped 0.28 % below the peak); the stopping rules below end
+#: the refinement long before this wherever the peak is smooth.
+PEAK_STEPS = 16
 #: `peak_angle` stops when the gain still to gain at the peak, predicted from the slope and the
 #: secant curvature (s²/(2|σ_ωω|)), is below this fraction of σ: 1e-8 moves the crossing radius
 #: by ~1e-8/|d log σ/d log r| relative, far below the rate search's tolerance (1e-4).
