@@ -23,7 +23,7 @@ from torch import Tensor
 from . import cpp, fused_ren
 from ._algebra import cast_is_noop
 from .equilibrium import EquilibriumLayer
-from .fused_rollout import fused_rollout, fused_sequence
+from .fused_rollout import fused_rollout, fused_sequence, input_terms, output_terms
 from .lbdn import ExplicitMLP
 
 
@@ -297,18 +297,10 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
     if backend.sequence is not None:
         return backend.sequence(model, u, x0)
     steps, nu = u.shape[1], u.shape[2]
-    # Time-major input terms so the loop reads contiguous (batch, n) slices.
-    u_flat = u.transpose(0, 1).reshape(-1, nu)
-    drive_x = torch.addmm(model.bx, u_flat, model.B2.T).view(steps, -1, model.A.shape[0])
-    drive_v = torch.addmm(model.bv, u_flat, model.D12.T).view(steps, -1, model.C1.shape[0])
+    u_flat = u.transpose(0, 1).reshape(-1, nu)  # time-major rows
+    drive_x, drive_v = input_terms(u_flat, steps, model.B2, model.D12, model.bx, model.bv)
     xs, ws, x = backend.run(model, x0, drive_x, drive_v)
-    # The outputs in the same time-major flat layout (contiguous: no copies forward or back),
-    # transposed to batch-major once at the end.
-    ny = model.C2.shape[0]
-    y = torch.addmm(torch.addmm(model.by, u_flat, model.D22.T), xs.reshape(-1, xs.shape[-1]),
-                    model.C2.T)
-    y = torch.addmm(y, ws.reshape(-1, ws.shape[-1]), model.D21.T)
-    return y.view(steps, -1, ny).transpose(0, 1).contiguous(), x
+    return output_terms(u_flat, xs, ws, model.C2, model.D21, model.D22, model.by), x
 
 
 def reference_rollout(model: ExplicitModel, u: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:

@@ -116,17 +116,19 @@ class _FusedR2DNRollout(torch.autograd.Function):
         return (lams[0], lam_next, g_v, g_a, g_b1, g_c1, None, None, *g_weights, *g_biases)
 
 
-def _drives(u_flat: Tensor, steps: int, B2: Tensor, D12: Tensor, bx: Tensor, bv: Tensor
+def input_terms(u_flat: Tensor, steps: int, B2: Tensor, D12: Tensor, bx: Tensor, bv: Tensor
             ) -> tuple[Tensor, Tensor]:
-    """``dx = u B₂ᵀ + b_x`` and ``dv = u D₁₂ᵀ + b_v`` for all steps, time-major (T, B, n)."""
+    """``dx = u B₂ᵀ + b_x`` and ``dv = u D₁₂ᵀ + b_v`` for all steps, time-major (T, B, n), from
+    the time-major input rows ``u_flat`` (T·B, nu), so the loop reads contiguous slices."""
     drive_x = torch.addmm(bx, u_flat, B2.T).view(steps, -1, B2.shape[0])
     drive_v = torch.addmm(bv, u_flat, D12.T).view(steps, -1, D12.shape[0])
     return drive_x, drive_v
 
 
-def _outputs(u_flat: Tensor, xs: Tensor, ws: Tensor, C2: Tensor, D21: Tensor, D22: Tensor,
+def output_terms(u_flat: Tensor, xs: Tensor, ws: Tensor, C2: Tensor, D21: Tensor, D22: Tensor,
              by: Tensor) -> Tensor:
-    """``y = x C₂ᵀ + w D₂₁ᵀ + u D₂₂ᵀ + b_y`` for all steps, batch-major (B, T, ny)."""
+    """``y = x C₂ᵀ + w D₂₁ᵀ + u D₂₂ᵀ + b_y`` for all steps in the loops' time-major flat layout
+    (contiguous: no copies forward or back), transposed to batch-major (B, T, ny) once."""
     steps = xs.shape[0]
     y = torch.addmm(torch.addmm(by, u_flat, D22.T), xs.reshape(-1, xs.shape[-1]), C2.T)
     y = torch.addmm(y, ws.reshape(-1, ws.shape[-1]), D21.T)
@@ -154,11 +156,11 @@ class _FusedR2DNSequence(torch.autograd.Function):
         use_cpp = cpp.usable(x0, u, A, B1, C1, B2, D12, C2, D21, D22, bx, bv, by, *params)
         batch, steps, nu = u.shape
         u_flat = u.transpose(0, 1).reshape(-1, nu)  # time-major rows
-        drive_x, drive_v = _drives(u_flat, steps, B2, D12, bx, bv)
+        drive_x, drive_v = input_terms(u_flat, steps, B2, D12, bx, bv)
         states, vs, ws, acts = _loop_forward(ctx, x0, drive_x, drive_v, A, B1, C1, activation,
                                              weights, biases, use_cpp)
         xs = states[:-1]
-        y = _outputs(u_flat, xs, ws, C2, D21, D22, by)
+        y = output_terms(u_flat, xs, ws, C2, D21, D22, by)
         ctx.save_for_backward(u_flat, xs, vs, ws, A, B1, C1, B2, D12, C2, D21, D22, *weights,
                               *acts)
         return y, states[-1].clone()
@@ -369,10 +371,10 @@ def fused_sequence(network: ExplicitMLP, x0: Tensor, u: Tensor, A: Tensor, B1: T
     if not _needs_graph(tensors):
         steps, nu = u.shape[1], u.shape[2]
         u_flat = u.transpose(0, 1).reshape(-1, nu)
-        drive_x, drive_v = _drives(u_flat, steps, B2, D12, bx, bv)
+        drive_x, drive_v = input_terms(u_flat, steps, B2, D12, bx, bv)
         xs, ws, x_final = _forward_without_graph(network, biases, x0, drive_x, drive_v, A, B1,
                                                  C1)
-        return _outputs(u_flat, xs, ws, C2, D21, D22, by), x_final
+        return output_terms(u_flat, xs, ws, C2, D21, D22, by), x_final
     return _FusedR2DNSequence.apply(x0, u, A, B1, C1, *io, network.activation_name,
                                     len(network.weights), *network.weights, *biases)
 
