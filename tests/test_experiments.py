@@ -19,7 +19,7 @@ from r2dn_control.experiments import (
 )
 from r2dn_control.experiments.common import config_from_dict, read_json, write_json
 from r2dn_control.experiments.compare import compare, find_runs, summarize
-from r2dn_control.experiments.scaling import fitted_slope
+from r2dn_control.experiments.scaling import _plain_log_formatter, fitted_slope
 from r2dn_control.nn.checkpoint import load_model
 
 # The identification experiments have their own tests (tests/test_experiments_sysid.py).
@@ -95,6 +95,13 @@ def test_fitted_slope_recovers_a_power_law() -> None:
     assert fit["slope"] == pytest.approx(0.4) and fit["stderr"] == pytest.approx(0.0, abs=1e-9)
     noisy = fitted_slope(x, [3.0 * v**0.4 * (1.1 if i % 2 else 0.9) for i, v in enumerate(x)])
     assert noisy["stderr"] > 0
+
+
+def test_scaling_plot_ticks_are_plain_numbers() -> None:
+    """Log-axis ticks read 0.3, 4, 20, 100000: no 6×10⁰-style labels running into the axis label."""
+    fmt = _plain_log_formatter(label_only_base=False)
+    assert [fmt._num_to_string(x, 0.1, 1e6) for x in (0.3, 4.0, 20.0, 1e5)] == [
+        "0.3", "4", "20", "100000"]
 
 
 def test_compare_reads_the_runs(runs) -> None:

@@ -316,6 +316,20 @@ def run(config: ScalingConfig, family: str, seed: int, run_dir: Path, device: to
                      certificates=certificates)
 
 
+def _plain_log_formatter(label_only_base: bool) -> Any:
+    """A log-axis formatter that writes ticks as plain numbers (``0.3``, ``20``, ``100000``, ``1e+06``).
+
+    matplotlib's own rule chooses which minor ticks get a label; only the text changes.
+    """
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+            return f"{x:g}"
+
+    return Plain(labelOnlyBase=label_only_base)
+
+
 def plot_scaling(rows: list[dict[str, Any]], slopes: dict[str, Any], family: str,
                  path: Path) -> None:
     """NRMSE against parameters, and time against expressivity with the fitted slopes."""
@@ -341,4 +355,9 @@ def plot_scaling(rows: list[dict[str, Any]], slopes: dict[str, Any], family: str
     right.legend()
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)
+        # plain tick labels (0.3, 4, 20, …): the default 6×10⁰-style minor labels ran into
+        # the axis label on a sub-decade axis (one width) and into each other
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(_plain_log_formatter(label_only_base=True))
+            axis.set_minor_formatter(_plain_log_formatter(label_only_base=False))
     save_figure(fig, path)
