@@ -434,12 +434,29 @@ def test_r2dn_inference_forward_equals_training_forward(r2dn_loop, dtype, monkey
     torch.testing.assert_close(x_infer, x_train.detach(), rtol=tol, atol=tol)
 
 
-@given(rows=st.integers(0, 3000), m=st.integers(1, 40), n=st.integers(1, 40),
-       threads=st.sampled_from([1, 2]))
-def test_gram_pairs_equals_matmul_and_sum(rows: int, m: int, n: int, threads: int) -> None:
-    """The weight-gradient kernel: XᵀG and Σ_r G for tall X, G (float64 to 1e-10, float32 to
-    float32 round-off), every thread count (row chunks summed)."""
-    gen = torch.Generator().manual_seed(rows * 1_000 + m * 40 + n)
+def _gram_reference(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+                                                                 torch.Tensor, torch.Tensor]:
+    """XᵀG and Σ_r G in float64 with their error scales |X|ᵀ|G| and Σ_r |G| (the bound of any
+    summation order is a multiple of these, not of the possibly cancelling result)."""
+    x, g = x.double(), g.double()
+    return x.T @ g, g.sum(0), x.abs().T @ g.abs(), g.abs().sum(0)
+
+
+def _assert_gram(got: torch.Tensor, want: torch.Tensor, scale: torch.Tensor,
+                 rtol: float) -> None:
+    assert got.shape == want.shape
+    excess = (got.double() - want).abs() - rtol * scale
+    assert torch.isfinite(got).all() and (excess <= 1e-300).all(), float(excess.max())
+
+
+@given(rows=st.one_of(st.integers(0, 70), st.integers(0, 5000)), m=st.integers(1, 130),
+       n=st.integers(1, 130), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+def test_gram_pairs_equals_matmul_and_sum(rows: int, m: int, n: int, threads: int,
+                                          seed: int) -> None:
+    """The weight-gradient kernel (every tile shape, ragged and swapped column tiles, K blocks,
+    row chunks per thread): XᵀG and Σ_r G equal torch.mm and sum, float64 to 1e-12 and float32
+    to 1e-5 relative to |X|ᵀ|G| (resp. Σ|G|), both operand orders."""
+    gen = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, m, dtype=F64, generator=gen)
     g = torch.randn(rows, n, dtype=F64, generator=gen)
     before = torch.get_num_threads()
@@ -449,10 +466,61 @@ def test_gram_pairs_equals_matmul_and_sum(rows: int, m: int, n: int, threads: in
         p32, s32 = cpp.ops().gram_pairs([x.float()], [g.float()])
     finally:
         torch.set_num_threads(before)
-    for got, want in zip([*p64, *s64], [x.T @ g, g.T @ x, g.sum(0), x.sum(0)], strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(p32[0].double(), x.T @ g, rtol=1e-4, atol=1e-4 * (1 + rows) ** 0.5)
-    torch.testing.assert_close(s32[0].double(), g.sum(0), rtol=1e-4, atol=1e-4 * (1 + rows) ** 0.5)
+    for a, b, product, total in ((x, g, p64[0], s64[0]), (g, x, p64[1], s64[1])):
+        want, want_sum, scale, sum_scale = _gram_reference(a, b)
+        _assert_gram(product, want, scale, 1e-12)
+        _assert_gram(total, want_sum, sum_scale, 1e-12)
+    want, want_sum, scale, sum_scale = _gram_reference(x.float(), g.float())
+    _assert_gram(p32[0], want, scale, 1e-5)
+    _assert_gram(s32[0], want_sum, sum_scale, 1e-5)
+
+
+@given(rows=st.integers(1, 400), m=st.integers(1, 40), n=st.integers(1, 40),
+       pad=st.integers(1, 20), dtype=st.sampled_from([F64, torch.float32]))
+def test_gram_pairs_reads_strided_rows_only(rows: int, m: int, n: int, pad: int,
+                                            dtype: torch.dtype) -> None:
+    """Row-strided views (column slices of a wider buffer full of NaN) give the contiguous
+    copies' results: the kernel's whole-vector loads past a row's end reach only padding lanes
+    that are discarded, and no element outside the view is used."""
+    gen = torch.Generator().manual_seed(rows * 7 + m * 131 + n)
+    x = torch.randn(rows, m, dtype=dtype, generator=gen)
+    g = torch.randn(rows, n, dtype=dtype, generator=gen)
+    x_buf = torch.full((rows, m + pad), math.nan, dtype=dtype)
+    g_buf = torch.full((rows, n + 2 * pad), math.nan, dtype=dtype)
+    x_view, g_view = x_buf[:, 1:1 + m], g_buf[:, pad:pad + n]
+    x_view.copy_(x)
+    g_view.copy_(g)
+    assert x_view.stride(0) == m + pad and g_view.stride(0) == n + 2 * pad
+    got_p, got_s = cpp.ops().gram_pairs([x_view], [g_view])
+    want_p, want_s = cpp.ops().gram_pairs([x], [g])
+    rtol = 1e-12 if dtype == F64 else 1e-5
+    _, _, scale, sum_scale = _gram_reference(x, g)
+    _assert_gram(got_p[0], want_p[0].double(), scale, rtol)
+    _assert_gram(got_s[0], want_s[0].double(), sum_scale, rtol)
+
+
+def test_gram_pairs_edge_shapes() -> None:
+    """No samples: zeros; no columns of X: empty product, the sums still formed."""
+    p, s = cpp.ops().gram_pairs([torch.randn(0, 3, dtype=F64), torch.randn(6, 0, dtype=F64)],
+                                [torch.randn(0, 5, dtype=F64), torch.ones(6, 2, dtype=F64)])
+    assert p[0].shape == (3, 5) and not p[0].any() and s[0].shape == (5,) and not s[0].any()
+    assert p[1].shape == (0, 2) and s[1].tolist() == [6.0, 6.0]
+
+
+def test_weight_gradients_dispatch_equals_torch() -> None:
+    """`weight_gradients` with the kernel (products up to GRAM_MAX_SIDE wide) and beyond it
+    (torch.mm) equals the all-torch path, time-major (T, B, n) inputs flattened."""
+    from r2dn_control.nn import fused_rollout as fr
+
+    gen = torch.Generator().manual_seed(3)
+    widths = [(1, 1), (16, 1), (1, 16), (16, 24), (fr.GRAM_MAX_SIDE + 1, 3)]
+    xs = [torch.randn(9, 7, m, dtype=F64, generator=gen) for m, _ in widths]
+    gs = [torch.randn(9, 7, n, dtype=F64, generator=gen) for _, n in widths]
+    assert [fr._gram_fits(x, g) for x, g in zip(xs, gs, strict=True)] == [True] * 4 + [False]
+    got = fr.weight_gradients(xs, gs, True)
+    want = fr.weight_gradients(xs, gs, False)
+    for a, b in zip([*got[0], *got[1]], [*want[0], *want[1]], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_gram_pairs_errors_are_clear() -> None:
@@ -461,5 +529,9 @@ def test_gram_pairs_errors_are_clear() -> None:
         cpp.ops().gram_pairs([a], [torch.randn(4, 2, dtype=F64)])
     with pytest.raises(RuntimeError, match="as many xs as gs"):
         cpp.ops().gram_pairs([a, a], [a])
-    with pytest.raises(RuntimeError, match="contiguous CPU tensors of one dtype"):
+    with pytest.raises(RuntimeError, match="CPU tensors of one dtype"):
         cpp.ops().gram_pairs([a], [a.float()])
+    with pytest.raises(RuntimeError, match="unit column stride"):
+        cpp.ops().gram_pairs([torch.randn(2, 5, dtype=F64).T], [a])
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        cpp.ops().gram_pairs([a.half()], [a.half()])

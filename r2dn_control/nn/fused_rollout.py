@@ -16,8 +16,9 @@ over blocks of batch rows when every width is at most the ``nn.cpp.loop_width`` 
 (`r2dn_control.config`), else torch's CPU kernels called in this file's order, in both
 cases without per-op Python and dispatcher overhead. Elsewhere (CUDA, other dtypes,
 ``R2DN_DISABLE_CPP=1``, no compiler, inside ``cpp.suspended()``) the Python loops below run.
-The weight gradients are a few large matmuls and stay in torch either way (σ' is evaluated
-in the C++ adjoint, or in torch on the pure-torch path). Under ``torch.no_grad`` (or when
+The weight gradients are one product over all samples per weight: the C++ ``gram_pairs``
+kernel on that path (`weight_gradients`), torch.mm elsewhere (σ' is evaluated in the C++
+adjoint, or in torch on the pure-torch path). Under ``torch.no_grad`` (or when
 nothing requires grad) the C++ forward runs without the Function and keeps no activations.
 """
 
@@ -212,20 +213,18 @@ class _FusedR2DNSequence(torch.autograd.Function):
                 *g_weights, *g_biases)
 
 
-#: Largest m·n of a weight gradient XᵀG (X: K×m, G: K×n) that the C++ ``gram_pairs`` kernel
-#: takes; larger products go to torch.mm, which is as fast or faster there. Measured on the
-#: 2-core EPYC (K = 8192, one thread, loaded machine): 8×8 83 vs 171 µs (kernel vs torch.mm +
-#: sum), 16×8 145 vs 321 µs, 1×16 42 vs 60 µs, but 16×16 273 vs 154 µs (and 1×1 108 vs 29 µs:
-#: see `_gram_fits`).
-GRAM_MAX_ENTRIES = 128
+#: Largest m and n of a weight gradient XᵀG (X: K×m, G: K×n) that the C++ ``gram_pairs`` kernel
+#: takes; wider products go to torch.mm. Measured on the 2-core EPYC (K = 8192, one thread,
+#: thread CPU time, kernel builds and torch.mm interleaved; docs/performance.md, "Sixth round"):
+#: the kernel is faster at every shape from 1×1 to 256×256 in float32 (0.45–0.9× torch.mm +
+#: sum; 16×16 44 vs 79 µs, 64×64 0.65 vs 0.86 ms, 128×128 3.2 vs 4.2 ms) and float64; beyond
+#: 256 it was not measured.
+GRAM_MAX_SIDE = 256
 
 
 def _gram_fits(x: Tensor, g: Tensor) -> bool:
-    """Whether ``gram_pairs`` is the faster way to XᵀG: m·n ≤ `GRAM_MAX_ENTRIES` and whole
-    32-byte vectors of G's columns (n a multiple of 8 in float32, of 4 in float64; ragged
-    column tiles cost a store-forwarding stall per sample)."""
-    return (x.shape[-1] * g.shape[-1] <= GRAM_MAX_ENTRIES
-            and g.shape[-1] % (32 // g.element_size()) == 0)
+    """Whether ``gram_pairs`` is the faster way to XᵀG: m, n ≤ `GRAM_MAX_SIDE`."""
+    return x.shape[-1] <= GRAM_MAX_SIDE and g.shape[-1] <= GRAM_MAX_SIDE
 
 
 def weight_gradients(xs: list[Tensor], gs: list[Tensor], use_cpp: bool
@@ -233,8 +232,8 @@ def weight_gradients(xs: list[Tensor], gs: list[Tensor], use_cpp: bool
     """``([Σ_r x_rᵀ g_r], [Σ_r g_r])`` for each pair ``(X, G)`` of (…, m) and (…, n) tensors
     with the same leading dimensions (flattened to K rows: all time steps and batch rows).
 
-    The small products run in one call of the C++ ``gram_pairs`` kernel (when ``use_cpp``:
-    CPU tensors, kernels loaded), the rest as ``torch.mm`` and ``sum``.
+    Products up to `GRAM_MAX_SIDE` wide run in one call of the C++ ``gram_pairs`` kernel
+    (when ``use_cpp``: CPU tensors, kernels loaded), the rest as ``torch.mm`` and ``sum``.
     """
     def flat(x: Tensor) -> Tensor:
         return x.reshape(-1, x.shape[-1])

@@ -28,7 +28,7 @@ Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.m
   (the inference cache of the explicit weights, ``r2dn_control/nn/_inference_cache.py``)
 
 * ``gram_pairs(xs, gs) -> ([xᵀg], [Σ_rows g])``: the weight gradients of the fused rollout
-  (tall K×m, K×n pairs with small m, n; ``r2dn_control/nn/fused_rollout.md``)
+  (tall K×m, K×n pairs, m, n up to a few hundred; ``r2dn_control/nn/fused_rollout.md``)
 
 * ``lbdn_map_forward(weights, scales, log_psis, log_gamma, eps, clip) -> (explicit weights,
   saved)`` and ``lbdn_map_backward(grads, weights, saved, hidden_count, clip) -> (∂/∂weights,

@@ -1,118 +1,345 @@
 // Weight gradients of the fused rollouts: ∂L/∂W = Σ_r x_rᵀ g_r over all K = T·B samples, for
 // several (X, G) pairs in one call (r2dn_control/nn/fused_rollout.md, "Gradients").
 //
-// X is K×m, G is K×n, both row-major with K in the thousands and m, n small: BLAS takes such
-// transposed tall-skinny products with tiny M, N at 2–10 GFLOP/s. Here the output is cut into
-// tiles of up to 8 rows × one 32-byte vector of columns whose accumulators stay in registers
-// for a whole pass over the samples (each sample: one vector load of G, up to 8 broadcast
-// multiply-adds); the column sums Σ_r g_r (the bias gradients) come from the first pass of each
-// column tile. Every tile re-reads the samples, so this is for small m·n only (the caller sends
-// larger products to torch.mm). Rows are split into chunks across at::parallel_for
-// threads, each with its own accumulator, summed at the end in chunk order (deterministic for a
-// given thread count). Accumulation is in the tensors' dtype, as in torch.mm.
+// X is K×m, G is K×n (rows with unit column stride, any row stride), K in the thousands and
+// m, n up to a few hundred: a transposed tall-skinny product with a small output, which BLAS
+// runs as a general GEMM at about half its peak. Here a GEMM micro-kernel needs no packing,
+// because the operands of the K-loop are already rows: out[i0:i0+MI, j0:j0+NV·L] +=
+// Σ_r x[r, i0:i0+MI]ᵀ g[r, j0:j0+NV·L] keeps its MI×NV vector accumulators in registers, and
+// each sample adds NV vector loads of G times MI broadcasts of X (L = lanes of one SIMD vector:
+// 512-bit with AVX-512, else 256-bit; tile shapes sized to the 32 or 16 vector registers).
+//
+// * K blocks: the samples are taken in blocks of about 128 KiB of X and G rows (they stay in
+//   L2 while every output tile passes over them); the tiles' accumulators are loaded from and
+//   added to a per-thread partial output padded to whole vectors, once per block.
+// * Row tiles of near-equal height (no one-row remainder tile); tiles with fewer than 8
+//   accumulators take several samples at a time into separate accumulator sets (FMA latency).
+// * Ragged n: the last, partly filled vector of a G row is loaded whole (its lanes past n land
+//   in padding columns of the partial output, never read) wherever that load stays inside G's
+//   memory; only the tensor's last rows have their tail copied into a zero-padded buffer.
+// * Swapped roles (G's columns broadcast, X's rows the vectors, out = (GᵀX)ᵀ) when that pads
+//   fewer lanes: 16×1, 64×1, 16×24 in float32.
+// * The bias sums Σ_r g_r come in the same pass over the block: one more accumulator row of
+//   the first row tile of each column tile (g added with weight one), or, swapped, a vector
+//   pass over the block's G rows. m = n = 1 (contiguous) is a dot product along the lanes.
+// * Samples are split into chunks across at::parallel_for threads, each with its own partial,
+//   summed at the end in chunk order (deterministic for a given thread count).
+//
+// Accumulation is in the tensors' dtype, as in torch.mm. Without AVX the same code compiles
+// to the target's vectors or scalars (GCC/Clang vector extensions).
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <tuple>
+#include <utility>
 #include <vector>
+
+#ifndef R2DN_GRAM_VECTOR_BYTES
+#if defined(__AVX512F__)
+#define R2DN_GRAM_VECTOR_BYTES 64
+#else
+#define R2DN_GRAM_VECTOR_BYTES 32
+#endif
+#endif
 
 namespace r2dn_kernels {
 namespace {
 
-// 32-byte vectors (GCC/Clang vector extension; AVX registers with -march=native).
+constexpr int kVectorBytes = R2DN_GRAM_VECTOR_BYTES;
+// Vector registers: 32 with AVX-512, 16 with AVX2 (the tile shapes below fit in them).
+constexpr int kRegisters = kVectorBytes == 64 ? 32 : 16;
+
 template <typename T>
 struct Vec {
-  static constexpr int kLanes = 32 / sizeof(T);
-  typedef T type __attribute__((vector_size(32)));
+  static constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
+  typedef T type __attribute__((vector_size(kVectorBytes)));
 };
 
-// One tile of out[i0 : i0+MI, j0 : j0+jw] (jw ≤ kLanes) += Σ_{r in [r0, r1)} x[r, i]·g[r, j]:
-// MI accumulator registers, each sample row adds one broadcast x[r, i] times the G vector. With
-// ``sums``, also sums[j0 : j0+jw] += Σ_r g[r, j].
-template <typename T, int MI>
-void gram_tile(const T* __restrict__ x, const T* __restrict__ g, int64_t r0, int64_t r1,
-               int64_t m, int64_t n, int64_t i0, int64_t j0, int64_t jw, T* __restrict__ out,
-               T* __restrict__ sums) {
+// Tile heights: MI ≤ max_rows(NV) keeps (MI + 1)·NV accumulators (the +1: the bias sums),
+// NV loaded G vectors and one broadcast in the registers.
+constexpr int max_rows(int nv) {
+  return std::min(12, (kRegisters - 1 - nv) / nv - 1);
+}
+constexpr int kMaxVectors = kRegisters == 32 ? 3 : 2;
+
+// Where the NV vectors of a column tile come from, sample by sample: vector v of sample r
+// (relative to the block) is at src[v] + r·stride[v].
+template <typename T>
+struct Columns {
+  const T* src[kMaxVectors];
+  int64_t stride[kMaxVectors];
+};
+
+// out[ii, v·L + lane] (row stride `so`) += Σ_{r < rows} x[r·sx + ii] · G_v(r)[lane] for
+// ii < MI, v < NV; with SUMS also sums[v·L + lane] += Σ_r G_v(r)[lane]. Tiles with fewer than
+// 8 accumulators (FMA latency × throughput) take U rows at a time into U accumulator sets.
+template <typename T, int MI, int NV, bool SUMS>
+void gram_tile(const T* __restrict__ x, int64_t sx, const Columns<T>& cols, int64_t rows,
+               T* __restrict__ out, int64_t so, T* __restrict__ sums) {
   using V = typename Vec<T>::type;
-  constexpr int W = Vec<T>::kLanes;
-  V acc[MI];
-  for (int ii = 0; ii < MI; ++ii) acc[ii] = V{};
-  V total = V{};
-  for (int64_t r = r0; r < r1; ++r) {
-    V gv = V{};
-    if (jw == W) {
-      std::memcpy(&gv, g + r * n + j0, sizeof(V));
-    } else {
-      for (int64_t jj = 0; jj < jw; ++jj) gv[jj] = g[r * n + j0 + jj];
+  constexpr int L = Vec<T>::kLanes;
+  constexpr int U = MI * NV >= 8 ? 1 : (MI * NV >= 4 ? 2 : 4);
+  V acc[U][MI][NV];
+  V tot[U][NV];
+  for (int u = 0; u < U; ++u)
+    for (int v = 0; v < NV; ++v) {
+      for (int ii = 0; ii < MI; ++ii) acc[u][ii][v] = V{};
+      tot[u][v] = V{};
     }
-    const T* __restrict__ xr = x + r * m + i0;
-    for (int ii = 0; ii < MI; ++ii) acc[ii] += xr[ii] * gv;
-    total += gv;
+  const T* src[NV];
+  int64_t stride[NV];
+  for (int v = 0; v < NV; ++v) {
+    src[v] = cols.src[v];
+    stride[v] = cols.stride[v];
   }
-  for (int ii = 0; ii < MI; ++ii) {
-    T* row = out + (i0 + ii) * n + j0;
-    for (int64_t jj = 0; jj < jw; ++jj) row[jj] += acc[ii][jj];
-  }
-  if (sums != nullptr) {
-    for (int64_t jj = 0; jj < jw; ++jj) sums[j0 + jj] += total[jj];
+  auto step = [&](int u, int64_t r) __attribute__((always_inline)) {
+    V gv[NV];
+    for (int v = 0; v < NV; ++v) std::memcpy(&gv[v], src[v] + r * stride[v], sizeof(V));
+    const T* __restrict__ xr = x + r * sx;
+    for (int ii = 0; ii < MI; ++ii) {
+      const T xi = xr[ii];
+      for (int v = 0; v < NV; ++v) acc[u][ii][v] += xi * gv[v];
+    }
+    if (SUMS) {
+      for (int v = 0; v < NV; ++v) tot[u][v] += gv[v];
+    }
+  };
+  int64_t r = 0;
+  for (; r + U <= rows; r += U)
+    for (int u = 0; u < U; ++u) step(u, r + u);
+  for (; r < rows; ++r) step(0, r);
+  for (int u = 1; u < U; ++u)
+    for (int v = 0; v < NV; ++v) {
+      for (int ii = 0; ii < MI; ++ii) acc[0][ii][v] += acc[u][ii][v];
+      tot[0][v] += tot[u][v];
+    }
+  for (int ii = 0; ii < MI; ++ii)
+    for (int v = 0; v < NV; ++v) {
+      V o;
+      std::memcpy(&o, out + ii * so + v * L, sizeof(V));
+      o += acc[0][ii][v];
+      std::memcpy(out + ii * so + v * L, &o, sizeof(V));
+    }
+  if (SUMS) {
+    for (int v = 0; v < NV; ++v) {
+      V o;
+      std::memcpy(&o, sums + v * L, sizeof(V));
+      o += tot[0][v];
+      std::memcpy(sums + v * L, &o, sizeof(V));
+    }
   }
 }
 
 template <typename T>
-void gram_rows(const T* x, const T* g, int64_t r0, int64_t r1, int64_t m, int64_t n, T* acc,
-               T* sums) {
-  constexpr int W = Vec<T>::kLanes;
-  for (int64_t j0 = 0; j0 < n; j0 += W) {
-    const int64_t jw = std::min<int64_t>(W, n - j0);
-    for (int64_t i0 = 0; i0 < m; i0 += 8) {
-      T* s = i0 == 0 ? sums : nullptr;  // the column sums once per column tile
-      switch (std::min<int64_t>(8, m - i0)) {
-        case 1: gram_tile<T, 1>(x, g, r0, r1, m, n, i0, j0, jw, acc, s); break;
-        case 2: gram_tile<T, 2>(x, g, r0, r1, m, n, i0, j0, jw, acc, s); break;
-        case 3: gram_tile<T, 3>(x, g, r0, r1, m, n, i0, j0, jw, acc, s); break;
-        case 4: gram_tile<T, 4>(x, g, r0, r1, m, n, i0, j0, jw, acc, s); break;
-        case 5: gram_tile<T, 5>(x, g, r0, r1, m, n, i0, j0, jw, acc, s); break;
-        case 6: gram_tile<T, 6>(x, g, r0, r1, m, n, i0, j0, jw, acc, s); break;
-        case 7: gram_tile<T, 7>(x, g, r0, r1, m, n, i0, j0, jw, acc, s); break;
-        default: gram_tile<T, 8>(x, g, r0, r1, m, n, i0, j0, jw, acc, s); break;
+using TileFn = void (*)(const T*, int64_t, const Columns<T>&, int64_t, T*, int64_t, T*);
+
+template <typename T, int NV, bool SUMS, int... MI>
+constexpr auto tile_table(std::integer_sequence<int, MI...>) {
+  return std::array<TileFn<T>, sizeof...(MI)>{&gram_tile<T, MI + 1, NV, SUMS>...};
+}
+
+// gram_tile<T, mi, nv, sums> for 1 ≤ mi ≤ max_rows(nv), 1 ≤ nv ≤ kMaxVectors.
+template <typename T>
+TileFn<T> tile_fn(int mi, int nv, bool sums) {
+  static const auto t1 = tile_table<T, 1, false>(std::make_integer_sequence<int, max_rows(1)>{});
+  static const auto s1 = tile_table<T, 1, true>(std::make_integer_sequence<int, max_rows(1)>{});
+  static const auto t2 = tile_table<T, 2, false>(std::make_integer_sequence<int, max_rows(2)>{});
+  static const auto s2 = tile_table<T, 2, true>(std::make_integer_sequence<int, max_rows(2)>{});
+#if R2DN_GRAM_VECTOR_BYTES == 64
+  static_assert(kMaxVectors == 3, "three-vector tiles with 32 registers");
+  static const auto t3 = tile_table<T, 3, false>(std::make_integer_sequence<int, max_rows(3)>{});
+  static const auto s3 = tile_table<T, 3, true>(std::make_integer_sequence<int, max_rows(3)>{});
+  if (nv == 3) return (sums ? s3 : t3)[mi - 1];
+#endif
+  if (nv == 2) return (sums ? s2 : t2)[mi - 1];
+  return (sums ? s1 : t1)[mi - 1];
+}
+
+// K rows per block: X's and G's rows of one block fill about 128 KiB (they stay in L2 while
+// every tile passes over them; 24–512 KiB measured alike), at least 64 rows (the tiles' loads
+// and stores amortised).
+#ifndef R2DN_GRAM_BLOCK_BYTES
+#define R2DN_GRAM_BLOCK_BYTES (128 * 1024)
+#endif
+int64_t block_rows(int64_t m, int64_t n, int64_t elem) {
+  return std::max<int64_t>(64, R2DN_GRAM_BLOCK_BYTES / ((m + n) * elem));
+}
+
+// out[i] += Σ_{r < rows} a[r·sa + i] for the ma columns of a, a vector of columns at a time;
+// the last, partly filled one is read whole (lanes past ma discarded) while that read ends
+// before a_end, the rows after that scalar.
+template <typename T>
+void column_sums(const T* a, int64_t sa, const T* a_end, int64_t rows, int64_t ma, T* out) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::kLanes;
+  for (int64_t j0 = 0; j0 < ma; j0 += L) {
+    const int64_t jw = std::min<int64_t>(L, ma - j0);
+    V s[4] = {V{}, V{}, V{}, V{}};
+    int64_t r = 0;
+    for (; r + 4 <= rows && a + (r + 3) * sa + j0 + L <= a_end; r += 4) {
+      for (int u = 0; u < 4; ++u) {
+        V row;
+        std::memcpy(&row, a + (r + u) * sa + j0, sizeof(V));
+        s[u] += row;
       }
     }
+    V total = (s[0] + s[1]) + (s[2] + s[3]);
+    for (; r < rows; ++r)
+      for (int64_t j = 0; j < jw; ++j) total[j] += a[r * sa + j0 + j];
+    for (int64_t j = 0; j < jw; ++j) out[j0 + j] += total[j];
   }
 }
 
+// One chunk of rows [0, k) of X (k×m, row stride sx) and G (k×n, row stride sg):
+// acc[i·np + j] += Σ_r x[r, i] g[r, j] (np = n rounded up to whole vectors) and, when
+// ``sums`` is non-null, sums[j] += Σ_r g[r, j] (or, with ``xsums`` set, xsums[i] += Σ_r x[r, i]:
+// the swapped call's bias sums are over its broadcast side). ``x_end``, ``g_end`` are one
+// past X's and G's last elements: the last, partly filled vector of a G row is loaded whole
+// (its lanes past n land in padding columns of acc, never read) while that load ends by g_end;
+// the rows where it would not (the tensor's last few) have their tail copied into a
+// zero-padded buffer first.
+template <typename T>
+void gram_chunk(const T* x, int64_t sx, const T* x_end, const T* g, int64_t sg, const T* g_end,
+                int64_t k, int64_t m, int64_t n, T* acc, T* sums, T* xsums) {
+  constexpr int L = Vec<T>::kLanes;
+  const int64_t full = n / L;                // whole vectors of G's columns
+  const int64_t tail = n - full * L;         // columns in the padded last vector
+  const int64_t vectors = full + (tail > 0);
+  const int64_t np = vectors * L;
+  const int64_t kb = block_rows(m, n, sizeof(T));
+  std::vector<T> padded;
+  for (int64_t r0 = 0; r0 < k; r0 += kb) {
+    const int64_t rows = std::min(kb, k - r0);
+    const T* xb = x + r0 * sx;
+    const T* gb = g + r0 * sg;
+    const bool pad = tail > 0 && gb + (rows - 1) * sg + full * L + L > g_end;
+    if (pad) {
+      padded.assign(static_cast<size_t>(rows * L), T(0));
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < tail; ++j) padded[r * L + j] = gb[r * sg + full * L + j];
+    }
+    if (xsums != nullptr) column_sums<T>(xb, sx, x_end, rows, m, xsums);
+    for (int64_t v0 = 0; v0 < vectors;) {
+      // Column tiles of up to kMaxVectors vectors; four as two pairs (taller tiles).
+      const int64_t left = vectors - v0;
+      const int nv = static_cast<int>(left <= kMaxVectors ? left : (left == 4 ? 2 : kMaxVectors));
+      Columns<T> cols{};
+      for (int v = 0; v < nv; ++v) {
+        const int64_t vec = v0 + v;
+        const bool padded_vector = pad && vec == full;
+        cols.src[v] = padded_vector ? padded.data() : gb + vec * L;
+        cols.stride[v] = padded_vector ? L : sg;
+      }
+      // Row tiles of near-equal height (no one-row remainder tile).
+      const int cap = max_rows(nv);
+      const int64_t tiles = (m + cap - 1) / cap;
+      int64_t i0 = 0;
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int mi = static_cast<int>((m - i0) / (tiles - t));
+        const bool with_sums = t == 0 && sums != nullptr;
+        tile_fn<T>(mi, nv, with_sums)(xb + i0, sx, cols, rows, acc + i0 * np + v0 * L, np,
+                                      with_sums ? sums + v0 * L : nullptr);
+        i0 += mi;
+      }
+      v0 += nv;
+    }
+  }
+}
+
+// m = n = 1 with unit row strides: out += Σ_r x[r] g[r], sums += Σ_r g[r] along the lanes.
+template <typename T>
+void dot_and_sum(const T* x, const T* g, int64_t k, T* out, T* sums) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::kLanes;
+  V d[2] = {V{}, V{}}, s[2] = {V{}, V{}};
+  int64_t r = 0;
+  for (; r + 2 * L <= k; r += 2 * L) {
+    for (int u = 0; u < 2; ++u) {
+      V xv, gv;
+      std::memcpy(&xv, x + r + u * L, sizeof(V));
+      std::memcpy(&gv, g + r + u * L, sizeof(V));
+      d[u] += xv * gv;
+      s[u] += gv;
+    }
+  }
+  T dot = T(0), sum = T(0);
+  for (int lane = 0; lane < L; ++lane) {
+    dot += d[0][lane] + d[1][lane];
+    sum += s[0][lane] + s[1][lane];
+  }
+  for (; r < k; ++r) {
+    dot += x[r] * g[r];
+    sum += g[r];
+  }
+  *out += dot;
+  *sums += sum;
+}
+
+// out = XᵀG (m×n), sums = Σ_r G (n) for one pair, rows split across threads.
 template <typename T>
 void gram_one(const at::Tensor& x, const at::Tensor& g, at::Tensor& out, at::Tensor& sums) {
+  constexpr int L = Vec<T>::kLanes;
   const int64_t k = x.size(0), m = x.size(1), n = g.size(1);
-  const T* xp = x.const_data_ptr<T>();
-  const T* gp = g.const_data_ptr<T>();
+  if (k == 0 || m == 0 || n == 0) {
+    if (k > 0 && n > 0) sums.copy_(g.sum(0));
+    return;
+  }
+  if (m == 1 && n == 1 && x.stride(0) == 1 && g.stride(0) == 1) {
+    dot_and_sum<T>(x.const_data_ptr<T>(), g.const_data_ptr<T>(), k, out.data_ptr<T>(),
+                   sums.data_ptr<T>());
+    return;
+  }
+  // Swapped (vectors along X's rows: out = (GᵀX)ᵀ) when that pads fewer lanes, e.g. 16×1,
+  // 16×24 in float32 with 16 lanes: m·⌈n/L⌉ vectors per sample against n·⌈m/L⌉.
+  const bool swap = n * ((m + L - 1) / L) < m * ((n + L - 1) / L);
+  const T* a = swap ? g.const_data_ptr<T>() : x.const_data_ptr<T>();
+  const T* b = swap ? x.const_data_ptr<T>() : g.const_data_ptr<T>();
+  const int64_t sa = swap ? g.stride(0) : x.stride(0), sb = swap ? x.stride(0) : g.stride(0);
+  const int64_t ma = swap ? n : m, nb = swap ? m : n;
+  const int64_t np = (nb + L - 1) / L * L;
+  // One past the last element of each side.
+  const T* a_end = a + (k - 1) * sa + ma;
+  const T* b_end = b + (k - 1) * sb + nb;
+  const int64_t size = ma * np + np + ma;  // product, column sums, broadcast-side sums
   // Chunks of at least 1024 rows: one per thread at most.
   const int64_t chunks =
       std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), k / 1024));
   const int64_t per = (k + chunks - 1) / chunks;
-  std::vector<T> partial(static_cast<size_t>(chunks * (m * n + n)), T(0));
+  std::vector<T> partial(static_cast<size_t>(chunks * size), T(0));
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      T* acc = partial.data() + c * (m * n + n);
-      gram_rows<T>(xp, gp, c * per, std::min(k, (c + 1) * per), m, n, acc, acc + m * n);
+      T* part = partial.data() + c * size;
+      const int64_t r0 = c * per, r1 = std::min(k, (c + 1) * per);
+      if (r1 <= r0) continue;
+      gram_chunk<T>(a + r0 * sa, sa, a_end, b + r0 * sb, sb, b_end, r1 - r0, ma, nb, part,
+                    swap ? nullptr : part + ma * np, swap ? part + ma * np + np : nullptr);
     }
   });
   T* op = out.data_ptr<T>();
   T* sp = sums.data_ptr<T>();
   for (int64_t c = 0; c < chunks; ++c) {
-    const T* acc = partial.data() + c * (m * n + n);
-    for (int64_t e = 0; e < m * n; ++e) op[e] += acc[e];
-    for (int64_t j = 0; j < n; ++j) sp[j] += acc[m * n + j];
+    const T* part = partial.data() + c * size;
+    for (int64_t i = 0; i < ma; ++i)
+      for (int64_t j = 0; j < nb; ++j) {
+        if (swap) {
+          op[j * n + i] += part[i * np + j];
+        } else {
+          op[i * n + j] += part[i * np + j];
+        }
+      }
+    const T* s = swap ? part + ma * np + np : part + ma * np;
+    for (int64_t j = 0; j < n; ++j) sp[j] += s[j];
   }
 }
 
-// For each k: (xs[k]ᵀ gs[k], Σ_rows gs[k]). All tensors 2-D, contiguous, CPU, one float dtype,
-// xs[k] and gs[k] with the same number of rows.
+// For each k: (xs[k]ᵀ gs[k], Σ_rows gs[k]). All tensors 2-D, CPU, one float dtype, unit column
+// stride (any row stride), xs[k] and gs[k] with the same number of rows.
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> gram_pairs(
     const std::vector<at::Tensor>& xs, const std::vector<at::Tensor>& gs) {
   TORCH_CHECK(xs.size() == gs.size(), "gram_pairs: as many xs as gs expected, got ", xs.size(),
@@ -124,15 +351,21 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> gram_pairs(
     TORCH_CHECK(x.dim() == 2 && g.dim() == 2 && x.size(0) == g.size(0),
                 "gram_pairs: 2-D X (K×m) and G (K×n) with the same K expected, got ",
                 x.sizes(), " and ", g.sizes());
-    TORCH_CHECK(x.is_contiguous() && g.is_contiguous() && x.device().is_cpu() &&
-                    g.device().is_cpu() && x.scalar_type() == g.scalar_type(),
-                "gram_pairs: contiguous CPU tensors of one dtype expected");
+    TORCH_CHECK(x.device().is_cpu() && g.device().is_cpu() &&
+                    x.scalar_type() == g.scalar_type(),
+                "gram_pairs: CPU tensors of one dtype expected, got ", x.scalar_type(), " on ",
+                x.device(), " and ", g.scalar_type(), " on ", g.device());
+    TORCH_CHECK((x.stride(1) == 1 || x.size(1) <= 1) && (g.stride(1) == 1 || g.size(1) <= 1) &&
+                    x.stride(0) >= 0 && g.stride(0) >= 0,
+                "gram_pairs: rows with unit column stride expected (e.g. .contiguous()), got "
+                "strides ", x.strides(), " and ", g.strides());
     at::Tensor out = at::zeros({x.size(1), g.size(1)}, x.options());
     at::Tensor sum = at::zeros({g.size(1)}, g.options());
     if (x.scalar_type() == at::kFloat) {
       gram_one<float>(x, g, out, sum);
     } else {
-      TORCH_CHECK(x.scalar_type() == at::kDouble, "gram_pairs: float32 or float64 expected");
+      TORCH_CHECK(x.scalar_type() == at::kDouble, "gram_pairs: float32 or float64 expected, "
+                  "got ", x.scalar_type());
       gram_one<double>(x, g, out, sum);
     }
     products.push_back(out);
