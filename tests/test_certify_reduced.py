@@ -6,7 +6,7 @@ slopes (complex z, and real z in real arithmetic) equal the dense evaluation (σ
 relative, never above it beyond rounding, the slopes to the Lanczos tolerance), on both Gram
 sides and through both the formed-G and the matrix-free Lanczos branches; a rate search that
 uses the reduction proves the same rate as the dense search (to the tolerance) and its
-certificate passes the float64 check. The threshold `kyp.REDUCED_MIN` (512 states) is lowered
+certificate passes the float64 check. The threshold `kyp.REDUCED_MIN` (1536 states) is lowered
 here so that small systems take the path.
 """
 

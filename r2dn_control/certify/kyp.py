@@ -395,8 +395,10 @@ def _largest_gram_pair(g: np.ndarray) -> tuple[float, np.ndarray]:
 #: From this state dimension on, the w-channel gains of a rate search (`SearchBlocks`) use the
 #: Hessenberg form of A (`HessenbergReduction`, built once) and a matrix-free λ_max instead of
 #: a dense O(n³) evaluation each (n = 2048, CPU s under load ≈ 5: real 1.8–1.9 → 0.7–1.0,
-#: complex ≈ 5.5 → 2.0–2.5; the reduction ≈ 4, once).
-REDUCED_MIN = 512
+#: complex ≈ 5.5 → 2.0–2.5; the reduction ≈ 4, once). At n = 1024 the benchmark R2DN's search
+#: (6 gains, 5 of them real) did not gain (9.8 s CPU with it, 9.3 s without; a dense real gain
+#: is cheap there), so the dense path is kept up to 1535 states.
+REDUCED_MIN = 1536
 #: Residual tolerance of the matrix-free Lanczos (relative to λ): the Ritz value is then within
 #: ~tol²·λ/gap of λ_max (1e-13 relative at n = 2048), its vector within ~tol/gap (what the slopes
 #: read; nothing is certified from either).
@@ -435,7 +437,7 @@ class HessenbergReduction:
 @dataclass(frozen=True, eq=False)
 class SearchBlocks(StateSpaceBlocks):
     """The blocks of one rate search, with the Hessenberg reduction its complex gains share
-    (built at the first complex gain from `REDUCED_MIN` states on; `_w_channel_derivative`)."""
+    (built at the first gain from `REDUCED_MIN` states on; `_w_channel_derivative`)."""
 
     _cache: dict[str, HessenbergReduction] = field(default_factory=dict, repr=False)
 
