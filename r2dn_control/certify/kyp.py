@@ -285,7 +285,11 @@ def _w_channel_derivative(ss: StateSpaceBlocks, z: complex, derivative: bool = T
     nan = complex(math.nan, math.nan)
     real = z.imag == 0.0
     if isinstance(ss, SearchBlocks) and n >= REDUCED_MIN:
-        found = _reduced_w_channel(ss.reduction(), z.real if real else z, derivative)
+        reduction = ss.reduction()  # BLAS-3 work: the certificate's thread count
+        # Thousands of O(n²) matrix–vector calls: one thread (two OpenBLAS threads made the
+        # n = 2048 rate search take 224 s CPU instead of 94 s, at load average ≈ 2).
+        with blas_threads(1):
+            found = _reduced_w_channel(reduction, z.real if real else z, derivative)
         if found is not None:
             return found
     shift = (z.real if real else z) * np.eye(n) - ss.A
