@@ -284,6 +284,14 @@ def _w_channel_derivative(ss: StateSpaceBlocks, z: complex, derivative: bool = T
         return 0.0, complex(0.0)
     nan = complex(math.nan, math.nan)
     real = z.imag == 0.0
+    if isinstance(ss, SearchBlocks) and n >= REDUCED_MIN:
+        reduction = ss.reduction()  # BLAS-3 work: the certificate's thread count
+        # Thousands of O(n²) matrix–vector calls: one thread (two OpenBLAS threads made the
+        # n = 2048 rate search take 224 s CPU instead of 94 s, at load average ≈ 2).
+        with blas_threads(1):
+            found = _reduced_w_channel(reduction, z.real if real else z, derivative)
+        if found is not None:
+            return found
     shift = (z.real if real else z) * np.eye(n) - ss.A
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sla.LinAlgWarning)  # z next to a pole: a large gain
@@ -386,6 +394,189 @@ def _largest_gram_pair(g: np.ndarray) -> tuple[float, np.ndarray]:
     val, vec = _top(_gram(g), vectors=True)
     assert vec is not None
     return val, vec
+
+
+#: From this state dimension on, the w-channel gains of a rate search (`SearchBlocks`) use the
+#: Hessenberg form of A (`HessenbergReduction`, built once) and a matrix-free λ_max instead of
+#: a dense O(n³) evaluation each (n = 2048, CPU s under load ≈ 5: real 1.8–1.9 → 0.7–1.0,
+#: complex ≈ 5.5 → 2.0–2.5; the reduction ≈ 4, once). At n = 1024 the benchmark R2DN's search
+#: (6 gains, 5 of them real) did not gain (9.8 s CPU with it, 9.3 s without; a dense real gain
+#: is cheap there), so the dense path is kept up to 1535 states.
+REDUCED_MIN = 1536
+#: Residual tolerance of the matrix-free Lanczos (relative to λ): the Ritz value is then within
+#: ~tol²·λ/gap of λ_max (1e-13 relative at n = 2048), its vector within ~tol/gap (what the slopes
+#: read; nothing is certified from either).
+REDUCED_LANCZOS_TOL = 1e-8
+
+
+@dataclass(eq=False)
+class HessenbergReduction:
+    r"""A = QHQᵀ (H upper Hessenberg, Q orthogonal) with B̃ = QᵀB₁, C̃ = C₁Q, so that
+    ``G(z) = C₁(zI − A)⁻¹B₁ = C̃(zI − H)⁻¹B̃``.
+
+    ``gram`` is C̃ᵀC̃ when Lanczos runs on G*G (n_w ≤ n_v, the side `_gram` takes) and B̃B̃ᵀ
+    otherwise; ``starts`` keeps the latest top eigenvector (by dtype) as the next start vector.
+    One reduction costs ~10/3·n³ flops plus two n×n products, about one dense complex gain;
+    afterwards zI − H is factored in O(n²) (banded LU with one subdiagonal, LAPACK gbtrf) and
+    each product with G*G is two O(n²) banded solves and three products with real n×n
+    matrices, so a gain costs ~2·(Lanczos steps)·n² instead of ~7n³ complex flops.
+    """
+
+    h: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    gram: np.ndarray
+    w_side: bool
+    starts: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, ss: StateSpaceBlocks) -> HessenbergReduction:
+        h, q = sla.hessenberg(ss.A, calc_q=True, check_finite=False)
+        b, c = q.T @ ss.B1, ss.C1 @ q
+        w_side = not c.shape[0] < b.shape[1]  # as `_gram`: GG* when G has fewer rows
+        gram = c.T @ c if w_side else b @ b.T
+        return cls(np.triu(h, -1), b, c, 0.5 * (gram + gram.T), w_side)
+
+
+@dataclass(frozen=True, eq=False)
+class SearchBlocks(StateSpaceBlocks):
+    """The blocks of one rate search, with the Hessenberg reduction its complex gains share
+    (built at the first gain from `REDUCED_MIN` states on; `_w_channel_derivative`)."""
+
+    _cache: dict[str, HessenbergReduction] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, ss: StateSpaceBlocks) -> SearchBlocks:
+        if isinstance(ss, SearchBlocks):
+            return ss
+        return cls(ss.A, ss.B1, ss.B2, ss.C1, ss.C2, ss.D11, ss.D12, ss.D21, ss.D22)
+
+    def reduction(self) -> HessenbergReduction:
+        """The Hessenberg reduction of these blocks (computed on the first call)."""
+        if "hessenberg" not in self._cache:
+            self._cache["hessenberg"] = HessenbergReduction.of(self)
+        return self._cache["hessenberg"]
+
+
+def _banded_shift(h: np.ndarray, z: complex | float) -> tuple[np.ndarray, np.ndarray] | None:
+    """LU of zI − H (H upper Hessenberg) in LAPACK band storage (kl = 1, ku = n − 1), by
+    zgbtrf (dgbtrf for a real ``float`` z; O(n²): one subdiagonal to eliminate); None if
+    zI − H is exactly singular.
+
+    Band storage keeps (i, j) at row ``n + i − j`` of column j of an (n + 2) × n Fortran
+    array, i.e. at flat offset ``n + i + j(n + 1)``: a strided view writes zI − H in one copy
+    (the zeros below the subdiagonal land in rows the factorization does not read)."""
+    n = h.shape[0]
+    real = isinstance(z, float)
+    ab = np.zeros((n + 2) * n, dtype=float if real else complex)
+    view = np.lib.stride_tricks.as_strided(ab[n:], shape=(n, n),
+                                           strides=(ab.itemsize, ab.itemsize * (n + 1)))
+    view[...] = -h
+    ab = ab.reshape((n + 2, n), order="F")
+    ab[n, :] += z
+    gbtrf = sla.lapack.dgbtrf if real else sla.lapack.zgbtrf
+    lu, piv, info = gbtrf(ab, 1, n - 1, overwrite_ab=1)
+    if info != 0:
+        return None
+    return lu, piv
+
+
+def _real_times_vec(m: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The real matrix m times the vector x; a complex x as an n × 2 real array (m read once)."""
+    if not np.iscomplexobj(x):
+        return m @ x
+    return (m @ np.ascontiguousarray(x).view(float).reshape(-1, 2)).ravel().view(complex)
+
+
+def _reduced_w_channel(red: HessenbergReduction, z: complex | float, derivative: bool
+                       ) -> tuple[float, complex] | None:
+    r"""(σ, c) of `_w_channel_derivative` at z (a ``float``: real arithmetic) from the Hessenberg form
+    (`HessenbergReduction`), or None (zI − H singular to working precision, or Lanczos did
+    not converge: the caller evaluates densely).
+
+    λ_max of the Gram matrix by `_reduced_top`. Slopes: q̃ = (zI − H)⁻¹B̃v,
+    p̃ = (zI − H)⁻*C̃ᵀu, c = −p̃*q̃ (= −p*q of the dense evaluation: Q is orthogonal).
+    """
+    n = red.h.shape[0]
+    factored = _banded_shift(red.h, z)
+    if factored is None:
+        return None
+    lu, piv = factored
+    real = isinstance(z, float)
+    gbtrs = sla.lapack.dgbtrs if real else sla.lapack.zgbtrs
+    adjoint_trans = 1 if real else 2
+
+    def solve(x: np.ndarray, adjoint: bool = False) -> np.ndarray:
+        return gbtrs(lu, 1, n - 1, x, piv, trans=adjoint_trans if adjoint else 0)[0]
+
+    top = _reduced_top(red, solve, derivative, real)
+    if top is None:
+        return None
+    sigma, nan = math.sqrt(max(top[0], 0.0)), complex(math.nan, math.nan)
+    if not derivative or sigma == 0.0:
+        return sigma, (nan if not derivative else complex(0.0))
+    if red.w_side:  # the vector is v (G*G); u = Gv/σ
+        v = top[1]
+        q = solve(_real_times_vec(red.b, v))
+        u = _real_times_vec(red.c, q) / sigma
+        p = solve(_real_times_vec(red.c.T, u), True)
+    else:  # the vector is u (GG*); v = G*u/σ
+        u = top[1]
+        p = solve(_real_times_vec(red.c.T, u), True)
+        v = _real_times_vec(red.b.T, p) / sigma
+        q = solve(_real_times_vec(red.b, v))
+    return sigma, -complex(np.vdot(p, q))
+
+
+def _reduced_top(red: HessenbergReduction, solve: Callable[..., np.ndarray], vectors: bool,
+                 real: bool = False) -> tuple[float, np.ndarray] | None:
+    r"""λ_max (and, with ``vectors``, a unit eigenvector) of the Gram matrix on the side of
+    ``red`` (`_gram`'s choice), with ``solve(x, adjoint)`` applying (zI − H)⁻¹ or (zI − H)⁻*
+    (``real``: a real z, real arithmetic throughout).
+
+    From `LANCZOS_GRAM_MIN` columns on both sides: matrix-free,
+    G*G = B̃ᵀ(zI − H)⁻*(C̃ᵀC̃)(zI − H)⁻¹B̃ (or GG* = C̃(zI − H)⁻¹(B̃B̃ᵀ)(zI − H)⁻*C̃ᵀ) by
+    implicitly restarted Lanczos (ARPACK) from the previous gain's top vector (None if it
+    does not converge). A Ritz value never exceeds λ_max, so a gain ≥ 1 read from it refutes
+    as the dense one does (docs/certificates.md). Otherwise G itself is formed by that many
+    O(n²) solves on the smaller side and read by `_top`.
+    """
+    from scipy.sparse.linalg import eigsh
+
+    nv, nw = red.c.shape[0], red.b.shape[1]
+    dtype = float if real else complex
+    times = np.matmul if real else _real_times
+    if min(nv, nw) < LANCZOS_GRAM_MIN:
+        if red.w_side:  # G = C̃(zI − H)⁻¹B̃ by n_w solves
+            g = times(red.c, solve(red.b.astype(dtype)))
+        else:  # G* = B̃ᵀ(zI − H)⁻*C̃ᵀ by n_v solves
+            g = times(red.b.T, solve(red.c.T.astype(dtype), True)).conj().T
+        if not np.all(np.isfinite(g)):
+            return None
+        val, vec = _top(_gram(g), vectors)
+        return val, (np.empty(0) if vec is None else vec)
+    b, c, gram = red.b, red.c, red.gram
+    if red.w_side:
+        def matvec(x: np.ndarray) -> np.ndarray:
+            y = solve(_real_times_vec(b, np.ravel(x)))
+            return _real_times_vec(b.T, solve(_real_times_vec(gram, y), True))
+    else:
+        def matvec(x: np.ndarray) -> np.ndarray:
+            y = solve(_real_times_vec(c.T, np.ravel(x)), True)
+            return _real_times_vec(c, solve(_real_times_vec(gram, y)))
+    k = nw if red.w_side else nv
+    start = red.starts.get(np.dtype(dtype).name)
+    op = LinearOperator((k, k), matvec=matvec, dtype=dtype)
+    try:
+        val, vecs = eigsh(op, k=1, which="LA", ncv=min(k, 32), tol=REDUCED_LANCZOS_TOL,
+                          maxiter=2000, v0=np.ones(k, dtype) if start is None else start)
+    except (ArpackError, ArpackNoConvergence):
+        return None
+    if not (val.size and np.isfinite(val[0]) and np.all(np.isfinite(vecs))):
+        return None
+    vec = vecs[:, 0] / np.linalg.norm(vecs[:, 0])
+    red.starts[np.dtype(dtype).name] = vec
+    return float(val[0]), vec
 
 
 def _on_ray(r: float, omega: float) -> complex:
@@ -687,6 +878,7 @@ def smallest_rate(ss: StateSpaceBlocks, upper: float = 1.0, rtol: float = 1e-6,
         radius = float(np.abs(np.linalg.eigvals(ss.A)).max()) if ss.A.size else 0.0
     if radius >= upper:
         return None
+    ss = SearchBlocks.of(ss)  # its complex gains share one Hessenberg reduction of A
     st = RateSearch(lo=radius)
     _frequency_candidates(ss, st, upper, rtol, eps)
     if st.best is None:
