@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import torch
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 from r2dn_control import certify
@@ -178,6 +178,7 @@ def _lightly_damped_blocks(seed: int, radius: float, n: int = 6, nv: int = 3
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**20), radius=st.floats(0.99, 0.999))
+@example(seed=384, radius=0.996836528002761)  # GainSearch needed 9 rounds (GainSearch.MAX_ROUNDS)
 def test_gain_of_a_lightly_damped_system_is_proved_near_the_frequency_optimum(seed, radius
                                                                               ) -> None:
     """Poles near the unit circle: the margin solve's state-direction rows √ε(zI − A)⁻¹B̂ are
