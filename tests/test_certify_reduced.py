@@ -19,6 +19,7 @@ import pytest
 import scipy.linalg as sla
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_certify_off_axis import _resonant as off_axis_resonant
 
 from r2dn_control.certify import kyp
 from r2dn_control.certify.lmi import StateSpaceBlocks, validate
@@ -113,19 +114,10 @@ def test_banded_shift_factors_the_shifted_hessenberg_matrix() -> None:
     assert kyp._banded_shift(np.triu(h), complex(h[0, 0])) is None
 
 
-def _resonant(seed: int, n: int = 14, nv: int = 4, theta: float = 2.75, radius: float = 0.8,
-              scale: float = 0.9) -> StateSpaceBlocks:
-    """As in test_certify_off_axis: the w-channel gain peaks near ω = θ, off the real axis."""
-    rng = np.random.default_rng(seed)
-    a = np.diag(rng.uniform(-0.5, 0.5, n))
-    a[:2, :2] = radius * np.array([[math.cos(theta), -math.sin(theta)],
-                                   [math.sin(theta), math.cos(theta)]])
-    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
-    a = q @ a @ q.T
-    b1, c1 = rng.normal(size=(n, nv)), rng.normal(size=(nv, n))
-    z = kyp._on_ray(1.0, theta)
-    b1 *= scale / np.linalg.norm(c1 @ np.linalg.solve(z * np.eye(n) - a, b1), 2)
-    return _blocks(a, b1, c1)
+def _resonant(seed: int) -> StateSpaceBlocks:
+    """test_certify_off_axis's system (w-channel gain peaking near ω = 2.75, off the real
+    axis) with 14 states."""
+    return off_axis_resonant(seed, n=14)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
