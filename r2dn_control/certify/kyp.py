@@ -48,6 +48,7 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator
 
 from .blas import blas_threads
 from .freq import GainSearch, _real_times
+from .lanczos import largest_eigenpair
 from .lmi import StateSpaceBlocks, Validation
 
 #: Regularization ``ε`` (relative to the scale of Ĉ) added as ``√ε I`` rows to Ĉ.
@@ -349,28 +350,15 @@ def _dense_top(gram: np.ndarray, vectors: bool) -> tuple[float, np.ndarray | Non
 def _lanczos_top(gram: np.ndarray) -> tuple[float, np.ndarray] | None:
     """λ_max and a unit eigenvector of the Hermitian matrix whose upper triangle is ``gram``, by
     implicitly restarted Lanczos (ARPACK) with matrix–vector products from that triangle
-    (dsymv/zhemv); None if ARPACK does not converge.
+    (dsymv/zhemv); None where `largest_eigenpair` declines (fewer than 3 rows, no convergence).
 
     A Ritz value is a Rayleigh quotient, so it never exceeds λ_max: a gain ≥ 1 read from it
     is ≥ 1 for the exact Gram matrix too (the refutations of `smallest_rate` stay valid), and
     an underestimate only makes the search test a rate the Riccati test then refuses.
     """
-    from scipy.sparse.linalg import eigsh
-
-    k = gram.shape[0]
-    if k < 3:  # ARPACK's complex path needs 2 < ncv ≤ n Lanczos vectors (and 1 < n − 1)
-        return None
     hemv = sla.blas.zhemv if np.iscomplexobj(gram) else sla.blas.dsymv
-    op = LinearOperator((k, k), matvec=lambda x: hemv(1.0, gram, np.ravel(x), lower=0),
-                        dtype=gram.dtype)
-    try:
-        val, vec = eigsh(op, k=1, which="LA", ncv=min(k, 32), tol=1e-12, maxiter=2000,
-                         v0=np.ones(k, dtype=gram.dtype))
-    except (ArpackError, ArpackNoConvergence):
-        return None
-    if not (val.size and np.isfinite(val[0]) and np.all(np.isfinite(vec))):
-        return None
-    return float(val[0]), vec[:, 0] / np.linalg.norm(vec[:, 0])
+    return largest_eigenpair(lambda x: hemv(1.0, gram, x, lower=0), gram.shape[0],
+                             gram.dtype.type, tol=1e-12)
 
 
 def _top(gram: np.ndarray, vectors: bool) -> tuple[float, np.ndarray | None]:
@@ -541,8 +529,6 @@ def _reduced_top(red: HessenbergReduction, solve: Callable[..., np.ndarray], vec
     as the dense one does (docs/certificates.md). Otherwise G itself is formed by that many
     O(n²) solves on the smaller side and read by `_top`.
     """
-    from scipy.sparse.linalg import eigsh
-
     nv, nw = red.c.shape[0], red.b.shape[1]
     dtype = float if real else complex
     times = np.matmul if real else _real_times
@@ -558,25 +544,20 @@ def _reduced_top(red: HessenbergReduction, solve: Callable[..., np.ndarray], vec
     b, c, gram = red.b, red.c, red.gram
     if red.w_side:
         def matvec(x: np.ndarray) -> np.ndarray:
-            y = solve(_real_times_vec(b, np.ravel(x)))
+            y = solve(_real_times_vec(b, x))
             return _real_times_vec(b.T, solve(_real_times_vec(gram, y), True))
     else:
         def matvec(x: np.ndarray) -> np.ndarray:
-            y = solve(_real_times_vec(c.T, np.ravel(x)), True)
+            y = solve(_real_times_vec(c.T, x), True)
             return _real_times_vec(c, solve(_real_times_vec(gram, y)))
     k = nw if red.w_side else nv
-    start = red.starts.get(np.dtype(dtype).name)
-    op = LinearOperator((k, k), matvec=matvec, dtype=dtype)
-    try:
-        val, vecs = eigsh(op, k=1, which="LA", ncv=min(k, 32), tol=REDUCED_LANCZOS_TOL,
-                          maxiter=2000, v0=np.ones(k, dtype) if start is None else start)
-    except (ArpackError, ArpackNoConvergence):
+    found = largest_eigenpair(matvec, k, dtype, tol=REDUCED_LANCZOS_TOL,
+                              start=red.starts.get(np.dtype(dtype).name))
+    if found is None:
         return None
-    if not (val.size and np.isfinite(val[0]) and np.all(np.isfinite(vecs))):
-        return None
-    vec = vecs[:, 0] / np.linalg.norm(vecs[:, 0])
+    val, vec = found
     red.starts[np.dtype(dtype).name] = vec
-    return float(val[0]), vec
+    return val, vec
 
 
 def _on_ray(r: float, omega: float) -> complex:

@@ -30,6 +30,7 @@ import scipy.linalg as sla
 import torch
 
 from ..nn.explicit import ExplicitModel
+from .lanczos import largest_eigenpair
 
 #: Unit round-off of float64.
 UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2
@@ -443,22 +444,13 @@ def estimate_min_eigenvalue(proof: CholeskyProof) -> float:
         return proof.shift + lam if lam > 0 else proof.lower
 
     def inverse(v: np.ndarray) -> np.ndarray:  # (R̂ᵀR̂)⁻¹v
-        return sla.solve_triangular(r, sla.solve_triangular(r, np.ravel(v), trans="T",
-                                                            check_finite=False),
+        return sla.solve_triangular(r, sla.solve_triangular(r, v, trans="T", check_finite=False),
                                     check_finite=False)
 
-    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
-
-    try:
-        theta = eigsh(LinearOperator((n, n), matvec=inverse, dtype=float), k=1, which="LA",
-                      tol=ESTIMATE_RTOL, ncv=min(n, 32), maxiter=1000,
-                      v0=np.ones(n), return_eigenvectors=False)
-    except (ArpackError, ArpackNoConvergence):
+    found = largest_eigenpair(inverse, n, float, tol=ESTIMATE_RTOL, maxiter=1000)
+    if found is None or not found[0] > 0:
         return proof.lower
-    top = float(theta.max()) if theta.size else math.nan
-    if not top > 0 or not math.isfinite(top):
-        return proof.lower
-    return proof.shift + 1.0 / top
+    return proof.shift + 1.0 / found[0]
 
 
 def _metric_check(metric: np.ndarray, strict: bool) -> str:
