@@ -296,9 +296,7 @@ def rollout(model: ExplicitModel, u: Tensor, x0: Tensor, method: str = "auto"
     backend = select_backend(model, u, x0, method)
     if backend.sequence is not None:
         return backend.sequence(model, u, x0)
-    steps, nu = u.shape[1], u.shape[2]
-    u_flat = u.transpose(0, 1).reshape(-1, nu)  # time-major rows
-    drive_x, drive_v = input_terms(u_flat, steps, model.B2, model.D12, model.bx, model.bv)
+    u_flat, drive_x, drive_v = input_terms(u, model.B2, model.D12, model.bx, model.bv)
     xs, ws, x = backend.run(model, x0, drive_x, drive_v)
     return output_terms(u_flat, xs, ws, model.C2, model.D21, model.D22, model.by), x
 

@@ -117,13 +117,16 @@ class _FusedR2DNRollout(torch.autograd.Function):
         return (lams[0], lam_next, g_v, g_a, g_b1, g_c1, None, None, *g_weights, *g_biases)
 
 
-def input_terms(u_flat: Tensor, steps: int, B2: Tensor, D12: Tensor, bx: Tensor, bv: Tensor
-            ) -> tuple[Tensor, Tensor]:
-    """``dx = u B₂ᵀ + b_x`` and ``dv = u D₁₂ᵀ + b_v`` for all steps, time-major (T, B, n), from
-    the time-major input rows ``u_flat`` (T·B, nu), so the loop reads contiguous slices."""
+def input_terms(u: Tensor, B2: Tensor, D12: Tensor, bx: Tensor, bv: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """The batch-major input u (B, T, nu) as time-major rows ``u_flat`` (T·B, nu), and
+    ``dx = u B₂ᵀ + b_x``, ``dv = u D₁₂ᵀ + b_v`` for all steps, time-major (T, B, n), so the
+    loop reads contiguous slices (`output_terms` takes the same rows)."""
+    steps, nu = u.shape[1], u.shape[2]
+    u_flat = u.transpose(0, 1).reshape(-1, nu)
     drive_x = torch.addmm(bx, u_flat, B2.T).view(steps, -1, B2.shape[0])
     drive_v = torch.addmm(bv, u_flat, D12.T).view(steps, -1, D12.shape[0])
-    return drive_x, drive_v
+    return u_flat, drive_x, drive_v
 
 
 def output_terms(u_flat: Tensor, xs: Tensor, ws: Tensor, C2: Tensor, D21: Tensor, D22: Tensor,
@@ -155,9 +158,7 @@ class _FusedR2DNSequence(torch.autograd.Function):
                 bv: Tensor, by: Tensor, activation: str, n_weights: int, *params: Tensor):
         weights, biases = params[:n_weights], params[n_weights:]
         use_cpp = cpp.usable(x0, u, A, B1, C1, B2, D12, C2, D21, D22, bx, bv, by, *params)
-        batch, steps, nu = u.shape
-        u_flat = u.transpose(0, 1).reshape(-1, nu)  # time-major rows
-        drive_x, drive_v = input_terms(u_flat, steps, B2, D12, bx, bv)
+        u_flat, drive_x, drive_v = input_terms(u, B2, D12, bx, bv)
         states, vs, ws, acts = _loop_forward(ctx, x0, drive_x, drive_v, A, B1, C1, activation,
                                              weights, biases, use_cpp)
         xs = states[:-1]
@@ -368,9 +369,7 @@ def fused_sequence(network: ExplicitMLP, x0: Tensor, u: Tensor, A: Tensor, B1: T
     io = (B2, D12, C2, D21, D22, bx, bv, by)
     tensors = (x0, u, A, B1, C1, *io, *network.weights, *biases)
     if not _needs_graph(tensors):
-        steps, nu = u.shape[1], u.shape[2]
-        u_flat = u.transpose(0, 1).reshape(-1, nu)
-        drive_x, drive_v = input_terms(u_flat, steps, B2, D12, bx, bv)
+        u_flat, drive_x, drive_v = input_terms(u, B2, D12, bx, bv)
         xs, ws, x_final = _forward_without_graph(network, biases, x0, drive_x, drive_v, A, B1,
                                                  C1)
         return output_terms(u_flat, xs, ws, C2, D21, D22, by), x_final
