@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from timing import median_thread_seconds
 from torch.profiler import profile
 
 from r2dn_control import config
@@ -50,12 +50,7 @@ def call(model: ContractingR2DN, backward: bool) -> None:
 
 
 def median_ms(fn: Callable[[], None], calls: int) -> float:
-    times = []
-    for _ in range(calls):
-        start = time.thread_time()
-        fn()
-        times.append(time.thread_time() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * median_thread_seconds(fn, calls)
 
 
 def op_count(model: ContractingR2DN) -> int:

@@ -21,26 +21,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from timing import median_thread_seconds
 
 from r2dn_control.nn import cpp
 
 SHAPES = ("1x1,1x16,16x1,16x16,16x24,24x24,16x32,32x32,32x16,16x48,48x48,48x16,16x64,64x64,"
           "64x16,16x96,96x96,96x16,128x128")
-
-
-def _median_time(fn: Callable[[], object], calls: int) -> float:
-    """Median thread CPU time of ``calls`` calls of ``fn`` after one warm-up, in µs."""
-    fn()
-    times = []
-    for _ in range(calls):
-        start = time.thread_time()
-        fn()
-        times.append(time.thread_time() - start)
-    return 1e6 * statistics.median(times)
 
 
 def main() -> None:
@@ -71,7 +60,7 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in runs}
         for r in range(args.rounds):
             for name in (("kernel", "mm") if r % 2 == 0 else ("mm", "kernel")):
-                times[name].append(_median_time(runs[name], args.calls))
+                times[name].append(1e6 * median_thread_seconds(runs[name], args.calls, warmup=1))
         ratios = [a / b for a, b in zip(times["kernel"], times["mm"], strict=True)]
         kernel, mm = statistics.median(times["kernel"]), statistics.median(times["mm"])
         gflops = 2 * args.rows * m * n / kernel / 1e3

@@ -28,6 +28,19 @@ def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device,
     return statistics.median(timed() for _ in range(repeats))
 
 
+def median_thread_seconds(fn: Callable[[], object], repeats: int, warmup: int = 0) -> float:
+    """Median thread CPU time (``time.thread_time``: this thread only, preemption not counted)
+    of ``fn`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.thread_time()
+        fn()
+        times.append(time.thread_time() - start)
+    return statistics.median(times)
+
+
 def median_wall_and_cpu(fn: Callable[[], object], repeats: int,
                         warmup: int = 1) -> tuple[float, float]:
     """Median wall time and median process CPU time of ``fn`` (CPU work) over ``repeats`` calls.
