@@ -58,27 +58,45 @@ def _loop_forward(ctx: Any, x0: Tensor, drive_x: Tensor, drive_v: Tensor, A: Ten
     return _forward_loop(x0, drive_x, drive_v, A, B1, C1, activation, weights, biases)
 
 
+#: The LBDN's weight and bias gradients when the adjoint formed them itself, else None.
+LbdnGradients = tuple[list[Tensor], list[Tensor]] | None
+
+
 def _loop_backward(ctx: Any, g_xs: Tensor, g_ws: Tensor, g_final: Tensor, A: Tensor,
                    B1: Tensor, C1: Tensor, weights: tuple[Tensor, ...] | list[Tensor],
-                   acts: tuple[Tensor, ...] | list[Tensor]
-                   ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
-    """The adjoint time loop: ``(λ_0..λ_T, g^w, g^v, [g^{z,k}])`` (`fused_rollout.md`)."""
+                   vs: Tensor, acts: tuple[Tensor, ...] | list[Tensor]
+                   ) -> tuple[Tensor, Tensor, Tensor, list[Tensor], LbdnGradients]:
+    """The adjoint time loop: ``(λ_0..λ_T, g^w, g^v, [g^{z,k}], LBDN gradients)``
+    (`fused_rollout.md`). The C++ lane loops form ``([∂L/∂W_k], [∂L/∂b_k])`` inside the loop
+    and return no g^{z,k}; the other loops return g^{z,k} and None."""
     if ctx.use_cpp:  # the kernel evaluates σ' from the saved outputs itself
-        return cpp.ops().r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1, list(weights),
-                                      list(acts), ctx.activation, ctx.loop_width)
+        lams, g_w, g_v, g_z, d_w, d_b = cpp.ops().r2dn_adjoint(
+            g_xs, g_ws, g_final, A, B1, C1, list(weights), vs, list(acts), ctx.activation,
+            ctx.loop_width)
+        return lams, g_w, g_v, g_z, ((d_w, d_b) if d_w else None)
     # σ' for every step at once (one vectorised op per layer instead of one per step).
     slopes = [DERIVATIVE_FROM_OUTPUT[ctx.activation](a) for a in acts]
-    return _adjoint_loop(g_xs, g_ws, g_final, A, B1, C1, tuple(weights), slopes)
+    return (*_adjoint_loop(g_xs, g_ws, g_final, A, B1, C1, tuple(weights), slopes), None)
 
 
 def _recurrent_pairs(xs: Tensor, vs: Tensor, ws: Tensor, acts: list[Tensor] | tuple[Tensor, ...],
-                     lam_next: Tensor, g_w: Tensor, g_v: Tensor, g_z: list[Tensor]
-                     ) -> tuple[list[Tensor], list[Tensor]]:
-    """The `weight_gradients` pairs of the LBDN's weights (their biases are the sums), then
-    ``A``, ``B₁``, ``C₁`` (the products are the gradients, column convention)."""
-    inputs = [vs, *acts]  # the input of weight k is inputs[k]
-    outs = [*g_z, g_w]    # the gradient at its output is outs[k]
+                     lam_next: Tensor, g_w: Tensor, g_v: Tensor, g_z: list[Tensor],
+                     lbdn: LbdnGradients) -> tuple[list[Tensor], list[Tensor]]:
+    """The `weight_gradients` pairs of the LBDN's weights (their biases are the sums; none
+    when the adjoint formed them, ``lbdn``), then ``A``, ``B₁``, ``C₁`` (the products are the
+    gradients, column convention)."""
+    inputs = [] if lbdn else [vs, *acts]  # the input of weight k is inputs[k]
+    outs = [] if lbdn else [*g_z, g_w]    # the gradient at its output is outs[k]
     return [*inputs, lam_next, lam_next, g_v], [*outs, xs, ws, xs]
+
+
+def _split_lbdn(products: list[Tensor], sums: list[Tensor], lbdn: LbdnGradients,
+                n_weights: int) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+    """(∂L/∂W_k, ∂L/∂b_k, the other products, their sums) from `weight_gradients` on the
+    pairs of `_recurrent_pairs` (the LBDN's from the adjoint when it formed them)."""
+    if lbdn is not None:
+        return lbdn[0], lbdn[1], products, sums
+    return products[:n_weights], sums[:n_weights], products[n_weights:], sums[n_weights:]
 
 
 class _FusedR2DNRollout(torch.autograd.Function):
@@ -108,12 +126,12 @@ class _FusedR2DNRollout(torch.autograd.Function):
         g_xs = torch.zeros_like(xs) if g_xs is None else g_xs.contiguous()
         g_ws = torch.zeros_like(ws) if g_ws is None else g_ws.contiguous()
         g_final = xs.new_zeros(batch, nx) if g_final is None else g_final
-        lams, g_w, g_v, g_z = _loop_backward(ctx, g_xs, g_ws, g_final, A, B1, C1, weights, acts)
+        lams, g_w, g_v, g_z, lbdn = _loop_backward(ctx, g_xs, g_ws, g_final, A, B1, C1,
+                                                   weights, vs, acts)
         lam_next = lams[1:]
         products, sums = weight_gradients(
-            *_recurrent_pairs(xs, vs, ws, acts, lam_next, g_w, g_v, g_z), ctx.use_cpp)
-        g_weights, g_biases = products[:n_weights], sums[:n_weights]
-        g_a, g_b1, g_c1 = products[n_weights:]
+            *_recurrent_pairs(xs, vs, ws, acts, lam_next, g_w, g_v, g_z, lbdn), ctx.use_cpp)
+        g_weights, g_biases, (g_a, g_b1, g_c1), _ = _split_lbdn(products, sums, lbdn, n_weights)
         return (lams[0], lam_next, g_v, g_a, g_b1, g_c1, None, None, *g_weights, *g_biases)
 
 
@@ -182,9 +200,10 @@ class _FusedR2DNSequence(torch.autograd.Function):
         g_xs = (g_flat @ C2).view(steps, batch, nx)
         g_ws = (g_flat @ D21).view(steps, batch, -1)
         g_final = xs.new_zeros(batch, nx) if g_final is None else g_final
-        lams, g_w, g_v, g_z = _loop_backward(ctx, g_xs, g_ws, g_final, A, B1, C1, weights, acts)
+        lams, g_w, g_v, g_z, lbdn = _loop_backward(ctx, g_xs, g_ws, g_final, A, B1, C1,
+                                                   weights, vs, acts)
         lam_next = lams[1:]
-        firsts, seconds = _recurrent_pairs(xs, vs, ws, acts, lam_next, g_w, g_v, g_z)
+        firsts, seconds = _recurrent_pairs(xs, vs, ws, acts, lam_next, g_w, g_v, g_z, lbdn)
         # The I/O blocks: Σ (input)ᵀ(gradient at the output) is the transposed gradient of
         # the matrix, Σ (gradient at the output) that of its bias (fused_rollout.md).
         io_pairs = {"B2": (u_flat, lam_next, needs["B2"] or needs["bx"]),
@@ -196,11 +215,10 @@ class _FusedR2DNSequence(torch.autograd.Function):
         firsts += [io_pairs[name][0] for name in wanted]
         seconds += [io_pairs[name][1] for name in wanted]
         products, sums = weight_gradients(firsts, seconds, ctx.use_cpp)
-        g_weights, g_biases = products[:n_weights], sums[:n_weights]
-        g_a, g_b1, g_c1 = products[n_weights:n_weights + 3]
+        g_weights, g_biases, products, sums = _split_lbdn(products, sums, lbdn, n_weights)
+        g_a, g_b1, g_c1 = products[:3]
         io_grads: dict[str, Tensor | None] = dict.fromkeys(_IO)
-        for name, product, total in zip(wanted, products[n_weights + 3:],
-                                        sums[n_weights + 3:], strict=True):
+        for name, product, total in zip(wanted, products[3:], sums[3:], strict=True):
             io_grads[name] = product.T if needs[name] else None
             bias = {"B2": "bx", "D12": "bv", "C2": "by"}.get(name)
             if bias is not None and needs[bias]:

@@ -20,8 +20,8 @@ Operators (CPU, float32/float64; math contracts in ``r2dn_control/nn/fused_ren.m
 * ``ren_adjoint(g_xs, g_ws, g_final, ws, A, B1, C1, D11, activation) -> (λ_next, g_v, λ_0)``
 * ``r2dn_forward(x0, dx, dv, A, B1, C1, weights, biases, activation, max_loop_width, save)
   -> (x_0..T, vs, ws, acts)`` (``save=False``: inference, vs and acts are not kept)
-* ``r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1, weights, acts, activation, max_loop_width)
-  -> (λ_0..T, g_w, g_v, g_z)``
+* ``r2dn_adjoint(g_xs, g_ws, g_final, A, B1, C1, weights, vs, acts, activation, max_loop_width)
+  -> (λ_0..T, g_w, g_v, g_z, ∂W, ∂b)``
 
 * ``snapshot_bytes(tensors) -> bytes`` and ``snapshot_equal(tensors, bytes) -> bool``: the
   raw bytes of contiguous CPU tensors (any dtypes) concatenated, and whether they still match
@@ -69,7 +69,8 @@ SOURCES = tuple(pathlib.Path(__file__).with_name(name)
                 for name in ("ren_kernels.cpp", "r2dn_kernels.cpp", "snapshot_kernels.cpp",
                              "gram_kernels.cpp", "explicit_map_kernels.cpp"))
 #: Headers the sources include (they change the build as much as the sources do).
-HEADERS = tuple(pathlib.Path(__file__).with_name(name) for name in ("activation_math.h",))
+HEADERS = tuple(pathlib.Path(__file__).with_name(name)
+                for name in ("activation_math.h", "gram_tile.h"))
 #: Compiler flags of the kernels.
 CFLAGS = ("-O3", "-march=native", "-std=c++17")
 _LOG = logging.getLogger(__name__)

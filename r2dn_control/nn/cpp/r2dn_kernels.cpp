@@ -19,6 +19,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/leaky_relu_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <ATen/ops/mul_cpu_dispatch.h>
@@ -29,6 +30,7 @@
 #include <torch/library.h>
 
 #include "activation_math.h"
+#include "gram_tile.h"
 
 #include <algorithm>
 #include <string>
@@ -239,12 +241,103 @@ void forward_lanes(const at::Tensor& x0, const at::Tensor& dx, const at::Tensor&
   });
 }
 
+// The LBDN's weight gradients inside the lane-loop adjoint (fused_rollout.md, "Gradients"):
+// ∂L/∂W_k = Σ_t (h^k_t)ᵀ g^{out,k}_t and ∂L/∂b_k = Σ_t g^{out,k}_t, with h^0 = v, h^k = s^{k−1}
+// (the saved batch-major rows) and g^{out,k} = g^{z,k} (k < L), g^w (k = L), the blocks the
+// adjoint has just computed (feature-major, in L1). Each pair stages the rows of a few steps
+// (about `kFlushRows`: X copied, G transposed into rows padded to whole SIMD vectors) and adds
+// them to a per-thread partial with the register-tiled `gram_chunk` of gram_tile.h. So
+// g^{z,k} is never written to memory and read back (the separate `gram_pairs` pass read
+// 2·T·B·Σ widths numbers after the loop).
+template <typename T, int64_t L>
+class FusedWeightGrads {
+ public:
+  // Rows staged per pair before they are added (the gram kernel's smallest K block).
+  static constexpr int64_t kFlushRows = 64;
+
+  FusedWeightGrads(const std::vector<int64_t>& fan_in, const std::vector<int64_t>& fan_out,
+                   int64_t lanes, T* partial)
+      : m_(fan_in), n_(fan_out), cap_(((kFlushRows + lanes - 1) / lanes) * lanes) {
+    constexpr int64_t V = Vec<T>::kLanes;
+    int64_t offset = 0;
+    for (size_t k = 0; k < m_.size(); ++k) {
+      np_.push_back((n_[k] + V - 1) / V * V);
+      acc_.push_back(partial + offset);
+      offset += (m_[k] + 1) * np_[k];  // the product, then the bias sums
+      xs_.emplace_back(static_cast<size_t>(cap_ * m_[k]), T(0));
+      gs_.emplace_back(static_cast<size_t>(cap_ * np_[k]), T(0));
+      used_.push_back(0);
+    }
+  }
+
+  // Size of the partial one thread accumulates into: Σ_k (m_k + 1)·np_k.
+  static int64_t partial_size(const std::vector<int64_t>& fan_in,
+                              const std::vector<int64_t>& fan_out) {
+    constexpr int64_t V = Vec<T>::kLanes;
+    int64_t size = 0;
+    for (size_t k = 0; k < fan_in.size(); ++k) size += (fan_in[k] + 1) * ((fan_out[k] + V - 1) / V * V);
+    return size;
+  }
+
+  // Pair k gets the lanes rows x_rows (lanes × m_k, contiguous) and the feature-major block
+  // g (n_k × L) of one step.
+  void add(size_t k, const T* x_rows, const T* g, int64_t lanes) {
+    std::memcpy(xs_[k].data() + used_[k] * m_[k], x_rows,
+                static_cast<size_t>(lanes * m_[k]) * sizeof(T));
+    transpose<T>(g, L, n_[k], lanes, gs_[k].data() + used_[k] * np_[k], np_[k]);
+    used_[k] += lanes;
+    if (used_[k] + lanes > cap_) flush(k);
+  }
+
+  void flush_all() {
+    for (size_t k = 0; k < m_.size(); ++k) flush(k);
+  }
+
+  // out_k (m_k × n_k) += the product of pair k in a partial, sums_k (n_k) += its bias sums.
+  static void add_partial(const std::vector<int64_t>& fan_in,
+                          const std::vector<int64_t>& fan_out, const T* partial,
+                          std::vector<at::Tensor>& products, std::vector<at::Tensor>& sums) {
+    constexpr int64_t V = Vec<T>::kLanes;
+    for (size_t k = 0; k < fan_in.size(); ++k) {
+      const int64_t m = fan_in[k], n = fan_out[k], np = (n + V - 1) / V * V;
+      T* out = products[k].data_ptr<T>();
+      T* total = sums[k].data_ptr<T>();
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) out[i * n + j] += partial[i * np + j];
+      for (int64_t j = 0; j < n; ++j) total[j] += partial[m * np + j];
+      partial += (m + 1) * np;
+    }
+  }
+
+ private:
+  void flush(size_t k) {
+    const int64_t rows = used_[k];
+    if (rows == 0) return;
+    const T* x = xs_[k].data();
+    const T* g = gs_[k].data();
+    gram_chunk<T>(x, m_[k], x + rows * m_[k], g, np_[k], g + rows * np_[k], rows, m_[k],
+                  n_[k], acc_[k], acc_[k] + m_[k] * np_[k], nullptr);
+    used_[k] = 0;
+  }
+
+  std::vector<int64_t> m_, n_, np_;
+  int64_t cap_;
+  std::vector<T*> acc_;
+  std::vector<std::vector<T>> xs_, gs_;
+  std::vector<int64_t> used_;
+};
+
+// The adjoint over lane blocks; with the LBDN's weight gradients fused in (`FusedWeightGrads`:
+// d_weights[k] = ∂L/∂W_k, d_biases[k] = ∂L/∂b_k, zero-initialised by the caller), so g^{z,k}
+// is not stored (g_z stays empty). Threads take chunks of blocks, each with its own partial,
+// summed in block order at the end (deterministic for a given thread count).
 template <typename T, int64_t L, Act ACT>
 void adjoint_lanes(const at::Tensor& g_xs, const at::Tensor& g_ws, const at::Tensor& g_final,
                    const at::Tensor& A, const at::Tensor& B1, const at::Tensor& C1,
-                   const std::vector<at::Tensor>& weights,
+                   const std::vector<at::Tensor>& weights, const at::Tensor& vs,
                    const std::vector<at::Tensor>& acts, at::Tensor& lams, at::Tensor& g_w,
-                   at::Tensor& g_v, std::vector<at::Tensor>& g_z) {
+                   at::Tensor& g_v, std::vector<at::Tensor>& d_weights,
+                   std::vector<at::Tensor>& d_biases) {
   const int64_t steps = g_xs.size(0), batch = g_xs.size(1), nx = g_xs.size(2);
   const int64_t nv = g_ws.size(2);
   const int64_t hidden = static_cast<int64_t>(weights.size()) - 1;
@@ -258,42 +351,61 @@ void adjoint_lanes(const at::Tensor& g_xs, const at::Tensor& g_ws, const at::Ten
   const T *gxp = g_xs.data_ptr<T>(), *gwsp = g_ws.data_ptr<T>();
   const T* gfp = g_final.data_ptr<T>();
   T *lp = lams.data_ptr<T>(), *gwp = g_w.data_ptr<T>(), *gvp = g_v.data_ptr<T>();
+  // Pair k: input rows ins[k] (v for k = 0, else s^{k−1}), fan-in, fan-out.
+  std::vector<const T*> ins{vs.data_ptr<T>()};
+  std::vector<int64_t> fan_in{nv}, fan_out;
   std::vector<const T*> slp;
-  std::vector<T*> zp;
   int64_t widest = nv;
   for (const auto& s : acts) {  // σ' comes from the saved outputs s^k, lane block by block
     slp.push_back(s.data_ptr<T>());
+    ins.push_back(s.data_ptr<T>());
+    fan_in.push_back(s.size(2));
+    fan_out.push_back(s.size(2));
     widest = std::max(widest, s.size(2));
   }
-  for (auto& z : g_z) zp.push_back(z.data_ptr<T>());
-  for_each_block(batch, L, [&](int64_t b0, int64_t lanes) {
-    std::vector<T> lam(nx * L), lam_new(nx * L), d(std::max(nx, nv) * L);
-    std::vector<T> g0(widest * L), g1(widest * L), s_blk(widest * L);
-    gather<T, L>(gfp + b0 * nx, nx, lanes, lam.data());
-    for (int64_t t = steps - 1; t >= 0; --t) {
-      const int64_t row = t * batch + b0;
-      gather<T, L>(gwsp + row * nv, nv, lanes, d.data());
-      matvec<T, L>(b1_t, nv, nx, lam.data(), d.data(), g0.data());  // g^w = G^w + B1ᵀ λ
-      scatter<T, L>(g0.data(), nv, lanes, gwp + row * nv);
-      int64_t fan_out = nv;
-      for (int64_t k = hidden - 1; k >= 0; --k) {  // g^{z,k} = (W_{k+1} g) ⊙ σ'
-        const int64_t width = mats.rows[3 + k + 1];
-        matvec<T, L>(mp[3 + k + 1], width, fan_out, g0.data(), nullptr, g1.data());
-        gather<T, L>(slp[k] + row * width, width, lanes, s_blk.data());
-        for (int64_t i = 0; i < width * L; ++i) g1[i] *= slope_from_output<T, ACT>(s_blk[i]);
-        scatter<T, L>(g1.data(), width, lanes, zp[k] + row * width);
-        std::swap(g0, g1);
-        fan_out = width;
+  fan_out.push_back(nv);
+  using Grads = FusedWeightGrads<T, L>;
+  const int64_t blocks = (batch + L - 1) / L;
+  const int64_t part_size = Grads::partial_size(fan_in, fan_out);
+  std::vector<std::vector<T>> partials(static_cast<size_t>(blocks));  // by a chunk's first block
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    std::vector<T>& partial = partials[first];
+    partial.assign(static_cast<size_t>(part_size), T(0));
+    for (int64_t blk = first; blk < last; ++blk) {
+      const int64_t b0 = blk * L, lanes = std::min(L, batch - b0);
+      Grads grads(fan_in, fan_out, lanes, partial.data());
+      std::vector<T> lam(nx * L), lam_new(nx * L), d(std::max(nx, nv) * L);
+      std::vector<T> g0(widest * L), g1(widest * L), s_blk(widest * L);
+      gather<T, L>(gfp + b0 * nx, nx, lanes, lam.data());
+      for (int64_t t = steps - 1; t >= 0; --t) {
+        const int64_t row = t * batch + b0;
+        gather<T, L>(gwsp + row * nv, nv, lanes, d.data());
+        matvec<T, L>(b1_t, nv, nx, lam.data(), d.data(), g0.data());  // g^w = G^w + B1ᵀ λ
+        scatter<T, L>(g0.data(), nv, lanes, gwp + row * nv);
+        grads.add(hidden, ins[hidden] + row * fan_in[hidden], g0.data(), lanes);
+        int64_t fan_out_k = nv;
+        for (int64_t k = hidden - 1; k >= 0; --k) {  // g^{z,k} = (W_{k+1} g) ⊙ σ'
+          const int64_t width = mats.rows[3 + k + 1];
+          matvec<T, L>(mp[3 + k + 1], width, fan_out_k, g0.data(), nullptr, g1.data());
+          gather<T, L>(slp[k] + row * width, width, lanes, s_blk.data());
+          for (int64_t i = 0; i < width * L; ++i) g1[i] *= slope_from_output<T, ACT>(s_blk[i]);
+          grads.add(k, ins[k] + row * fan_in[k], g1.data(), lanes);
+          std::swap(g0, g1);
+          fan_out_k = width;
+        }
+        matvec<T, L>(mp[3], nv, fan_out_k, g0.data(), nullptr, g1.data());  // g^v = W_0 g
+        scatter<T, L>(g1.data(), nv, lanes, gvp + row * nv);
+        gather<T, L>(gxp + row * nx, nx, lanes, d.data());  // λ_t = G^x + Aᵀλ + C1ᵀ g^v
+        matvec<T, L>(a_t, nx, nx, lam.data(), d.data(), lam_new.data());
+        matvec<T, L>(c1_t, nx, nv, g1.data(), lam_new.data(), lam_new.data());
+        scatter<T, L>(lam_new.data(), nx, lanes, lp + row * nx);
+        std::swap(lam, lam_new);
       }
-      matvec<T, L>(mp[3], nv, fan_out, g0.data(), nullptr, g1.data());  // g^v = W_0 g
-      scatter<T, L>(g1.data(), nv, lanes, gvp + row * nv);
-      gather<T, L>(gxp + row * nx, nx, lanes, d.data());  // λ_t = G^x + Aᵀλ + C1ᵀ g^v
-      matvec<T, L>(a_t, nx, nx, lam.data(), d.data(), lam_new.data());
-      matvec<T, L>(c1_t, nx, nv, g1.data(), lam_new.data(), lam_new.data());
-      scatter<T, L>(lam_new.data(), nx, lanes, lp + row * nx);
-      std::swap(lam, lam_new);
+      grads.flush_all();
     }
   });
+  for (const auto& partial : partials)
+    if (!partial.empty()) Grads::add_partial(fan_in, fan_out, partial.data(), d_weights, d_biases);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -452,14 +564,18 @@ void dispatch_dtype_act(at::ScalarType dtype, Act act, const F& fn) {
   else with_act(double(0));
 }
 
-// Returns (λ_0..λ_T (T+1,B,nx), g^w (T,B,nv), g^v (T,B,nv), [g^{z,k} (T,B,width_k)]).
-// acts[k] holds the hidden outputs s^k of the forward pass; σ'(s^k) is evaluated here (in the
-// lane loops block by block, as the adjoint reaches it; no slope tensors are stored).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_adjoint(
-    const at::Tensor& g_xs_in, const at::Tensor& g_ws_in, const at::Tensor& g_final,
-    const at::Tensor& A, const at::Tensor& B1, const at::Tensor& C1,
-    std::vector<at::Tensor> weights, std::vector<at::Tensor> acts_in, std::string activation,
-    int64_t max_loop_width) {
+// Returns (λ_0..λ_T (T+1,B,nx), g^w (T,B,nv), g^v (T,B,nv), [g^{z,k} (T,B,width_k)],
+// [∂L/∂W_k], [∂L/∂b_k]). vs and acts[k] hold v and the hidden outputs s^k of the forward pass;
+// σ'(s^k) is evaluated here (in the lane loops block by block, as the adjoint reaches it; no
+// slope tensors are stored). The lane loops form the LBDN's weight gradients themselves
+// (`FusedWeightGrads`) and return no g^{z,k}; the ATen loops return g^{z,k} and no weight
+// gradients (the caller forms them from g^{z,k}, vs, acts and g^w).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>,
+           std::vector<at::Tensor>>
+r2dn_adjoint(const at::Tensor& g_xs_in, const at::Tensor& g_ws_in, const at::Tensor& g_final,
+             const at::Tensor& A, const at::Tensor& B1, const at::Tensor& C1,
+             std::vector<at::Tensor> weights, const at::Tensor& vs_in,
+             std::vector<at::Tensor> acts_in, std::string activation, int64_t max_loop_width) {
   const Act act = parse_activation(activation);
   TORCH_CHECK(g_xs_in.dim() == 3 && g_ws_in.dim() == 3,
               "r2dn_adjoint: gradients must be (T, batch, n)");
@@ -484,31 +600,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> r2dn_adj
                  {steps, batch, widths[k]});
     acts.push_back(acts_in[k].contiguous());
   }
+  check_tensor(vs_in, "vs", dtype, {steps, batch, nv});
   c10::NoGradGuard no_grad;
   const at::Tensor g_xs = g_xs_in.contiguous(), g_ws = g_ws_in.contiguous();
   const auto opts = g_xs.options();
   at::Tensor lams = at::empty({steps + 1, batch, nx}, opts);
   at::Tensor g_w = at::empty({steps, batch, nv}, opts);
   at::Tensor g_v = at::empty({steps, batch, nv}, opts);
-  std::vector<at::Tensor> g_z;
-  for (int64_t width : widths) g_z.push_back(at::empty({steps, batch, width}, opts));
+  std::vector<at::Tensor> g_z, d_weights, d_biases;
   lams.select(0, steps).copy_(g_final);
   if (use_lanes(nv, widths, max_loop_width)) {
-    const at::Tensor gfc = g_final.contiguous();
+    const at::Tensor gfc = g_final.contiguous(), vs = vs_in.contiguous();
+    for (const auto& w : weights) {
+      d_weights.push_back(at::zeros(w.sizes(), opts));
+      d_biases.push_back(at::zeros({w.size(1)}, opts));
+    }
     dispatch_dtype_act(dtype, act, [&](auto zero, auto tag) {
       using T = decltype(zero);
       constexpr int64_t L = std::is_same_v<T, float> ? 32 : 16;  // 128 bytes of lanes
-      adjoint_lanes<T, L, decltype(tag)::value>(g_xs, g_ws, gfc, A, B1, C1, weights, acts, lams,
-                                                g_w, g_v, g_z);
+      adjoint_lanes<T, L, decltype(tag)::value>(g_xs, g_ws, gfc, A, B1, C1, weights, vs, acts,
+                                                lams, g_w, g_v, d_weights, d_biases);
     });
   } else {
+    for (int64_t width : widths) g_z.push_back(at::empty({steps, batch, width}, opts));
     std::vector<at::Tensor> slopes;
     dispatch_dtype_act(dtype, act, [&](auto zero, auto tag) {
       for (const auto& s : acts) slopes.push_back(slopes_of<decltype(zero), decltype(tag)::value>(s));
     });
     adjoint_aten(g_xs, g_ws, A, B1, C1, weights, slopes, lams, g_w, g_v, g_z);
   }
-  return {lams, g_w, g_v, g_z};
+  return {lams, g_w, g_v, g_z, d_weights, d_biases};
 }
 
 }  // namespace
@@ -521,8 +642,8 @@ TORCH_LIBRARY_FRAGMENT(r2dn_control, m) {
         "Tensor[] weights, Tensor[] biases, str activation, int max_loop_width, bool save) "
         "-> (Tensor, Tensor, Tensor, Tensor[])");
   m.def("r2dn_adjoint(Tensor g_xs, Tensor g_ws, Tensor g_final, Tensor A, Tensor B1, "
-        "Tensor C1, Tensor[] weights, Tensor[] acts, str activation, int max_loop_width) "
-        "-> (Tensor, Tensor, Tensor, Tensor[])");
+        "Tensor C1, Tensor[] weights, Tensor vs, Tensor[] acts, str activation, "
+        "int max_loop_width) -> (Tensor, Tensor, Tensor, Tensor[], Tensor[], Tensor[])");
 }
 
 TORCH_LIBRARY_IMPL(r2dn_control, CPU, m) {
