@@ -475,6 +475,49 @@ def test_gram_pairs_equals_matmul_and_sum(rows: int, m: int, n: int, threads: in
     _assert_gram(s32[0], want_sum, sum_scale, 1e-5)
 
 
+@given(batch=st.integers(1, 70), steps=st.integers(1, 6),
+       widths=st.lists(st.integers(1, 40), min_size=0, max_size=3),
+       activation=st.sampled_from(sorted(ACTIVATIONS)), threads=st.sampled_from([1, 2]),
+       dtype=st.sampled_from([F64, torch.float32]), seed=st.integers(0, 2**16))
+def test_lane_adjoint_weight_gradients_equal_products_of_its_loop(
+        batch: int, steps: int, widths: list[int], activation: str, threads: int,
+        dtype: torch.dtype, seed: int) -> None:
+    """The lane-loop adjoint's own LBDN gradients (staged rows of a few steps through the gram
+    micro-kernel, partial lane blocks, a partial per thread) equal Σ hᵀg and Σ g formed from
+    the g^{z,k} and g^w that the ATen loop (max_loop_width 0) returns for the same inputs:
+    float64 to 1e-12, float32 to 1e-4, relative to Σ|h|ᵀ|g| (resp. Σ|g|); the two loops'
+    λ, g^w, g^v too (in float32 they round differently over the steps: ~1e-5)."""
+    gen = torch.Generator().manual_seed(seed)
+    nx, nv = 2, 3
+
+    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return scale * torch.randn(*shape, dtype=F64, generator=gen).to(dtype)
+
+    fans = [nv, *widths, nv]
+    weights = [rand(a, b, scale=0.5) for a, b in zip(fans, fans[1:])]
+    vs = rand(steps, batch, nv)
+    acts = [ACTIVATIONS[activation](rand(steps, batch, w)) for w in widths]
+    inputs = (rand(steps, batch, nx), rand(steps, batch, nv), rand(batch, nx),
+              rand(nx, nx, scale=0.5), rand(nx, nv, scale=0.5), rand(nv, nx, scale=0.5))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        lanes = cpp.ops().r2dn_adjoint(*inputs, weights, vs, acts, activation, 128)
+        aten = cpp.ops().r2dn_adjoint(*inputs, weights, vs, acts, activation, 0)
+    finally:
+        torch.set_num_threads(before)
+    lams, g_w, g_v, g_z, d_w, d_b = lanes
+    assert g_z == [] and aten[4] == [] and len(d_w) == len(d_b) == len(weights)
+    tol = 1e-12 if dtype == F64 else 1e-4
+    for got, want in zip(lanes[:3], aten[:3]):
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    for k, (h, g) in enumerate(zip([vs, *acts], [*aten[3], aten[1]])):
+        want, want_sum, scale, sum_scale = _gram_reference(h.reshape(-1, h.shape[-1]),
+                                                           g.reshape(-1, g.shape[-1]))
+        _assert_gram(d_w[k], want, scale, tol)
+        _assert_gram(d_b[k], want_sum, sum_scale, tol)
+
+
 @given(rows=st.integers(1, 400), m=st.integers(1, 40), n=st.integers(1, 40),
        pad=st.integers(1, 20), dtype=st.sampled_from([F64, torch.float32]))
 def test_gram_pairs_reads_strided_rows_only(rows: int, m: int, n: int, pad: int,
