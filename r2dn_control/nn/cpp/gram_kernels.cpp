@@ -95,7 +95,7 @@ void gram_one(const at::Tensor& x, const at::Tensor& g, at::Tensor& out, at::Ten
   const T* b = swap ? x.const_data_ptr<T>() : g.const_data_ptr<T>();
   const int64_t sa = swap ? g.stride(0) : x.stride(0), sb = swap ? x.stride(0) : g.stride(0);
   const int64_t ma = swap ? n : m, nb = swap ? m : n;
-  const int64_t np = (nb + L - 1) / L * L;
+  const int64_t np = padded_columns<T>(nb);
   // One past the last element of each side.
   const T* a_end = a + (k - 1) * sa + ma;
   const T* b_end = b + (k - 1) * sb + nb;

@@ -34,6 +34,13 @@ struct Vec {
   typedef T type __attribute__((vector_size(kVectorBytes)));
 };
 
+// n rounded up to whole vectors: the row length of `gram_chunk`'s accumulator (its column
+// padding).
+template <typename T>
+constexpr int64_t padded_columns(int64_t n) {
+  return (n + Vec<T>::kLanes - 1) / Vec<T>::kLanes * Vec<T>::kLanes;
+}
+
 // Tile heights: MI ≤ max_rows(NV) keeps (MI + 1)·NV accumulators (the +1: the bias sums),
 // NV loaded G vectors and one broadcast in the registers.
 constexpr int max_rows(int nv) {

@@ -258,10 +258,9 @@ class FusedWeightGrads {
   FusedWeightGrads(const std::vector<int64_t>& fan_in, const std::vector<int64_t>& fan_out,
                    int64_t lanes, T* partial)
       : m_(fan_in), n_(fan_out), cap_(((kFlushRows + lanes - 1) / lanes) * lanes) {
-    constexpr int64_t V = Vec<T>::kLanes;
     int64_t offset = 0;
     for (size_t k = 0; k < m_.size(); ++k) {
-      np_.push_back((n_[k] + V - 1) / V * V);
+      np_.push_back(padded_columns<T>(n_[k]));
       acc_.push_back(partial + offset);
       offset += (m_[k] + 1) * np_[k];  // the product, then the bias sums
       xs_.emplace_back(static_cast<size_t>(cap_ * m_[k]), T(0));
@@ -273,9 +272,8 @@ class FusedWeightGrads {
   // Size of the partial one thread accumulates into: Σ_k (m_k + 1)·np_k.
   static int64_t partial_size(const std::vector<int64_t>& fan_in,
                               const std::vector<int64_t>& fan_out) {
-    constexpr int64_t V = Vec<T>::kLanes;
     int64_t size = 0;
-    for (size_t k = 0; k < fan_in.size(); ++k) size += (fan_in[k] + 1) * ((fan_out[k] + V - 1) / V * V);
+    for (size_t k = 0; k < fan_in.size(); ++k) size += (fan_in[k] + 1) * padded_columns<T>(fan_out[k]);
     return size;
   }
 
@@ -297,9 +295,8 @@ class FusedWeightGrads {
   static void add_partial(const std::vector<int64_t>& fan_in,
                           const std::vector<int64_t>& fan_out, const T* partial,
                           std::vector<at::Tensor>& products, std::vector<at::Tensor>& sums) {
-    constexpr int64_t V = Vec<T>::kLanes;
     for (size_t k = 0; k < fan_in.size(); ++k) {
-      const int64_t m = fan_in[k], n = fan_out[k], np = (n + V - 1) / V * V;
+      const int64_t m = fan_in[k], n = fan_out[k], np = padded_columns<T>(n);
       T* out = products[k].data_ptr<T>();
       T* total = sums[k].data_ptr<T>();
       for (int64_t i = 0; i < m; ++i)
@@ -351,13 +348,12 @@ void adjoint_lanes(const at::Tensor& g_xs, const at::Tensor& g_ws, const at::Ten
   const T *gxp = g_xs.data_ptr<T>(), *gwsp = g_ws.data_ptr<T>();
   const T* gfp = g_final.data_ptr<T>();
   T *lp = lams.data_ptr<T>(), *gwp = g_w.data_ptr<T>(), *gvp = g_v.data_ptr<T>();
-  // Pair k: input rows ins[k] (v for k = 0, else s^{k−1}), fan-in, fan-out.
+  // Pair k: input rows ins[k] (v for k = 0, else s^{k−1}), fan-in, fan-out. σ' of layer k
+  // comes from the saved outputs s^k = ins[k + 1], lane block by block.
   std::vector<const T*> ins{vs.data_ptr<T>()};
   std::vector<int64_t> fan_in{nv}, fan_out;
-  std::vector<const T*> slp;
   int64_t widest = nv;
-  for (const auto& s : acts) {  // σ' comes from the saved outputs s^k, lane block by block
-    slp.push_back(s.data_ptr<T>());
+  for (const auto& s : acts) {
     ins.push_back(s.data_ptr<T>());
     fan_in.push_back(s.size(2));
     fan_out.push_back(s.size(2));
@@ -387,7 +383,7 @@ void adjoint_lanes(const at::Tensor& g_xs, const at::Tensor& g_ws, const at::Ten
         for (int64_t k = hidden - 1; k >= 0; --k) {  // g^{z,k} = (W_{k+1} g) ⊙ σ'
           const int64_t width = mats.rows[3 + k + 1];
           matvec<T, L>(mp[3 + k + 1], width, fan_out_k, g0.data(), nullptr, g1.data());
-          gather<T, L>(slp[k] + row * width, width, lanes, s_blk.data());
+          gather<T, L>(ins[k + 1] + row * width, width, lanes, s_blk.data());
           for (int64_t i = 0; i < width * L; ++i) g1[i] *= slope_from_output<T, ACT>(s_blk[i]);
           grads.add(k, ins[k] + row * fan_in[k], g1.data(), lanes);
           std::swap(g0, g1);
