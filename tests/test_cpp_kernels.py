@@ -475,6 +475,45 @@ def test_gram_pairs_equals_matmul_and_sum(rows: int, m: int, n: int, threads: in
     _assert_gram(s32[0], want_sum, sum_scale, 1e-5)
 
 
+@given(batch=st.integers(1, 70), steps=st.integers(1, 6), nx=st.integers(1, 20),
+       nv=st.integers(1, 20), widths=st.lists(st.integers(1, 40), min_size=0, max_size=3),
+       activation=st.sampled_from(sorted(ACTIVATIONS)), threads=st.sampled_from([1, 2]),
+       save=st.booleans(), seed=st.integers(0, 2**16))
+def test_lane_forward_equals_aten_forward(batch: int, steps: int, nx: int, nv: int,
+                                          widths: list[int], activation: str, threads: int,
+                                          save: bool, seed: int) -> None:
+    """The lane-loop forward (register-blocked products of every row count: full row blocks,
+    each shorter last block, single rows; partial lane blocks) equals the ATen loop
+    (max_loop_width 0) on the same inputs in float64: states and w, and with save also v and
+    the hidden outputs, to 1e-12 relative to the entries' size (the two loops add the same
+    products in different orders)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return scale * torch.randn(*shape, dtype=F64, generator=gen)
+
+    fans = [nv, *widths, nv]
+    weights = [rand(a, b, scale=1 / a ** 0.5) for a, b in zip(fans, fans[1:])]
+    biases = [rand(b) for b in fans[1:]]
+    inputs = (rand(batch, nx), rand(steps, batch, nx), rand(steps, batch, nv),
+              rand(nx, nx, scale=0.5 / nx ** 0.5), rand(nx, nv, scale=0.5 / nv ** 0.5),
+              rand(nv, nx, scale=1 / nx ** 0.5))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        lanes = cpp.ops().r2dn_forward(*inputs, weights, biases, activation, 128, save)
+        aten = cpp.ops().r2dn_forward(*inputs, weights, biases, activation, 0, save)
+    finally:
+        torch.set_num_threads(before)
+    # Without save, v and the hidden outputs are scratch that callers must not read.
+    got = [lanes[0], lanes[2], *((lanes[1], *lanes[3]) if save else ())]
+    want = [aten[0], aten[2], *((aten[1], *aten[3]) if save else ())]
+    assert len(got) == len(want) == 2 + (1 + len(widths) if save else 0)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * (1 + float(b.abs().max())))
+
+
 @given(batch=st.integers(1, 70), steps=st.integers(1, 6),
        widths=st.lists(st.integers(1, 40), min_size=0, max_size=3),
        activation=st.sampled_from(sorted(ACTIVATIONS)), threads=st.sampled_from([1, 2]),

@@ -92,33 +92,52 @@ std::vector<int64_t> check_mlp(const std::vector<at::Tensor>& weights, int64_t n
 
 // out (m × L) = init + M x for a row-major m × n matrix M and x (n × L), init (m × L); with
 // init = nullptr, out = M x. init may be out itself (row i of init is read before row i of out
-// is written, and no other row). R output rows at a time: R·L/(vector width) independent FMA
-// chains hide the FMA latency, and each load of x_k serves all R rows, each broadcast of a
-// matrix entry all L lanes. R is chosen so that the accumulators fill about 12 of the 16 AVX2
-// registers: 4 rows of 64-byte lane blocks, 3 rows of 128-byte ones (measured: the 128-byte
-// blocks do half the matrix loads per FMA; see fused_rollout.md).
+// is written, and no other row). R output rows at a time, each an accumulator of NV vectors
+// (the L lanes) held in registers from init to out: per k, the NV vectors of x_k are loaded
+// once and serve all R rows, and each broadcast of a matrix entry serves all L lanes, so a k
+// step is NV + R loads for R·NV FMAs. R fills the vector registers (R·NV accumulators, NV for
+// x_k, one broadcast), up to 8 rows: 8 with AVX-512's 32 registers, 2 with AVX2's 16 (where the
+// 128-byte lane block is 4 vectors). Every lane's sum runs over k in order, as a scalar loop
+// would: the result does not depend on R or the vector width.
+template <typename T, int64_t L>
+constexpr int64_t vectors_per_lane_block() {
+  return L / Vec<T>::kLanes;
+}
+
 template <typename T, int64_t L>
 constexpr int64_t rows_per_block() {
-  return L * static_cast<int64_t>(sizeof(T)) >= 128 ? 3 : 4;
+  constexpr int64_t nv = vectors_per_lane_block<T, L>();
+  return std::max<int64_t>(1, std::min<int64_t>(8, (kRegisters - nv - 1) / nv));
 }
 
 // R rows i … i+R−1 of out = init + M x (see matvec).
 template <typename T, int64_t L, int64_t R>
 inline void matvec_rows(const T* __restrict M, int64_t i, int64_t n, const T* __restrict x,
                         const T* init, T* out) {
-  T acc[R][L];
+  using V = typename Vec<T>::type;
+  constexpr int64_t VL = Vec<T>::kLanes;
+  constexpr int64_t NV = vectors_per_lane_block<T, L>();
+  static_assert(NV * VL == L, "a lane block is a whole number of vectors");
+  V acc[R][NV];
   for (int64_t r = 0; r < R; ++r)
-    for (int64_t l = 0; l < L; ++l) acc[r][l] = init ? init[(i + r) * L + l] : T(0);
+    for (int64_t v = 0; v < NV; ++v) {
+      if (init)
+        std::memcpy(&acc[r][v], init + (i + r) * L + v * VL, sizeof(V));
+      else
+        acc[r][v] = V{};
+    }
   const T* __restrict mi = M + i * n;
   for (int64_t k = 0; k < n; ++k) {
-    const T* __restrict xk = x + k * L;
+    V xk[NV];
+    for (int64_t v = 0; v < NV; ++v) std::memcpy(&xk[v], x + k * L + v * VL, sizeof(V));
     for (int64_t r = 0; r < R; ++r) {
       const T c = mi[r * n + k];
-      for (int64_t l = 0; l < L; ++l) acc[r][l] += c * xk[l];
+      for (int64_t v = 0; v < NV; ++v) acc[r][v] += c * xk[v];
     }
   }
   for (int64_t r = 0; r < R; ++r)
-    for (int64_t l = 0; l < L; ++l) out[(i + r) * L + l] = acc[r][l];
+    for (int64_t v = 0; v < NV; ++v)
+      std::memcpy(out + (i + r) * L + v * VL, &acc[r][v], sizeof(V));
 }
 
 // One row i of out = init + M x with two accumulators (even and odd k), so that a single row
@@ -149,16 +168,30 @@ inline void matvec_row(const T* __restrict M, int64_t i, int64_t n, const T* __r
   for (int64_t l = 0; l < L; ++l) out[i * L + l] = acc[l] + odd[l];
 }
 
+// The last rows ≥ 2 of a matvec, in one block of Q rows (Q = R−1 … 2: its only run-time choice).
+template <typename T, int64_t L, int64_t Q>
+inline void matvec_tail(const T* __restrict M, int64_t i, int64_t rows, int64_t n,
+                        const T* __restrict x, const T* init, T* out) {
+  if constexpr (Q >= 2) {
+    if (rows == Q)
+      matvec_rows<T, L, Q>(M, i, n, x, init, out);
+    else
+      matvec_tail<T, L, Q - 1>(M, i, rows, n, x, init, out);
+  }
+}
+
 template <typename T, int64_t L>
 inline void matvec(const T* __restrict M, int64_t m, int64_t n, const T* __restrict x,
                    const T* init, T* out) {
   constexpr int64_t R = rows_per_block<T, L>();
   int64_t i = 0;
   for (; i + R <= m; i += R) matvec_rows<T, L, R>(M, i, n, x, init, out);
-  // The last m mod R rows: two at a time (8 accumulators with 128-byte blocks), then one with
-  // its k split in two, instead of one chain of L/(vector width) accumulators per row.
-  for (; i + 2 <= m; i += 2) matvec_rows<T, L, 2>(M, i, n, x, init, out);
-  if (i < m) matvec_row<T, L>(M, i, n, x, init, out);
+  // The last m mod R rows in one block; a single row with its k split in two (twice the
+  // independent FMA chains of one accumulator).
+  if (m - i >= 2)
+    matvec_tail<T, L, R - 1>(M, i, m - i, n, x, init, out);
+  else if (i < m)
+    matvec_row<T, L>(M, i, n, x, init, out);
 }
 
 // out (m × L) = the vector b (m) on every lane.
