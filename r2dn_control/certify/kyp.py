@@ -48,7 +48,7 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator
 
 from .blas import blas_threads
 from .freq import GainSearch, _real_times
-from .lanczos import largest_eigenpair
+from .lanczos import lanczos_top, largest_eigenpair
 from .lmi import StateSpaceBlocks, Validation
 
 #: Regularization ``ε`` (relative to the scale of Ĉ) added as ``√ε I`` rows to Ĉ.
@@ -85,7 +85,6 @@ def _doubling(a: np.ndarray, g: np.ndarray, h: np.ndarray, tol: float = 1e-14,
     of ``max_iter``.
     """
     eye = np.eye(a.shape[0])
-    n = a.shape[0]
     for _ in range(max_iter):
         w = eye + g @ h
         try:
@@ -94,13 +93,9 @@ def _doubling(a: np.ndarray, g: np.ndarray, h: np.ndarray, tol: float = 1e-14,
             return None
         if np.min(np.abs(np.diag(lu[0]))) < 1e-14 * max(1.0, np.abs(w).max()):
             return None  # I + GH singular: no stabilizing solution along this path
-        both = sla.lu_solve(lu, np.hstack([a, g]), check_finite=False)
-        w_a, w_g = both[:, :n], both[:, n:]
-        h_next = h + a.T @ (h @ w_a)
-        g = g + (a @ w_g) @ a.T
-        a = a @ w_a
-        h_next = 0.5 * (h_next + h_next.T)
-        g = 0.5 * (g + g.T)
+        w_a = sla.lu_solve(lu, a, check_finite=False)
+        h_next = h + symmetric_product(a.T, h @ w_a)
+        a_next = a @ w_a
         if not np.all(np.isfinite(h_next)):
             return None
         try:
@@ -109,7 +104,7 @@ def _doubling(a: np.ndarray, g: np.ndarray, h: np.ndarray, tol: float = 1e-14,
             return None  # H_k left the positive definite cone: not stabilizing
         step = np.abs(h_next - h).max()
         h = h_next
-        size = np.abs(a).max()
+        size = np.abs(a_next).max()
         # The rest of the series, Σ_j A_jᵀH_jW_j⁻¹A_j, is O(‖A_k‖²) once A_k is small: with
         # ‖A_k‖ < 1e-7 it is below 1e-14 relative, far under any proof margin (the caller's
         # float64 check decides), so stop without the extra step a tiny `step` would need.
@@ -117,7 +112,36 @@ def _doubling(a: np.ndarray, g: np.ndarray, h: np.ndarray, tol: float = 1e-14,
             return h
         if size > 1e8:  # A_k = A_cl^(2^k) grows: the solution is not stabilizing
             return None
+        # G_{k+1} only when another step follows (the last step skips its solve and products).
+        w_g = sla.lu_solve(lu, g, check_finite=False)
+        g = g + symmetric_product(a @ w_g, a.T)
+        a = a_next
     return None
+
+
+#: Rows per block of `symmetric_product` (blocks of this many rows go to one dgemm).
+SYMMETRIC_BLOCK = 256
+
+
+def symmetric_product(x: np.ndarray, y: np.ndarray, block: int = SYMMETRIC_BLOCK) -> np.ndarray:
+    """``x @ y`` for a product known to be symmetric (e.g. AᵀHW⁻¹A in `_doubling`), from its
+    block upper triangle: row block i is ``x[i] @ y[:, i:]`` (one dgemm), the strict lower
+    triangle its mirror, the diagonal blocks symmetrized. With k blocks this costs
+    (k + 1)/(2k) of the full product (9/16 at n = 2048). The result is exactly symmetric, as
+    ``0.5(P + Pᵀ)`` of the full product was; the two differ by the rounding of P − Pᵀ.
+    """
+    n = x.shape[0]
+    if n <= block:
+        p = x @ y
+        return 0.5 * (p + p.T)
+    out = np.empty((n, n), dtype=np.result_type(x, y))
+    for i in range(0, n, block):
+        j = min(i + block, n)
+        out[i:j, i:] = x[i:j] @ y[:, i:]
+        diag = out[i:j, i:j]
+        out[i:j, i:j] = 0.5 * (diag + diag.T)
+        out[j:, i:j] = out[i:j, j:].T
+    return out
 
 
 def _riccati_data(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, eps: float
@@ -470,10 +494,15 @@ def _banded_shift(h: np.ndarray, z: complex | float) -> tuple[np.ndarray, np.nda
 
 
 def _real_times_vec(m: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The real matrix m times the vector x; a complex x as an n × 2 real array (m read once)."""
+    """The real matrix m times the vector x; a complex x by two real matrix–vector products
+    (dgemv on its real and imaginary parts: at n = 2048 3.3–3.5 ms against 5.8–7.3 ms for one
+    product with x as an n × 2 real array, which OpenBLAS runs as a packed dgemm)."""
     if not np.iscomplexobj(x):
         return m @ x
-    return (m @ np.ascontiguousarray(x).view(float).reshape(-1, 2)).ravel().view(complex)
+    out = np.empty(m.shape[0], dtype=complex)
+    out.real = m @ x.real
+    out.imag = m @ x.imag
+    return out
 
 
 def _reduced_w_channel(red: HessenbergReduction, z: complex | float, derivative: bool
@@ -551,8 +580,8 @@ def _reduced_top(red: HessenbergReduction, solve: Callable[..., np.ndarray], vec
             y = solve(_real_times_vec(c.T, x), True)
             return _real_times_vec(c, solve(_real_times_vec(gram, y)))
     k = nw if red.w_side else nv
-    found = largest_eigenpair(matvec, k, dtype, tol=REDUCED_LANCZOS_TOL,
-                              start=red.starts.get(np.dtype(dtype).name))
+    found = lanczos_top(matvec, k, dtype, tol=REDUCED_LANCZOS_TOL,
+                        start=red.starts.get(np.dtype(dtype).name))
     if found is None:
         return None
     val, vec = found
