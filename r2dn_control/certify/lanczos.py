@@ -63,18 +63,18 @@ def lanczos_top(matvec: Callable[[np.ndarray], np.ndarray], size: int, dtype: ty
     if size < 3:
         return None
     basis = min(basis, size)
-    q = np.ones(size, dtype) if start is None else np.array(start, dtype=dtype)
+    q: np.ndarray = np.ones(size, dtype) if start is None else np.array(start, dtype=dtype)
     norm = np.linalg.norm(q)
     if not (norm > 0 and np.isfinite(norm)):
         return None
     q = q / norm
-    vectors = np.empty((basis, size), dtype)
+    vectors: np.ndarray = np.empty((basis, size), dtype)
     for _ in range(restarts + 1):
         vectors[0] = q
         alphas: list[float] = []
         betas: list[float] = []
         for j in range(basis):
-            w = np.asarray(matvec(vectors[j]), dtype=dtype).ravel()
+            w: np.ndarray = np.asarray(matvec(vectors[j]), dtype=dtype).ravel()
             if not np.all(np.isfinite(w)):
                 return None
             alphas.append(float(np.real(np.vdot(vectors[j], w))))
