@@ -135,3 +135,39 @@ def test_doubling_last_step_matches_the_full_update() -> None:
         if done:
             break
     assert np.allclose(x, h, rtol=1e-10, atol=1e-12 * np.abs(h).max())
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(0, 40), cols=st.integers(1, 40))
+def test_transposed_gram_equals_the_product(seed, rows, cols) -> None:
+    f = np.random.default_rng(seed).standard_normal((rows, cols))
+    out = kyp.transposed_gram(f)
+    assert out.shape == (cols, cols) and np.array_equal(out, out.T)
+    bound = 2 * max(rows, 1) * np.finfo(float).eps * (np.abs(f.T) @ np.abs(f))
+    assert np.all(np.abs(out - f.T @ f) <= bound)
+    # FᵀF ⪰ 0 to rounding (the Q̄ and G of the Riccati data).
+    assert np.linalg.eigvalsh(out)[0] >= -1e-12 * max(1.0, np.abs(out).max())
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(1, 40), cols=st.integers(1, 70),
+       block=st.sampled_from([5, 16, 64]))
+def test_blocked_torch_gram_equals_the_product(seed, rows, cols, block) -> None:
+    import torch
+
+    from r2dn_control.nn import _algebra
+
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((rows, cols)))
+    old = (_algebra.BLOCKED_GRAM_MIN, _algebra.GRAM_BLOCK)
+    _algebra.BLOCKED_GRAM_MIN, _algebra.GRAM_BLOCK = 1, block
+    try:
+        with torch.no_grad():
+            out = _algebra.transposed_gram(x)
+        xg = x.clone().requires_grad_(True)
+        plain = _algebra.transposed_gram(xg)  # under autograd: the one product
+    finally:
+        _algebra.BLOCKED_GRAM_MIN, _algebra.GRAM_BLOCK = old
+    assert plain.grad_fn is not None
+    assert torch.equal(out, out.T)
+    bound = 2 * rows * np.finfo(float).eps * (x.abs().T @ x.abs())
+    assert bool(((out - x.T @ x).abs() <= bound).all())

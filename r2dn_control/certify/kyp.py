@@ -157,18 +157,32 @@ def _riccati_data(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, ep
     scale = max(1.0, float(np.abs(c).max()) if c.size else 1.0)
     reg = eps * scale**2
     if not d.any():  # R = I, I − DDᵀ = I: Ā = A, G = BBᵀ, Q̄ = CᵀC + εI
-        g = b @ b.T
-        q_bar = c.T @ c + reg * np.eye(n)
-        return a, -0.5 * (g + g.T), 0.5 * (q_bar + q_bar.T)
+        q_bar = transposed_gram(c)
+        q_bar[np.diag_indices(n)] += reg
+        return a, -transposed_gram(b.T), q_bar
     r_chol = sla.cholesky(np.eye(m) - d.T @ d, lower=True)
     dd_chol = sla.cholesky(np.eye(d.shape[0]) - d @ d.T, lower=True)
     # Ā = A + B R⁻¹D̂ᵀĈ, G = (L_R⁻¹Bᵀ)ᵀ(L_R⁻¹Bᵀ), Q̄ = (L_D⁻¹Ĉ)ᵀ(L_D⁻¹Ĉ) + ε·scale²·I.
     a_bar = a + b @ sla.cho_solve((r_chol, True), d.T @ c)
     half_g = sla.solve_triangular(r_chol, b.T, lower=True)
     half_q = sla.solve_triangular(dd_chol, c, lower=True)
-    g = half_g.T @ half_g
-    q_bar = half_q.T @ half_q + reg * np.eye(n)
-    return a_bar, -0.5 * (g + g.T), 0.5 * (q_bar + q_bar.T)
+    q_bar = transposed_gram(half_q)
+    q_bar[np.diag_indices(n)] += reg
+    return a_bar, -transposed_gram(half_g), q_bar
+
+
+def transposed_gram(f: np.ndarray) -> np.ndarray:
+    """``FᵀF`` by a symmetric rank-k update (dsyrk: half the flops of the product), its upper
+    triangle mirrored, so the result is exactly symmetric (as ``0.5(P + Pᵀ)`` of the product
+    was; the two differ by rounding)."""
+    n = f.shape[1]
+    if not f.size:
+        return np.zeros((n, n))
+    # f.T is Fortran-ordered for a C-ordered f: dsyrk reads it without a copy (trans 0: XXᵀ).
+    up = sla.blas.dsyrk(1.0, np.asarray(f, dtype=float).T, trans=0, lower=0)
+    low = np.tril_indices(n, -1)
+    up[low] = up.T[low]
+    return up
 
 
 def bounded_real_riccati(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray,
@@ -193,7 +207,7 @@ def bounded_real_riccati(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndar
         return None
     # Accept only a solution that makes the (w,u) block of N positive definite and X ⪰ 0.
     try:
-        np.linalg.cholesky(r - b.T @ x @ b)
+        np.linalg.cholesky(r - symmetric_product(b.T, x @ b))
         np.linalg.cholesky(x + 1e-12 * max(1.0, np.abs(x).max()) * np.eye(n))
     except np.linalg.LinAlgError:
         return None
@@ -418,7 +432,7 @@ REDUCED_MIN = 1536
 #: Residual tolerance of the matrix-free Lanczos (relative to λ): the Ritz value is then within
 #: ~tol²·λ/gap of λ_max (1e-13 relative at n = 2048), its vector within ~tol/gap (what the slopes
 #: read; nothing is certified from either).
-REDUCED_LANCZOS_TOL = 1e-8
+REDUCED_LANCZOS_TOL = 1e-6
 
 
 @dataclass(eq=False)

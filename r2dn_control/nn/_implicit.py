@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._algebra import eye_like
+from ._algebra import eye_like, transposed_gram
 from .iqc import SupplyRate
 
 #: Long-memory initialisation of both families: A = ᾱ(I − diag(e)), e ~ LONG_MEMORY_SPREAD·U(0,1).
@@ -127,10 +127,10 @@ def add_quadratic(h: Tensor, top_left: Tensor, ncal: Tensor, r1: Tensor | None) 
     h = h.clone()
     h[:n, :n] = h[:n, :n] + top_left
     if r1 is None:
-        return h + ncal @ ncal.T
+        return h + transposed_gram(ncal.T)
     chol = torch.linalg.cholesky(0.5 * (r1 + r1.T))
     z = torch.linalg.solve_triangular(chol, ncal.T, upper=False)
-    return h + z.T @ z
+    return h + transposed_gram(z)
 
 
 def implicit_model(h: Tensor, Y: Tensor, rate: float, nx: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -145,7 +145,7 @@ def lyapunov_metric(e: Tensor, p: Tensor) -> Tensor:
     """𝒫 = Eᵀ P⁻¹ E (symmetrised), the metric the parameterization certifies."""
     chol = torch.linalg.cholesky(p)
     z = torch.linalg.solve_triangular(chol, e, upper=False)
-    return z.T @ z
+    return transposed_gram(z)
 
 
 def long_memory_factor(target: Tensor, extra: Tensor, eps: float) -> Tensor:
