@@ -69,7 +69,7 @@ def test_symmetric_product_equals_the_full_product(seed, n, block) -> None:
     rng = np.random.default_rng(seed)
     a, s = rng.standard_normal((n, n)), rng.standard_normal((n, n))
     s = s + s.T
-    out = kyp.symmetric_product(a.T, s @ a, block=block)  # AᵀSA: symmetric
+    out = kyp.symmetric_product(a.T, s @ a, block=block, min_size=0)  # AᵀSA: symmetric
     full = a.T @ (s @ a)
     assert np.array_equal(out, out.T)
     bound = 4 * n * np.finfo(float).eps * (np.abs(a.T) @ np.abs(s) @ np.abs(a))

@@ -36,8 +36,10 @@ def eye_like(x: Tensor, n: int) -> Tensor:
 
 
 #: From this many columns on, `transposed_gram` outside autograd forms XᵀX from its block
-#: upper triangle (smaller products, the training path and the tests' sizes, stay one matmul).
-BLOCKED_GRAM_MIN = 1024
+#: upper triangle (smaller products, the training path and the tests' sizes, stay one matmul;
+#: at 1024–2047 columns, the certificates' model at n = 512–1023, 2–4 blocks of 512 were no
+#: faster than the one product).
+BLOCKED_GRAM_MIN = 2048
 #: Columns per block of `transposed_gram`'s blocked form.
 GRAM_BLOCK = 512
 
