@@ -1,4 +1,4 @@
-"""Issue 16, certificates at n = 2048 (cert12): the Lanczos of the rate search's matrix-free
+"""Certificates at n = 2048 (issue 16): the Lanczos of the rate search's matrix-free
 gains (`lanczos.lanczos_top`), the doubling's symmetric products (`kyp.symmetric_product`)
 and the doubling that skips the last step's G update (`kyp._doubling`).
 

@@ -46,6 +46,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigs
 
+from ..nn._algebra import fill_symmetric_product
 from .blas import blas_threads
 from .freq import GainSearch, _real_times
 from .lanczos import lanczos_top, largest_eigenpair
@@ -128,25 +129,16 @@ SYMMETRIC_MIN = 1024
 
 def symmetric_product(x: np.ndarray, y: np.ndarray, block: int = SYMMETRIC_BLOCK,
                       min_size: int = SYMMETRIC_MIN) -> np.ndarray:
-    """``x @ y`` for a product known to be symmetric (e.g. AᵀHW⁻¹A in `_doubling`), from its
-    block upper triangle: row block i is ``x[i] @ y[:, i:]`` (one dgemm), the strict lower
-    triangle its mirror, the diagonal blocks symmetrized. With k blocks this costs
-    (k + 1)/(2k) of the full product (9/16 at n = 2048); below ``min_size`` one product. The
-    result is exactly symmetric, as ``0.5(P + Pᵀ)`` of the full product was; the two differ by
-    the rounding of P − Pᵀ.
+    """``x @ y`` for a product known to be symmetric (e.g. AᵀHW⁻¹A in `_doubling`), exactly
+    symmetric: from ``min_size`` on from its block upper triangle (`fill_symmetric_product`,
+    blocks of ``block`` rows: 9/16 of the product at n = 2048), below as ``0.5(P + Pᵀ)`` of
+    the one product; the two differ by the rounding of P − Pᵀ.
     """
     n = x.shape[0]
     if n <= block or n < min_size:
         p = x @ y
         return 0.5 * (p + p.T)
-    out = np.empty((n, n), dtype=np.result_type(x, y))
-    for i in range(0, n, block):
-        j = min(i + block, n)
-        out[i:j, i:] = x[i:j] @ y[:, i:]
-        diag = out[i:j, i:j]
-        out[i:j, i:j] = 0.5 * (diag + diag.T)
-        out[j:, i:j] = out[i:j, j:].T
-    return out
+    return fill_symmetric_product(x, y, np.empty((n, n), dtype=np.result_type(x, y)), block)
 
 
 def _riccati_data(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray, eps: float

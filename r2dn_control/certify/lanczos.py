@@ -80,8 +80,7 @@ def lanczos_top(matvec: Callable[[np.ndarray], np.ndarray], size: int, dtype: ty
             alphas.append(float(np.real(np.vdot(vectors[j], w))))
             kept = vectors[:j + 1]
             for _twice in range(2):
-                w = w - (np.vdot(kept[0], w) * kept[0] if j == 0 else
-                         kept.T @ (kept.conj() @ w))
+                w = w - kept.T @ (kept.conj() @ w)
             beta = float(np.linalg.norm(w))
             if j == 0:
                 theta, s = alphas[0], np.ones(1)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,23 +46,37 @@ BLOCKED_GRAM_MIN = 2048
 GRAM_BLOCK = 512
 
 
-def transposed_gram(x: Tensor) -> Tensor:
-    r"""$X^\top X$; without a graph to record and from `BLOCKED_GRAM_MIN` columns on, from the
-    block upper triangle (block row i is ``X[:, i]ᵀX[:, i:]``, the lower triangle its mirror,
-    diagonal blocks symmetrized): (k + 1)/(2k) of the product's flops for k blocks (9/16 for
-    the 4096-wide H of an R2DN with 2048 states, the certificates' explicit model), exactly
-    symmetric; it differs from the one product by rounding."""
-    n = x.shape[1]
-    if n < BLOCKED_GRAM_MIN or (torch.is_grad_enabled() and x.requires_grad):
-        return x.T @ x
-    out = x.new_empty((n, n))
-    for i in range(0, n, GRAM_BLOCK):
-        j = min(i + GRAM_BLOCK, n)
-        out[i:j, i:] = x[:, i:j].T @ x[:, i:]
+#: numpy arrays or torch tensors (`fill_symmetric_product` runs on either).
+Matrix = TypeVar("Matrix", np.ndarray, Tensor)
+
+
+def fill_symmetric_product(x: Matrix, y: Matrix, out: Matrix, block: int) -> Matrix:
+    r"""``out`` (n × n) ← ``x @ y`` for a product known to be symmetric, from its block upper
+    triangle: row block i is ``x[i] @ y[:, i:]`` (one matrix product), the strict lower triangle
+    its mirror, the diagonal blocks symmetrized. With k blocks this costs (k + 1)/(2k) of the
+    full product; the result is exactly symmetric and differs from ``0.5(P + Pᵀ)`` of the full
+    product by rounding. Shared by `transposed_gram` (torch) and the certificates' Riccati
+    doubling (`r2dn_control.certify.kyp.symmetric_product`, numpy)."""
+    n = out.shape[0]
+    for i in range(0, n, block):
+        j = min(i + block, n)
+        out[i:j, i:] = x[i:j] @ y[:, i:]
         diag = out[i:j, i:j]
         out[i:j, i:j] = 0.5 * (diag + diag.T)
         out[j:, i:j] = out[i:j, j:].T
     return out
+
+
+def transposed_gram(x: Tensor) -> Tensor:
+    r"""$X^\top X$; without a graph to record and from `BLOCKED_GRAM_MIN` columns on, from the
+    block upper triangle (`fill_symmetric_product` with blocks of `GRAM_BLOCK` columns):
+    (k + 1)/(2k) of the product's flops for k blocks (9/16 for the 4096-wide H of an R2DN with
+    2048 states, the certificates' explicit model), exactly symmetric; it differs from the one
+    product by rounding."""
+    n = x.shape[1]
+    if n < BLOCKED_GRAM_MIN or (torch.is_grad_enabled() and x.requires_grad):
+        return x.T @ x
+    return fill_symmetric_product(x.T, x, x.new_empty((n, n)), GRAM_BLOCK)
 
 
 def gram(x: Tensor, polar: Tensor | None, eps: float) -> Tensor:
